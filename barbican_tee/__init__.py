@@ -1,0 +1,1 @@
+"""openstack-tee: attested confidential computing for Barbican."""

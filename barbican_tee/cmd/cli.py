@@ -1,0 +1,191 @@
+"""``openstack-tee``: the command-line contract of ARCHITECTURE.md.
+
+Exit codes of ``verify``: 0 verified and policy met; 1 refused (every
+failed check printed with its code); 2 unusable input or arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+import datetime
+import json
+import sys
+from typing import Any
+from typing import NoReturn
+
+from barbican_tee.attestation import errors
+from barbican_tee.attestation import policy as policy_mod
+from barbican_tee.attestation import snp
+from barbican_tee.attestation import snp_certs
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_UNUSABLE = 2
+
+FORMAT_SNP = "amd-sev-snp-report"
+FORMAT_TDX = "intel-tdx-quote"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_UNUSABLE, f"{self.prog}: error: {message}\n")
+
+
+class _Unusable(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise _Unusable("file_unreadable",
+                        f"cannot read {what} {path!r}: "
+                        f"{exc.strerror}") from None
+
+
+def _parse_at(value: str | None) -> datetime.datetime | None:
+    if value is None:
+        return None
+    try:
+        at = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise _Unusable("bad_time",
+                        f"--at {value!r} is not an ISO 8601 time") from None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=datetime.UTC)
+    return at
+
+
+def _detect_format(data: bytes) -> str:
+    if len(data) == snp.REPORT_SIZE or len(data.strip()) == (
+            2 * snp.REPORT_SIZE):
+        return FORMAT_SNP
+    return FORMAT_TDX
+
+
+def _load_policy(path: str | None) -> policy_mod.Policy | None:
+    if path is None:
+        return None
+    try:
+        doc = json.loads(_read(path, "policy"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _Unusable("policy_malformed",
+                        f"policy {path!r} is not JSON: {exc}") from None
+    return policy_mod.Policy.from_dict(doc)
+
+
+def _verify_snp(args: argparse.Namespace, data: bytes,
+                at: datetime.datetime | None,
+                policy: policy_mod.Policy | None
+                ) -> tuple[dict[str, Any], policy_mod.Result]:
+    report = snp.load_report(data)
+    if args.vcek and args.vlek:
+        raise _Unusable("bad_arguments", "give --vcek or --vlek, not both")
+    if not (args.vcek or args.vlek):
+        raise _Unusable(
+            "endorsement_missing",
+            "an SEV-SNP report needs its endorsement key certificate: "
+            "--vcek FILE (or --vlek FILE), as served by AMD's KDS or the "
+            "host's extended report")
+    endorsement = _read(args.vcek or args.vlek, "endorsement key")
+    chain = None
+    if args.cert_chain:
+        chain = snp_certs.load_ca_certs(_read(args.cert_chain,
+                                              "certificate chain"))
+    extra = []
+    if args.trust_root:
+        extra.append(snp_certs.roots_from_bundle(
+            _read(args.trust_root, "trust root")))
+    verifier = snp.SnpVerifier(extra_roots=extra)
+    expected = snp_certs.SignerKind.VLEK if args.vlek else (
+        snp_certs.SignerKind.VCEK)
+    if report.signer is not None and report.signer is not expected:
+        raise errors.VerificationFailed(
+            f"the report is signed by a {report.signer.value.upper()} but "
+            f"--{expected.value} was given", code="snp_signer_mismatch")
+    verified = verifier.verify(report, endorsement, chain, at)
+    result = policy_mod.Result(())
+    if policy is not None:
+        result = policy_mod.evaluate_snp(policy, verified)
+    return verified.claims(), result
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    claims: dict[str, Any] = {}
+    failures: list[tuple[str, str]] = []
+    try:
+        data = _read(args.evidence, "evidence")
+        fmt = args.format or _detect_format(data)
+        at = _parse_at(args.at)
+        policy = _load_policy(args.policy)
+        if fmt != FORMAT_SNP:
+            raise _Unusable("format_unsupported",
+                            f"evidence format {fmt} is not supported yet")
+        claims, result = _verify_snp(args, data, at, policy)
+        failures = [(f.code, f.message) for f in result.failures]
+        status = EXIT_REFUSED if failures else EXIT_OK
+    except errors.VerificationFailed as exc:
+        failures = [(exc.code, exc.message)]
+        status = EXIT_REFUSED
+    except errors.InvalidInput as exc:
+        failures = [(exc.code, exc.message)]
+        status = EXIT_UNUSABLE
+    except _Unusable as exc:
+        failures = [(exc.code, str(exc))]
+        status = EXIT_UNUSABLE
+    if args.json:
+        print(json.dumps({"verified": status == EXIT_OK,
+                          "codes": [c for c, _ in failures],
+                          "messages": [m for _, m in failures],
+                          "claims": claims}, indent=2, sort_keys=True))
+    else:
+        if status == EXIT_OK:
+            print("VERIFIED")
+        else:
+            print("REFUSED" if status == EXIT_REFUSED else "UNUSABLE")
+        for code, message in failures:
+            print(f"  {code}: {message}")
+        for key in ("tee", "product", "signer", "measurement", "mr_td",
+                    "tcb_status", "reported_tcb", "report_data"):
+            if key in claims:
+                print(f"  {key}: {claims[key]}")
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="openstack-tee",
+                     description="Attestation tools of openstack-tee.")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                parser_class=_Parser)
+    v = sub.add_parser("verify",
+                       help="verify one SEV-SNP report or TDX quote")
+    v.add_argument("--evidence", required=True, metavar="FILE")
+    v.add_argument("--format", choices=(FORMAT_SNP, FORMAT_TDX))
+    v.add_argument("--vcek", metavar="FILE")
+    v.add_argument("--vlek", metavar="FILE")
+    v.add_argument("--cert-chain", metavar="FILE")
+    v.add_argument("--collateral", metavar="FILE")
+    v.add_argument("--trust-root", metavar="FILE",
+                   help="an extra ARK bundle to trust (tests only)")
+    v.add_argument("--policy", metavar="FILE")
+    v.add_argument("--at", metavar="ISO8601",
+                   help="verification time (default: now)")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=cmd_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    status: int = args.func(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

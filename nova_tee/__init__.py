@@ -1,0 +1,1 @@
+"""openstack-tee: attestation-aware confidential VMs for Nova."""

@@ -1,0 +1,392 @@
+"""SEV-SNP report parsing and verification, on real reports and the model."""
+
+from __future__ import annotations
+
+import datetime
+import warnings
+
+from cryptography import x509
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from barbican_tee.attestation import errors
+from barbican_tee.attestation import snp
+from barbican_tee.attestation import snp_certs
+from tests import base
+from tests.sp_model import snp as sp_model
+
+VLEK_TIME = datetime.datetime(2025, 6, 1, tzinfo=datetime.UTC)
+
+# (report, endorsement cert, cert chain, verification time, expectations)
+REAL = {
+    "virtee_milan": (
+        ("virtee-sev", "tests", "certs_data", "report_milan.hex"),
+        ("virtee-sev", "tests", "certs_data", "vcek_milan.der"),
+        None, None,
+        dict(version=2, product="Milan", signer="vcek", policy=0x30000,
+             tcb=(3, 0, 8, 115),
+             measurement="7a1e5c266c0108dbc9bb94fa926951320940915d0aafb424"
+                         "64bd88b579ea158d3e1a0dc39b2c60bd95b9c480cd81841f")),
+    "go_sev_guest_milan": (
+        ("go-sev-guest", "verify", "testdata", "attestation.bin"),
+        ("go-sev-guest", "verify", "testdata", "vcek.testcer"),
+        None, None,
+        dict(version=2, product="Milan", signer="vcek",
+             tcb=(2, 0, 5, 68), measurement_prefix="b07af962",
+             report_data_prefix="0102030405")),
+    "trustee_id_block": (
+        ("trustee", "deps", "verifier", "test_data", "snp",
+         "test-report.bin"),
+        ("trustee", "deps", "verifier", "test_data", "snp",
+         "test-vcek.der"),
+        None, None,
+        dict(version=2, product="Milan", signer="vcek", policy=0x3001f,
+             guest_svn=4, measurement_prefix="a1f39304",
+             id_key_digest_prefix="03562158")),
+    "trustee_vlek": (
+        ("trustee", "deps", "verifier", "test_data", "snp",
+         "test-vlek-report.bin"),
+        ("trustee", "deps", "verifier", "test_data", "snp",
+         "test-vlek.der"),
+        ("trustee", "deps", "verifier", "src", "snp",
+         "milan_ask_ark_asvk.pem"),
+        VLEK_TIME,
+        dict(version=3, product="Milan", signer="vlek", vmpl=1)),
+    "trustee_genoa": (
+        ("trustee", "derived_genoa_snp_report_from_evidence-genoa.bin",),
+        ("trustee", "derived_genoa_vcek_from_evidence-genoa.pem",),
+        None, None,
+        dict(version=3, product="Genoa", signer="vcek")),
+}
+
+
+def _load(name: str) -> tuple[bytes, bytes, list[x509.Certificate] | None,
+                              datetime.datetime | None]:
+    rep, cert, chain, at = REAL[name][:4]
+    return (base.read_fixture(*rep), base.read_fixture(*cert),
+            snp_certs.load_ca_certs(base.read_fixture(*chain))
+            if chain else None, at)
+
+
+class RealReportsTest(base.TestCase):
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.verifier = snp.SnpVerifier()
+
+    def test_every_real_report_verifies(self) -> None:
+        for name, (_, _, _, _, exp) in REAL.items():
+            with self.subTest(name=name):
+                raw, cert, chain, at = _load(name)
+                report = snp.load_report(raw)
+                got = self.verifier.verify(report, cert, chain, at)
+                self.assertEqual(exp["version"], report.version)
+                self.assertEqual(exp["product"], got.product.value)
+                self.assertEqual(exp["signer"], got.signer.value)
+                if "policy" in exp:
+                    self.assertEqual(exp["policy"], report.policy.raw)
+                if "tcb" in exp:
+                    t = got.reported_tcb
+                    self.assertEqual(exp["tcb"], (t.bootloader, t.tee,
+                                                  t.snp, t.microcode))
+                if "measurement" in exp:
+                    self.assertEqual(exp["measurement"],
+                                     report.measurement.hex())
+                for field in ("measurement", "report_data",
+                              "id_key_digest"):
+                    prefix = exp.get(field + "_prefix")
+                    if prefix:
+                        self.assertTrue(
+                            getattr(report, field).hex().startswith(prefix))
+                if "vmpl" in exp:
+                    self.assertEqual(exp["vmpl"], report.vmpl)
+                if "guest_svn" in exp:
+                    self.assertEqual(exp["guest_svn"], report.guest_svn)
+
+    def test_vcek_serial_zero_loads_without_deprecation(self) -> None:
+        data = base.read_fixture("virtee-sev", "tests", "certs_data",
+                                 "vcek_milan.der")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            cert = snp_certs.parse_endorsement_cert(data)
+        self.assertEqual("Milan-B0", cert.product_name)
+        self.assertEqual(64, len(cert.hwid or b""))
+
+    def test_turin_vcek_chains_and_has_fmc(self) -> None:
+        data = base.read_fixture("virtee-sev", "tests", "certs_data",
+                                 "vcek_turin.der")
+        cert, product = self.verifier.verify_endorsement(data)
+        self.assertEqual(snp_certs.Product.TURIN, product)
+        self.assertIsNotNone(cert.fmc_spl)
+        self.assertEqual(8, len(cert.hwid or b""))
+
+    def test_legacy_and_new_hwid_encodings_parse(self) -> None:
+        for name in ("test-vcek-invalid-legacy.der",
+                     "test-vcek-invalid-new.der"):
+            cert = snp_certs.parse_endorsement_cert(base.read_fixture(
+                "trustee", "deps", "verifier", "test_data", "snp", name))
+            self.assertEqual(bytes(range(64)), cert.hwid)
+
+    def test_decoded_policy_and_claims(self) -> None:
+        raw, cert, _, _ = _load("virtee_milan")
+        got = self.verifier.verify(snp.load_report(raw), cert)
+        claims = got.claims()
+        self.assertEqual(REAL["virtee_milan"][4]["measurement"],
+                         claims["measurement"])
+        self.assertEqual({"bootloader": 3, "tee": 0, "snp": 8,
+                          "microcode": 115}, claims["reported_tcb"])
+        self.assertFalse(got.report.policy.debug)
+        self.assertTrue(got.report.policy.smt)
+        self.assertEqual(0, got.report.policy.abi_major)
+
+    def test_byte_flip_21_fails(self) -> None:
+        raw, cert, _, _ = _load("virtee_milan")
+        report = bytearray(snp.load_report(raw).raw)
+        report[21] ^= 0xFF
+        with self.assertRaises(errors.VerificationFailed) as ctx:
+            self.verifier.verify(bytes(report), cert)
+        self.assertEqual("snp_signature_invalid", ctx.exception.code)
+
+    def test_every_single_byte_flip_in_signed_region_refused(self) -> None:
+        raw, cert, _, _ = _load("virtee_milan")
+        good = snp.load_report(raw).raw
+        codes = set()
+        for i in range(snp.SIGNED_SIZE):
+            bad = bytearray(good)
+            bad[i] ^= 0x01
+            with self.assertRaises(errors.AttestationError,
+                                   msg=f"flip at {i:#x}") as ctx:
+                self.verifier.verify(bytes(bad), cert)
+            codes.add(ctx.exception.code)
+        self.assertIn("snp_signature_invalid", codes)
+        self.assertLessEqual(codes, {
+            "snp_signature_invalid", "snp_report_version",
+            "snp_report_sig_algo", "snp_signer_mismatch",
+            "snp_signer_unknown"})
+
+    def test_signature_flip_refused(self) -> None:
+        raw, cert, _, _ = _load("virtee_milan")
+        bad = bytearray(snp.load_report(raw).raw)
+        bad[snp.SIGNED_SIZE + 5] ^= 0x40
+        with self.assertRaises(errors.VerificationFailed) as ctx:
+            self.verifier.verify(bytes(bad), cert)
+        self.assertEqual("snp_signature_invalid", ctx.exception.code)
+
+    def test_wrong_vcek_refused(self) -> None:
+        raw, _, _, _ = _load("virtee_milan")
+        _, other, _, _ = _load("go_sev_guest_milan")
+        with self.assertRaises(errors.VerificationFailed) as ctx:
+            self.verifier.verify(snp.load_report(raw), other)
+        self.assertEqual("snp_signature_invalid", ctx.exception.code)
+
+    def test_vlek_report_against_vcek_refused(self) -> None:
+        raw, _, _, _ = _load("trustee_vlek")
+        _, vcek, _, _ = _load("virtee_milan")
+        with self.assertRaises(errors.VerificationFailed) as ctx:
+            self.verifier.verify(raw, vcek, at=VLEK_TIME)
+        self.assertEqual("snp_signer_mismatch", ctx.exception.code)
+
+    def test_expired_vlek_refused_now(self) -> None:
+        raw, cert, chain, _ = _load("trustee_vlek")
+        with self.assertRaises(errors.VerificationFailed) as ctx:
+            self.verifier.verify(raw, cert, chain,
+                                 datetime.datetime(2026, 1, 1,
+                                                   tzinfo=datetime.UTC))
+        self.assertEqual("snp_cert_expired", ctx.exception.code)
+
+    def test_size_and_version_refused(self) -> None:
+        raw, _, _, _ = _load("go_sev_guest_milan")
+        cases = [(raw[:-1], "snp_report_truncated"),
+                 (b"", "snp_report_truncated"),
+                 (raw + b"\x00", "snp_report_oversized"),
+                 (b"\x01\x00\x00\x00" + raw[4:], "snp_report_version"),
+                 (b"\x06\x00\x00\x00" + raw[4:], "snp_report_version")]
+        for data, code in cases:
+            with self.subTest(code=code, size=len(data)):
+                with self.assertRaises(errors.InvalidInput) as ctx:
+                    snp.parse_report(data)
+                self.assertEqual(code, ctx.exception.code)
+
+    def test_builtin_roots_cover_three_products(self) -> None:
+        roots = snp_certs.builtin_roots()
+        self.assertEqual(set(snp_certs.Product), set(roots))
+        for product, r in roots.items():
+            self.assertIsNotNone(r.ask)
+            self.assertIsNotNone(r.asvk)
+            self.assertEqual(f"ARK-{product.value}",
+                             snp_certs.common_name(r.ark))
+
+
+class ModelReportsTest(base.TestCase):
+    """Flows no fixture covers, with the software secure processor."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.sp = sp_model.SecureProcessor()
+        self.verifier = snp.SnpVerifier(extra_roots=[self.sp.roots()])
+
+    def test_model_report_verifies_only_when_root_is_configured(self) -> None:
+        report = self.sp.report()
+        self.verifier.verify(report, self.sp.vcek_der)
+        with self.assertRaises(errors.VerificationFailed) as ctx:
+            snp.SnpVerifier().verify(report, self.sp.vcek_der)
+        self.assertEqual("snp_untrusted_root", ctx.exception.code)
+
+    def test_foreign_root_chain_given_by_caller_is_not_trusted(self) -> None:
+        chain = snp_certs.load_ca_certs(self.sp.bundle_pem())
+        with self.assertRaises(errors.VerificationFailed) as ctx:
+            snp.SnpVerifier().verify(self.sp.report(), self.sp.vcek_der,
+                                     chain)
+        self.assertEqual("snp_untrusted_root", ctx.exception.code)
+
+    def test_vcek_tcb_must_equal_reported_tcb(self) -> None:
+        report = self.sp.report(reported_tcb=snp.TcbVersion(3, 0, 9, 115))
+        with self.assertRaises(errors.VerificationFailed) as ctx:
+            self.verifier.verify(report, self.sp.vcek_der)
+        self.assertEqual("snp_tcb_mismatch", ctx.exception.code)
+
+    def test_chip_id_must_equal_hwid(self) -> None:
+        other = sp_model.SecureProcessor()
+        report = other.report(key=self.sp.vcek_key)
+        with self.assertRaises(errors.VerificationFailed) as ctx:
+            self.verifier.verify(report, self.sp.vcek_der)
+        self.assertEqual("snp_chip_mismatch", ctx.exception.code)
+
+    def test_vlek_needs_asvk_chain(self) -> None:
+        got = self.verifier.verify(self.sp.report(signer="vlek"),
+                                   self.sp.vlek_der)
+        self.assertEqual(snp_certs.SignerKind.VLEK, got.signer)
+
+    def test_versions_2_to_5_parse_and_verify(self) -> None:
+        for version in (2, 3, 4, 5):
+            with self.subTest(version=version):
+                got = self.verifier.verify(self.sp.report(version=version),
+                                           self.sp.vcek_der)
+                self.assertEqual(version, got.report.version)
+                self.assertEqual(version >= 5,
+                                 got.report.launch_mit_vector is not None)
+
+    def test_turin_tcb_layout(self) -> None:
+        sp = sp_model.SecureProcessor(
+            "Turin", tcb=snp.TcbVersion(bootloader=1, tee=2, snp=3,
+                                        microcode=4, fmc=5))
+        verifier = snp.SnpVerifier(extra_roots=[sp.roots()])
+        got = verifier.verify(sp.report(), sp.vcek_der)
+        self.assertEqual(snp.TcbVersion(1, 2, 3, 4, 5), got.reported_tcb)
+
+    def test_product_mismatch_between_cpuid_and_key(self) -> None:
+        genoa = sp_model.SecureProcessor("Genoa", label="genoa")
+        verifier = snp.SnpVerifier(extra_roots=[self.sp.roots(),
+                                                genoa.roots()])
+        # A Genoa CPUID in a report signed by a Milan VCEK.
+        report = bytearray(genoa.report(key=self.sp.vcek_key,
+                                        version=3))
+        report[0x1A0:0x1E0] = self.sp.chip_id
+        with self.assertRaises(errors.AttestationError):
+            verifier.verify(bytes(report), self.sp.vcek_der)
+
+    def test_crl_revokes_ask(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric import padding
+        from cryptography.hazmat.primitives import hashes
+
+        now = datetime.datetime.now(datetime.UTC)
+        crl = (x509.CertificateRevocationListBuilder()
+               .issuer_name(self.sp.ark.subject)
+               .last_update(now)
+               .next_update(now + datetime.timedelta(days=1))
+               .add_revoked_certificate(
+                   x509.RevokedCertificateBuilder()
+                   .serial_number(self.sp.ask.serial_number)
+                   .revocation_date(now).build())
+               .sign(self.sp.ark_key, hashes.SHA384(),
+                     rsa_padding=padding.PSS(
+                         mgf=padding.MGF1(hashes.SHA384()), salt_length=48)))
+        verifier = snp.SnpVerifier(extra_roots=[self.sp.roots()],
+                                   crls=[crl])
+        with self.assertRaises(errors.VerificationFailed) as ctx:
+            verifier.verify(self.sp.report(), self.sp.vcek_der)
+        self.assertEqual("snp_cert_revoked", ctx.exception.code)
+        # The same CRL does not touch the VLEK's ASVK.
+        verifier.verify(self.sp.report(signer="vlek"), self.sp.vlek_der)
+
+
+class ParserPropertiesTest(base.TestCase):
+    """Random input: only our exceptions may come out of the parsers."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=2 * snp.REPORT_SIZE + 10))
+    def test_parse_report_random_bytes(self, data: bytes) -> None:
+        try:
+            snp.load_report(data)
+        except errors.AttestationError:
+            pass
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.integers(0, snp.REPORT_SIZE - 1), st.integers(1, 255))
+    def test_parse_report_mutations(self, index: int, mask: int) -> None:
+        raw = base.read_fixture("go-sev-guest", "verify", "testdata",
+                                "attestation.bin")
+        bad = bytearray(raw)
+        bad[index] ^= mask
+        try:
+            snp.parse_report(bytes(bad))
+        except errors.InvalidInput:
+            pass
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.binary(max_size=2000))
+    def test_endorsement_cert_random_bytes(self, data: bytes) -> None:
+        try:
+            snp_certs.parse_endorsement_cert(data)
+        except errors.AttestationError:
+            pass
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.integers(0, 1359), st.integers(1, 255))
+    def test_endorsement_cert_mutations(self, index: int, mask: int) -> None:
+        raw = bytearray(base.read_fixture("virtee-sev", "tests",
+                                          "certs_data", "vcek_milan.der"))
+        raw[index] ^= mask
+        # Every byte is either signed, or the signature, or its algorithm
+        # (which must equal the signed copy): no mutation may verify.
+        self.assertRaises(errors.AttestationError,
+                          snp.SnpVerifier().verify_endorsement, bytes(raw))
+
+    @settings(max_examples=100, deadline=None)
+    @given(st.binary(max_size=3000))
+    def test_ca_bundle_random_bytes(self, data: bytes) -> None:
+        try:
+            snp_certs.load_ca_certs(data)
+        except errors.AttestationError:
+            pass
+
+
+class FromConfTest(base.TestCase):
+
+    def test_extra_roots_and_crl_from_config(self) -> None:
+        import os
+        import tempfile
+
+        from oslo_config import cfg
+        from oslo_config import fixture as cfg_fixture
+
+        sp = sp_model.SecureProcessor()
+        conf = self.useFixture(cfg_fixture.Config(cfg.ConfigOpts())).conf
+        tmp = tempfile.mkdtemp()
+        bundle = os.path.join(tmp, "model.pem")
+        with open(bundle, "wb") as f:
+            f.write(sp.bundle_pem())
+        verifier = snp.SnpVerifier.from_conf(conf)
+        self.assertRaises(errors.VerificationFailed, verifier.verify,
+                          sp.report(), sp.vcek_der)
+        conf.set_override("extra_snp_trust_roots", [bundle],
+                          group="tee_attestation")
+        snp.SnpVerifier.from_conf(conf).verify(sp.report(), sp.vcek_der)
+        conf.set_override("use_builtin_amd_roots", False,
+                          group="tee_attestation")
+        raw, cert, _, _ = _load("virtee_milan")
+        with self.assertRaises(errors.VerificationFailed) as ctx:
+            snp.SnpVerifier.from_conf(conf).verify(snp.load_report(raw),
+                                                   cert)
+        self.assertEqual("snp_untrusted_root", ctx.exception.code)
