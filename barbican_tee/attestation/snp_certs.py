@@ -23,6 +23,7 @@ import functools
 import importlib.resources
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -322,7 +323,8 @@ def parse_endorsement_cert(data: bytes) -> EndorsementCert:
             hwid=fields.get("hwid"),  # type: ignore[arg-type]
             csp_id=fields.get("csp_id"),  # type: ignore[arg-type]
         )
-    except (ValueError, TypeError, IndexError, PyAsn1Error) as exc:
+    except (ValueError, TypeError, IndexError, PyAsn1Error,
+            UnsupportedAlgorithm) as exc:
         raise errors.InvalidInput(
             f"endorsement key certificate is not usable: {exc}",
             code="snp_cert_malformed") from None
@@ -332,9 +334,19 @@ def load_ca_certs(data: bytes) -> list[x509.Certificate]:
     """Load AMD CA certificates (ARK/ASK/ASVK) from PEM or DER."""
     try:
         if data.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_certificates(data)
-        return [x509.load_der_x509_certificate(data)]
-    except ValueError as exc:
+            certs = x509.load_pem_x509_certificates(data)
+        else:
+            certs = [x509.load_der_x509_certificate(data)]
+        for cert in certs:
+            # cryptography parses fields lazily: touch every field used
+            # later so that a malformed one fails here, as bad input.
+            _ = (cert.subject, cert.issuer, cert.serial_number,
+                 cert.not_valid_before_utc, cert.not_valid_after_utc,
+                 cert.signature_algorithm_oid, cert.public_key(),
+                 cert.tbs_certificate_bytes, cert.signature,
+                 cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME))
+        return certs
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise errors.InvalidInput(
             f"CA certificate bundle is not usable: {exc}",
             code="snp_cert_malformed") from None
@@ -344,9 +356,13 @@ def load_crl(data: bytes) -> x509.CertificateRevocationList:
     """Load a CRL from AMD's KDS (DER or PEM)."""
     try:
         if data.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_crl(data)
-        return x509.load_der_x509_crl(data)
-    except ValueError as exc:
+            crl = x509.load_pem_x509_crl(data)
+        else:
+            crl = x509.load_der_x509_crl(data)
+        _ = (crl.issuer, crl.signature, crl.tbs_certlist_bytes,
+             [r.serial_number for r in crl])
+        return crl
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise errors.InvalidInput(f"CRL is not usable: {exc}",
                                   code="snp_crl_malformed") from None
 

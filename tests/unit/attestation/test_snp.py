@@ -356,8 +356,22 @@ class ParserPropertiesTest(base.TestCase):
     @settings(max_examples=100, deadline=None)
     @given(st.binary(max_size=3000))
     def test_ca_bundle_random_bytes(self, data: bytes) -> None:
+        for parse in (snp_certs.load_ca_certs, snp_certs.roots_from_bundle,
+                      snp_certs.load_crl):
+            try:
+                parse(data)
+            except errors.AttestationError:
+                pass
+
+    @settings(max_examples=100, deadline=None)
+    @given(st.integers(0, 6935), st.integers(1, 255))
+    def test_trust_bundle_mutations(self, index: int, mask: int) -> None:
+        raw = bytearray(base.read_fixture(
+            "trustee", "deps", "verifier", "src", "snp",
+            "milan_ask_ark_asvk.pem"))
+        raw[index] ^= mask
         try:
-            snp_certs.load_ca_certs(data)
+            snp_certs.roots_from_bundle(bytes(raw))
         except errors.AttestationError:
             pass
 
