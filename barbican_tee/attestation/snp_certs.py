@@ -330,6 +330,30 @@ def parse_endorsement_cert(data: bytes) -> EndorsementCert:
             code="snp_cert_malformed") from None
 
 
+def split_endorsement_bundle(
+        data: bytes) -> tuple[bytes, list[x509.Certificate]]:
+    """Split a PEM bundle (VCEK/VLEK first, then ASK/ARK) into parts.
+
+    Cloud providers hand out the endorsement key together with its chain
+    in one file; a single DER or PEM certificate comes back unchanged.
+    """
+    if not data.lstrip().startswith(b"-----BEGIN"):
+        return data, []
+    try:
+        blocks = _pem_blocks(data)
+    except (ValueError, TypeError) as exc:
+        raise errors.InvalidInput(
+            f"certificate PEM is not decodable: {exc}",
+            code="snp_cert_malformed") from None
+    if not blocks:
+        raise errors.InvalidInput("no certificate in the PEM file",
+                                  code="snp_cert_malformed")
+    chain = []
+    for der in blocks[1:]:
+        chain.extend(load_ca_certs(der))
+    return blocks[0], chain
+
+
 def load_ca_certs(data: bytes) -> list[x509.Certificate]:
     """Load AMD CA certificates (ARK/ASK/ASVK) from PEM or DER."""
     try:

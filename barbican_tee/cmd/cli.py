@@ -93,11 +93,11 @@ def _verify_snp(args: argparse.Namespace, data: bytes,
             "an SEV-SNP report needs its endorsement key certificate: "
             "--vcek FILE (or --vlek FILE), as served by AMD's KDS or the "
             "host's extended report")
-    endorsement = _read(args.vcek or args.vlek, "endorsement key")
-    chain = None
+    endorsement, chain = snp_certs.split_endorsement_bundle(
+        _read(args.vcek or args.vlek, "endorsement key"))
     if args.cert_chain:
-        chain = snp_certs.load_ca_certs(_read(args.cert_chain,
-                                              "certificate chain"))
+        chain += snp_certs.load_ca_certs(_read(args.cert_chain,
+                                               "certificate chain"))
     extra = []
     if args.trust_root:
         extra.append(snp_certs.roots_from_bundle(

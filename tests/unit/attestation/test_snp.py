@@ -104,6 +104,21 @@ class RealReportsTest(base.TestCase):
                 if "guest_svn" in exp:
                     self.assertEqual(exp["guest_svn"], report.guest_svn)
 
+    def test_azure_hcl_report_with_bundled_vcek_chain(self) -> None:
+        # Azure's vTPM HCL report carries the SNP report at offset 0x20;
+        # its vcek.pem holds the VCEK followed by ASK and ARK.
+        d = ("trustee", "deps", "verifier", "test_data", "az-snp-vtpm")
+        hcl = base.read_fixture(*d, "hcl-report.bin")
+        vcek, chain = snp_certs.split_endorsement_bundle(
+            base.read_fixture(*d, "vcek.pem"))
+        self.assertEqual(2, len(chain))
+        got = self.verifier.verify(hcl[0x20:0x20 + snp.REPORT_SIZE], vcek,
+                                   chain)
+        self.assertEqual(snp_certs.Product.MILAN, got.product)
+        genoa = base.read_fixture(*d, "vcek-genoa.pem")
+        self.assertEqual(base.read_fixture(
+            "trustee", "derived_genoa_vcek_from_evidence-genoa.pem"), genoa)
+
     def test_vcek_serial_zero_loads_without_deprecation(self) -> None:
         data = base.read_fixture("virtee-sev", "tests", "certs_data",
                                  "vcek_milan.der")
