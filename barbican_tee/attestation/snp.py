@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import struct
 import threading
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -150,6 +151,17 @@ class TcbVersion:
         return low
 
 
+def product_from_cpuid(family: int, model: int) -> Product | None:
+    """The EPYC generation of a CPUID family/model pair, if SNP-capable."""
+    if family == 0x19 and model <= 0x0F:
+        return Product.MILAN
+    if family == 0x19 and (0x10 <= model <= 0x1F or 0xA0 <= model <= 0xAF):
+        return Product.GENOA
+    if family == 0x1A and model <= 0x11:
+        return Product.TURIN
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class AttestationReport:
     """Every field of an SEV-SNP ATTESTATION_REPORT (versions 2 to 5)."""
@@ -207,16 +219,9 @@ class AttestationReport:
     @property
     def product_from_cpuid(self) -> Product | None:
         """The product named by the CPUID fields (report version 3 on)."""
-        fam, mod = self.cpuid_fam_id, self.cpuid_mod_id
-        if fam is None or mod is None:
+        if self.cpuid_fam_id is None or self.cpuid_mod_id is None:
             return None
-        if fam == 0x19 and mod <= 0x0F:
-            return Product.MILAN
-        if fam == 0x19 and (0x10 <= mod <= 0x1F or 0xA0 <= mod <= 0xAF):
-            return Product.GENOA
-        if fam == 0x1A and mod <= 0x11:
-            return Product.TURIN
-        return None
+        return product_from_cpuid(self.cpuid_fam_id, self.cpuid_mod_id)
 
     def tcb(self, which: str, product: Product | None) -> TcbVersion:
         raw = {"reported": self.reported_tcb_raw,
@@ -301,6 +306,69 @@ def parse_report(data: bytes) -> AttestationReport:
         signature_r=f[34],
         signature_s=f[35],
     )
+
+
+def _tcb_from_json(doc: Any, product: Product | None) -> int:
+    tcb = TcbVersion(bootloader=int(doc["bootloader"]), tee=int(doc["tee"]),
+                     snp=int(doc["snp"]), microcode=int(doc["microcode"]),
+                     fmc=None if doc.get("fmc") is None else int(doc["fmc"]))
+    if product is Product.TURIN:
+        b = bytes([tcb.fmc or 0, tcb.bootloader, tcb.tee, tcb.snp, 0, 0, 0,
+                   tcb.microcode])
+    else:
+        b = bytes([tcb.bootloader, tcb.tee, 0, 0, 0, 0, tcb.snp,
+                   tcb.microcode])
+    return int.from_bytes(b, "little")
+
+
+def report_from_json(doc: Any) -> AttestationReport:
+    """Rebuild the raw report from virtee/Trustee's JSON form.
+
+    Trustee (and virtee/sev's serde) exchange reports as JSON objects with
+    one member per field and byte arrays as lists of integers. Reserved
+    bytes are not carried and are zero, as the firmware writes them; the
+    rebuilt bytes are then parsed and verified like any raw report, so a
+    wrong field shows up as a signature failure, never as a pass.
+    """
+    try:
+        def blob(name: str, size: int) -> bytes:
+            value = bytes(doc[name])
+            if len(value) != size:
+                raise ValueError(f"{name} must be {size} bytes")
+            return value
+
+        version = int(doc["version"])
+        fam = int(doc.get("cpuid_fam_id") or 0)
+        mod = int(doc.get("cpuid_mod_id") or 0)
+        product = product_from_cpuid(fam, mod)
+        sig = doc["signature"]
+        body = _LAYOUT.pack(
+            version, int(doc["guest_svn"]), int(doc["policy"]),
+            blob("family_id", 16), blob("image_id", 16), int(doc["vmpl"]),
+            int(doc["sig_algo"]),
+            _tcb_from_json(doc["current_tcb"], product),
+            int(doc["plat_info"]), int(doc["key_info"]), 0,
+            blob("report_data", 64), blob("measurement", 48),
+            blob("host_data", 32), blob("id_key_digest", 48),
+            blob("author_key_digest", 48), blob("report_id", 32),
+            blob("report_id_ma", 32),
+            _tcb_from_json(doc["reported_tcb"], product),
+            fam, mod, int(doc.get("cpuid_step") or 0), b"\x00" * 21,
+            blob("chip_id", 64),
+            _tcb_from_json(doc["committed_tcb"], product),
+            int(doc["current"]["build"]), int(doc["current"]["minor"]),
+            int(doc["current"]["major"]), int(doc["committed"]["build"]),
+            int(doc["committed"]["minor"]), int(doc["committed"]["major"]),
+            _tcb_from_json(doc["launch_tcb"], product),
+            int(doc.get("launch_mit_vector") or 0),
+            int(doc.get("current_mit_vector") or 0),
+            bytes(sig["r"]), bytes(sig["s"]))
+    except (KeyError, TypeError, ValueError, OverflowError,
+            struct.error) as exc:
+        raise errors.InvalidInput(
+            f"the JSON report is not usable: {exc}",
+            code="snp_report_json") from None
+    return parse_report(body + b"\x00" * (REPORT_SIZE - len(body)))
 
 
 def load_report(data: bytes) -> AttestationReport:

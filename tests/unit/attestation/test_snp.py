@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import warnings
 
 from cryptography import x509
@@ -118,6 +119,27 @@ class RealReportsTest(base.TestCase):
         genoa = base.read_fixture(*d, "vcek-genoa.pem")
         self.assertEqual(base.read_fixture(
             "trustee", "derived_genoa_vcek_from_evidence-genoa.pem"), genoa)
+
+    def test_trustee_json_report_rebuilds_and_verifies(self) -> None:
+        doc = json.loads(base.read_fixture(
+            "trustee", "attestation-service", "tests", "e2e",
+            "evidence.json"))
+        report = snp.report_from_json(doc["attestation_report"])
+        got = self.verifier.verify(report,
+                                   bytes(doc["cert_chain"][0]["data"]))
+        self.assertEqual(snp_certs.Product.GENOA, got.product)
+        self.assertEqual(bytes(doc["attestation_report"]["measurement"]),
+                         report.measurement)
+        # One field changed in the JSON: the rebuilt report fails to verify.
+        doc["attestation_report"]["guest_svn"] = 1
+        with self.assertRaises(errors.VerificationFailed) as ctx:
+            self.verifier.verify(
+                snp.report_from_json(doc["attestation_report"]),
+                bytes(doc["cert_chain"][0]["data"]))
+        self.assertEqual("snp_signature_invalid", ctx.exception.code)
+        for bad in ({}, {"version": "x"}, [], None):
+            with self.assertRaises(errors.InvalidInput):
+                snp.report_from_json(bad)
 
     def test_vcek_serial_zero_loads_without_deprecation(self) -> None:
         data = base.read_fixture("virtee-sev", "tests", "certs_data",
