@@ -1,0 +1,1 @@
+"""nova-api side of openstack-tee."""
