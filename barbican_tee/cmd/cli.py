@@ -15,6 +15,7 @@ from typing import Any
 from typing import NoReturn
 
 from barbican_tee.attestation import errors
+from barbican_tee.attestation import measure
 from barbican_tee.attestation import policy as policy_mod
 from barbican_tee.attestation import snp
 from barbican_tee.attestation import snp_certs
@@ -158,6 +159,51 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return status
 
 
+def _vcpu_range(value: str) -> range:
+    lo, sep, hi = value.partition("-")
+    try:
+        first = int(lo)
+        last = int(hi) if sep else first
+    except ValueError:
+        raise _Unusable("measure_bad_range",
+                        f"--vcpus {value!r} is not N or N-M") from None
+    if not 1 <= first <= last:
+        raise _Unusable("measure_bad_range",
+                        f"--vcpus {value!r} is not an increasing range "
+                        "starting at 1 or more")
+    return range(first, last + 1)
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    try:
+        counts = _vcpu_range(args.vcpus)
+        features = measure.DEFAULT_GUEST_FEATURES
+        if args.guest_features is not None:
+            try:
+                features = int(args.guest_features, 16)
+            except ValueError:
+                raise _Unusable(
+                    "measure_bad_guest_features",
+                    f"--guest-features {args.guest_features!r} is not "
+                    "hex") from None
+        calc = measure.ReferenceCalculator(
+            args.ovmf, mode=args.mode, vcpu_type=args.vcpu_type,
+            kernel=args.kernel, initrd=args.initrd, append=args.append,
+            guest_features=features, vmm_type=args.vmm_type,
+            ovmf_hash=args.snp_ovmf_hash)
+        digests = calc.digests(counts)
+    except errors.AttestationError as exc:
+        print(f"openstack-tee measure: {exc.code}: {exc.message}",
+              file=sys.stderr)
+        return EXIT_UNUSABLE
+    except _Unusable as exc:
+        print(f"openstack-tee measure: {exc.code}: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    for count in counts:
+        print(digests[count].hex())
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="openstack-tee",
                      description="Attestation tools of openstack-tee.")
@@ -178,6 +224,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="verification time (default: now)")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_verify)
+    m = sub.add_parser(
+        "measure",
+        help="expected launch digests (reference values) from an OVMF")
+    m.add_argument("--mode", required=True,
+                   choices=[mode.value for mode in measure.Mode
+                            if mode is not measure.Mode.SNP_SVSM])
+    m.add_argument("--ovmf", required=True, metavar="FILE")
+    m.add_argument("--vcpus", required=True, metavar="N[-M]",
+                   help="a vCPU count or an inclusive range; one digest "
+                        "per count, in order")
+    m.add_argument("--vcpu-type", metavar="T",
+                   help="QEMU CPU model, e.g. EPYC-v4 or EPYC-Milan")
+    m.add_argument("--kernel", metavar="K")
+    m.add_argument("--initrd", metavar="I")
+    m.add_argument("--append", metavar="A")
+    m.add_argument("--guest-features", metavar="HEX",
+                   help="SNP SEV_FEATURES of the VMSAs (default 0x1)")
+    m.add_argument("--snp-ovmf-hash", metavar="HEX",
+                   help="precomputed SNP chain value of the firmware "
+                        "pages (as sev-snp-measure's --snp-ovmf-hash)")
+    m.add_argument("--vmm-type", default="qemu",
+                   choices=[vmm.value for vmm in measure.VmmType])
+    m.set_defaults(func=cmd_measure)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""nova-compute side of openstack-tee."""

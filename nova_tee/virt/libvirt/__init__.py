@@ -1,0 +1,1 @@
+"""TEELibvirtDriver and what it needs (capabilities, launch XML)."""
