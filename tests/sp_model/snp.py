@@ -155,6 +155,17 @@ class SecureProcessor:
         bitstring = _der_wrap(0x03, b"\x00" + signature)
         return _der_wrap(0x30, tbs0 + alg + bitstring)
 
+    def snp_platform_status(self, api: tuple[int, int] = (1, 55),
+                            build: int = 21, guests: int = 0) -> bytes:
+        """SNP_PLATFORM_STATUS as the Linux ioctl returns it.
+
+        ``struct sev_user_data_snp_status`` (include/uapi/linux/psp-sev.h),
+        with this chip's TCB as current and reported TCB.
+        """
+        tcb = _tcb_raw(self.tcb, self.product)
+        return struct.pack("<BBBBIIIQQ", api[0], api[1], 1, 1, build, 0,
+                           guests, tcb, tcb)
+
     def bundle_pem(self) -> bytes:
         """ASK, ARK and ASVK as one PEM bundle, like KDS's cert_chain."""
         return b"".join(c.public_bytes(serialization.Encoding.PEM)

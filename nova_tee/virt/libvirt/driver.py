@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from collections.abc import Mapping
 import hashlib
 from typing import Any
@@ -147,6 +148,15 @@ def harden_guest_xml(xml: str) -> str:
 class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
     """LibvirtDriver with attestation-aware launch and host reporting."""
 
+    def __init__(self, virtapi: Any, read_only: bool = False) -> None:
+        super().__init__(virtapi, read_only=read_only)
+        # How the secure processor's firmware status is read: the /dev/sev
+        # ioctl on real hosts; tests and the demo plug the software model
+        # of the secure processor in here.
+        self.firmware_reader: Callable[
+            [], capabilities.FirmwareStatus | None] = (
+                capabilities.read_firmware_status)
+
     # -- host ------------------------------------------------------------
     def _tee_capabilities(self) -> capabilities.HostTEECapabilities:
         inventories = self._host.get_mem_encryption_inventories()
@@ -170,12 +180,19 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
                 lambda: self._host.get_connection().getSEVInfo(0))
         firmware = None
         if {"amd-sev", "amd-sev-es", "amd-sev-snp"} & set(models):
-            firmware = capabilities.read_firmware_status()
+            firmware = self.firmware_reader()
         return capabilities.HostTEECapabilities(
             models=tuple(models), slots=slots, domain_caps=caps,
-            kvm_params=capabilities.read_kvm_amd_params(),
+            kvm_params=self._kvm_amd_params(),
             firmware=firmware, sev_pdh=pdh,
             tdx_quote_service=self._tdx_quote_service_present())
+
+    def _kvm_amd_params(self) -> dict[str, bool]:
+        # Upstream's Host reads /sys/module/kvm_amd/parameters (and is what
+        # decides model support); ask it rather than reading them twice.
+        return {name: bool(self._host._kernel_supports_amd_sev(
+                    model=name.replace("_", "-")))
+                for name in ("sev", "sev_es", "sev_snp")}
 
     @staticmethod
     def _tdx_quote_service_present() -> bool:
