@@ -11,7 +11,6 @@ from oslo_log import log as logging
 from nova_tee import conf as tee_conf
 from nova_tee.scheduler import request as tee_request
 from nova_tee import specs
-from nova_tee import stats as tee_stats
 
 LOG = logging.getLogger(__name__)
 CONF = cfg.CONF
@@ -31,44 +30,55 @@ class TEEFilter(filters.BaseHostFilter):
     RUN_ON_REBUILD = False
 
     def __init__(self) -> None:
-        self._cache = tee_request.RequestCache()
+        # (spec, need, error, debug) of the last RequestSpec, replaced as a
+        # whole so concurrent requests never see a mixed tuple.
+        self._last: tuple[Any, tee_request.Need | None, str | None,
+                          bool] = (None, None, None, False)
 
     def host_passes(self, host_state: Any, spec_obj: Any) -> bool:
-        request, error = tee_request.tee_request(self._cache, spec_obj)
-        if request is None:
+        last = self._last
+        if last[0] is not spec_obj:
+            need, error = tee_request.parse_need(spec_obj,
+                                                 CONF.tee.min_free_slots)
+            # Whether to explain refusals is decided once per request: a
+            # log call per host would cost more than the check itself.
+            last = self._last = (spec_obj, need, error,
+                                 LOG.isEnabledFor(logging.DEBUG))
             if error is not None:
-                LOG.debug("TEEFilter: %s", error)
-                return False
+                LOG.info("TEEFilter: the request cannot be placed: %s",
+                         error)
+        need = last[1]
+        if need is None:
+            return last[2] is None
+        reason = self._refusal(tee_request.offer(host_state), need)
+        if reason is None:
             return True
-        reason = self._refusal(host_state.stats or {}, request)
-        if reason is not None:
+        if last[3]:
             LOG.debug("TEEFilter: host %s fails: %s", host_state.host,
                       reason)
-            return False
-        return True
+        return False
 
     @staticmethod
-    def _refusal(stats: dict[str, str],
-                 request: specs.TEERequest) -> str | None:
-        models = stats.get(tee_stats.MODELS_KEY, "")
-        if request.model not in models.split(","):
-            return f"does not offer {request.model}"
-        free = tee_stats.free_slots(stats, request.model)
-        if free < CONF.tee.min_free_slots:
-            return (f"{free} free {request.model} slots, "
-                    f"{CONF.tee.min_free_slots} needed")
-        if request.min_firmware is not None:
-            fw = tee_stats.parse_dotted(stats.get(tee_stats.FW_KEY))
-            if fw is None or fw[:2] < request.min_firmware:
-                return (f"firmware API {stats.get(tee_stats.FW_KEY)} is "
-                        "below the flavor's minimum")
-        if request.min_tcb is not None:
-            tcb = tee_stats.parse_dotted(stats.get(tee_stats.SNP_TCB_KEY))
-            if tcb is None or len(tcb) < 4:
+    def _refusal(offer: tee_request.Offer,
+                 need: tee_request.Need) -> str | None:
+        if need.model not in offer.models:
+            return "does not offer the requested model"
+        free = offer.free[need.model]
+        if free < need.min_free:
+            return (f"{free} free {need.model} slots, {need.min_free} "
+                    "needed")
+        if need.min_firmware is not None and (
+                offer.firmware is None
+                or offer.firmware[:2] < need.min_firmware):
+            return "firmware API is below the flavor's minimum"
+        want = need.min_tcb
+        if want is not None:
+            have = offer.snp_tcb
+            if have is None:
                 return "reports no SNP TCB"
-            low = [name for name, have, want in zip(
-                specs.TCB_KEYS, tcb[:4], request.min_tcb, strict=True)
-                if have < want]
-            if low:
+            if (have[0] < want[0] or have[1] < want[1] or have[2] < want[2]
+                    or have[3] < want[3]):
+                low = [name for i, name in enumerate(specs.TCB_KEYS)
+                       if have[i] < want[i]]
                 return f"SNP TCB below minimum in {', '.join(low)}"
         return None

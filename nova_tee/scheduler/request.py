@@ -1,29 +1,58 @@
-"""The TEE request of a RequestSpec, computed once per scheduling request.
+"""What a RequestSpec needs and what a host offers, each parsed once.
 
-Filters and weighers run once per host; the flavor and image do not change
-between hosts, so the parsed request is remembered for the last RequestSpec
-seen (by identity), which makes a request that asks for no TEE cost one
-identity check per host.
+Filters and weighers run once per host per request. The flavor and image do
+not change between hosts, so the parsed need is remembered for the last
+RequestSpec seen (by identity): a request that asks for no TEE then costs
+one identity check per host. A host's ``tee.*`` stats change only when its
+compute node reports, so their parsed form is kept on the HostState next to
+the stats dict it was parsed from.
 """
 
 from __future__ import annotations
 
-import threading
+import dataclasses
 from typing import Any
 
 from nova_tee import specs
+from nova_tee import stats as tee_stats
 
 _IMAGE_PROPS = ("hw_mem_encryption", "hw_mem_encryption_model")
+_NO_STATS: dict[str, str] = {}
 
 
-class RequestCache(threading.local):
-    def __init__(self) -> None:
-        self.spec: Any = None
-        self.request: specs.TEERequest | None = None
-        self.error: str | None = None
+@dataclasses.dataclass(frozen=True)
+class Need:
+    """A TEE request, with the config it is judged against folded in."""
+
+    model: str
+    min_free: int
+    min_firmware: tuple[int, int] | None
+    min_tcb: tuple[int, int, int, int] | None
 
 
-def _image_props(spec_obj: Any) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class Offer:
+    """A host's ``tee.*`` stats, parsed."""
+
+    models: frozenset[str]
+    free: dict[str, int]
+    firmware: tuple[int, ...] | None
+    snp_tcb: tuple[int, ...] | None
+
+    @classmethod
+    def from_stats(cls, stats: dict[str, str]) -> Offer:
+        models = frozenset(m for m in stats.get(
+            tee_stats.MODELS_KEY, "").split(",") if m)
+        tcb = tee_stats.parse_dotted(stats.get(tee_stats.SNP_TCB_KEY))
+        return cls(models=models,
+                   free={m: tee_stats.free_slots(stats, m) for m in models},
+                   firmware=tee_stats.parse_dotted(
+                       stats.get(tee_stats.FW_KEY)),
+                   snp_tcb=tcb if tcb is not None and len(tcb) >= 4
+                   else None)
+
+
+def image_props(spec_obj: Any) -> dict[str, Any]:
     image = getattr(spec_obj, "image", None)
     if image is None or "properties" not in image:
         return {}
@@ -32,16 +61,28 @@ def _image_props(spec_obj: Any) -> dict[str, Any]:
             if props.get(name) is not None}
 
 
-def tee_request(cache: RequestCache, spec_obj: Any
-                ) -> tuple[specs.TEERequest | None, str | None]:
-    """(request, error) for ``spec_obj``; error names conflicting keys."""
-    if cache.spec is spec_obj:
-        return cache.request, cache.error
-    request, error = None, None
+def parse_need(spec_obj: Any, min_free: int
+               ) -> tuple[Need | None, str | None]:
+    """(need, error) of a RequestSpec; error names conflicting keys."""
     try:
         request = specs.request_from(spec_obj.flavor.extra_specs,
-                                     _image_props(spec_obj))
+                                     image_props(spec_obj))
     except specs.SpecError as exc:
-        error = str(exc)
-    cache.spec, cache.request, cache.error = spec_obj, request, error
-    return request, error
+        return None, str(exc)
+    if request is None:
+        return None, None
+    return Need(model=request.model, min_free=min_free,
+                min_firmware=request.min_firmware,
+                min_tcb=request.min_tcb), None
+
+
+def offer(host_state: Any) -> Offer:
+    """The host's parsed offer, re-parsed only when its stats change."""
+    stats = host_state.stats or _NO_STATS
+    cached = host_state.__dict__.get("_tee_offer")
+    if cached is not None and cached[0] is stats:
+        parsed: Offer = cached[1]
+        return parsed
+    parsed = Offer.from_stats(stats)
+    host_state._tee_offer = (stats, parsed)
+    return parsed

@@ -9,7 +9,6 @@ from oslo_config import cfg
 
 from nova_tee import conf as tee_conf
 from nova_tee.scheduler import request as tee_request
-from nova_tee import stats as tee_stats
 
 CONF = cfg.CONF
 tee_conf.register_opts(CONF)
@@ -19,15 +18,18 @@ class TEEWeigher(weights.BaseHostWeigher):
     """Weight = free slots of the requested model (0 for other guests)."""
 
     def __init__(self) -> None:
-        self._cache = tee_request.RequestCache()
+        self._last: tuple[Any, tee_request.Need | None] = (None, None)
 
     def weight_multiplier(self, host_state: Any) -> float:
         return float(CONF.tee.weight_multiplier)
 
     def _weigh_object(self, host_state: Any,
                       weight_properties: Any) -> float:
-        request, _ = tee_request.tee_request(self._cache, weight_properties)
-        if request is None:
+        last = self._last
+        if last[0] is not weight_properties:
+            need, _ = tee_request.parse_need(weight_properties, 1)
+            last = self._last = (weight_properties, need)
+        need = last[1]
+        if need is None:
             return 0.0
-        return float(tee_stats.free_slots(host_state.stats or {},
-                                          request.model))
+        return float(tee_request.offer(host_state).free.get(need.model, 0))

@@ -98,3 +98,19 @@ class TEEWeigherTest(base.TestCase):
         self.assertEqual(0.0, w._weigh_object(roomy, _spec({})))
         conf.set_override("weight_multiplier", -2.0, group="tee")
         self.assertEqual(-2.0, w.weight_multiplier(roomy))
+
+
+class HostOfferCacheTest(base.TestCase):
+
+    def test_new_stats_are_seen(self) -> None:
+        self.useFixture(cfg_fixture.Config())
+        filt = filters.TEEFilter()
+        spec = _spec(dict(SNP, **{"tee:min_tcb_snp": "9"}))
+        host = _snp_host()
+        self.assertFalse(filt.host_passes(host, spec))
+        # The compute node reports a firmware update: a new stats dict.
+        host.stats = dict(host.stats, **{"tee.snp_tcb": "3.0.9.115"})
+        self.assertTrue(filt.host_passes(host, spec))
+        # A second request with another spec is judged on its own.
+        self.assertFalse(filt.host_passes(
+            host, _spec(dict(SNP, **{"tee:min_tcb_snp": "10"}))))
