@@ -33,6 +33,7 @@ from lxml import etree
 KVM_AMD_PARAMS = "/sys/module/kvm_amd/parameters"
 SEV_DEVICE = "/dev/sev"
 TDX_QGS_SOCKET = "/var/run/tdx-qgs/qgs.socket"
+TDX_MODULE_SYSFS = "/sys/firmware/tdx/tdx_module"
 
 # include/uapi/linux/psp-sev.h
 SEV_PLATFORM_STATUS = 1
@@ -175,6 +176,24 @@ def read_firmware_status(device: str = SEV_DEVICE) -> FirmwareStatus | None:
         os.close(fd)
 
 
+def read_tdx_module_version(base: str = TDX_MODULE_SYSFS) -> str | None:
+    """``MAJOR.MINOR.BUILD`` of the TDX module, where sysfs shows it."""
+    parts = []
+    for name in ("major_version", "minor_version", "build_num"):
+        path = os.path.join(base, name)
+        if not os.path.exists(path):
+            return None
+        try:
+            with open(path) as f:
+                value = f.read().strip()
+        except OSError:
+            return None
+        if not value.isdigit():
+            return None
+        parts.append(str(int(value)))
+    return ".".join(parts)
+
+
 def snp_tcb_string(raw: int, turin: bool = False) -> str:
     """A TCB_VERSION as the ``tee.snp_tcb`` stat: ``BL.TEE.SNP.UCODE``."""
     b = raw.to_bytes(8, "little")
@@ -195,6 +214,7 @@ class HostTEECapabilities:
     sev_pdh: str | None
     tdx_quote_service: bool
     turin: bool = False
+    tdx_module: str | None = None
 
     def stats(self, used: Mapping[str, int]) -> dict[str, str]:
         """ComputeNode stats in the ``tee.*`` scheme of nova_tee.stats."""
@@ -211,6 +231,8 @@ class HostTEECapabilities:
             if self.firmware.snp_current_tcb is not None:
                 out[tee_stats.SNP_TCB_KEY] = snp_tcb_string(
                     self.firmware.snp_current_tcb, self.turin)
+        if self.tdx_module:
+            out[tee_stats.TDX_MODULE_KEY] = self.tdx_module
         return out
 
     def traits(self) -> set[str]:

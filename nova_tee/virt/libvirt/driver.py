@@ -27,6 +27,7 @@ from typing import Any
 from lxml import etree
 from nova import exception
 from nova.objects import fields
+from nova.virt.libvirt import config as vconfig
 from nova.virt.libvirt import driver as libvirt_driver
 from oslo_log import log as logging
 
@@ -105,6 +106,15 @@ def tdx_measurements_from_metadata(
             for key, arg in META_TDX.items() if key in metadata}
 
 
+def refuse_passthrough(guest: Any) -> None:
+    """Fault a confidential guest that has host devices assigned."""
+    if any(isinstance(d, vconfig.LibvirtConfigGuestHostdev)
+           for d in guest.devices):
+        raise _fault("a confidential guest cannot have PCI passthrough or "
+                     "mediated devices: their DMA bypasses memory "
+                     "encryption and the device is outside the TEE")
+
+
 def harden_guest_xml(xml: str) -> str:
     """Put every virtio device behind the IOMMU and drop the balloon."""
     root = etree.fromstring(xml)
@@ -156,6 +166,8 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
         self.firmware_reader: Callable[
             [], capabilities.FirmwareStatus | None] = (
                 capabilities.read_firmware_status)
+        self.tdx_module_reader: Callable[[], str | None] = (
+            capabilities.read_tdx_module_version)
 
     # -- host ------------------------------------------------------------
     def _tee_capabilities(self) -> capabilities.HostTEECapabilities:
@@ -185,7 +197,9 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
             models=tuple(models), slots=slots, domain_caps=caps,
             kvm_params=self._kvm_amd_params(),
             firmware=firmware, sev_pdh=pdh,
-            tdx_quote_service=self._tdx_quote_service_present())
+            tdx_quote_service=self._tdx_quote_service_present(),
+            tdx_module=(self.tdx_module_reader()
+                        if "intel-tdx" in models else None))
 
     def _kvm_amd_params(self) -> dict[str, bool]:
         # Upstream's Host reads /sys/module/kvm_amd/parameters (and is what
@@ -293,15 +307,8 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
         guest = super()._get_guest_config(instance, network_info,
                                           image_meta, disk_info, *args,
                                           **kwargs)
-        if guest.launch_security is None:
-            return guest
-        passthrough = [d for d in guest.devices
-                       if type(d).__name__.startswith(
-                           "LibvirtConfigGuestHostdev")]
-        if passthrough:
-            raise _fault("a confidential guest cannot have PCI "
-                         "passthrough or mediated devices: their DMA "
-                         "bypasses memory encryption")
+        if guest.launch_security is not None:
+            refuse_passthrough(guest)
         return guest
 
     def _get_guest_xml(self, *args: Any, **kwargs: Any) -> str:

@@ -99,3 +99,18 @@ class StatsTest(base.TestCase):
         self.assertEqual({"CUSTOM_TEE_ATTESTATION",
                           "CUSTOM_TEE_SEV_LAUNCH_SECRET",
                           "CUSTOM_TEE_SNP_TCB_REPORTED"}, caps.traits())
+
+
+class TDXModuleTest(base.TestCase):
+
+    def test_version_from_sysfs_tree(self) -> None:
+        tmp = tempfile.mkdtemp()
+        for name, value in (("major_version", "1\n"),
+                            ("minor_version", "5\n"),
+                            ("build_num", "0697\n")):
+            with open(os.path.join(tmp, name), "w") as f:
+                f.write(value)
+        self.assertEqual("1.5.697",
+                         capabilities.read_tdx_module_version(tmp))
+        os.unlink(os.path.join(tmp, "build_num"))
+        self.assertIsNone(capabilities.read_tdx_module_version(tmp))

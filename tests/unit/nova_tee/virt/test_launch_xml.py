@@ -185,3 +185,18 @@ class MetadataTest(base.TestCase):
         ls = tee_config.SEVSNPLaunchSecurity(policy=req.policy,
                                              host_data=b"\x00" * 32)
         self.assertIn("<policy>0x00120000</policy>", guest_xml(ls))
+
+
+class PassthroughTest(base.TestCase):
+
+    def test_host_devices_are_refused(self) -> None:
+        guest = vconfig.LibvirtConfigGuest()
+        tee_driver.refuse_passthrough(guest)
+        for device in (vconfig.LibvirtConfigGuestHostdevPCI(),
+                       vconfig.LibvirtConfigGuestHostdevMDEV()):
+            guest = vconfig.LibvirtConfigGuest()
+            guest.add_device(device)
+            with self.subTest(device=type(device).__name__):
+                exc = self.assertRaises(exception.InvalidInput,
+                                        tee_driver.refuse_passthrough, guest)
+                self.assertIn("passthrough", str(exc))
