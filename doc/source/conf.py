@@ -4,6 +4,7 @@ project = "openstack-tee"
 copyright = "openstack-tee developers"
 extensions = [
     "oslo_config.sphinxext",
+    "sphinx.ext.autodoc",
 ]
 html_theme = "alabaster"
 master_doc = "index"
