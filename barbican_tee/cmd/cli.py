@@ -19,6 +19,7 @@ from barbican_tee.attestation import measure
 from barbican_tee.attestation import policy as policy_mod
 from barbican_tee.attestation import snp
 from barbican_tee.attestation import snp_certs
+from barbican_tee.cmd import rewrap
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -247,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--vmm-type", default="qemu",
                    choices=[vmm.value for vmm in measure.VmmType])
     m.set_defaults(func=cmd_measure)
+    rewrap.add_parser(sub)
     return parser
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from oslo_config import cfg
 
+from barbican_tee.conf import api
 from barbican_tee.conf import attestation
+from barbican_tee.conf import sealed
 
 CONF = cfg.CONF
 
-_MODULES = (attestation,)
+_MODULES = (attestation, sealed, api)
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

@@ -1,0 +1,262 @@
+"""The attestation tables, in Barbican's own database.
+
+Policies, secret-policy bindings and nonces live next to Barbican's tables
+(same ``[database] connection``), so every API worker sees the same state.
+Policy and binding rows carry an HMAC (key derived from the sealed store's
+KEK) over their content: a row edited in the database makes release fail,
+never succeed. Nonces are consumed with one ``DELETE``, whose row count is
+the single-use guarantee across workers.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+import sqlalchemy as sa
+
+from barbican_tee.plugin import keyring as keyring_mod
+
+METADATA = sa.MetaData()
+
+POLICIES = sa.Table(
+    "tee_policies", METADATA,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("project_id", sa.String(255), nullable=False, index=True),
+    sa.Column("document", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("mac_kek", sa.String(32), nullable=False),
+    sa.Column("mac", sa.String(64), nullable=False),
+)
+
+BINDINGS = sa.Table(
+    "tee_bindings", METADATA,
+    sa.Column("secret_id", sa.String(36), primary_key=True),
+    sa.Column("policy_id", sa.String(36), nullable=False),
+    sa.Column("project_id", sa.String(255), nullable=False),
+    sa.Column("mac_kek", sa.String(32), nullable=False),
+    sa.Column("mac", sa.String(64), nullable=False),
+)
+
+NONCES = sa.Table(
+    "tee_nonces", METADATA,
+    sa.Column("nonce", sa.String(64), primary_key=True),
+    sa.Column("secret_id", sa.String(36), nullable=False),
+    sa.Column("expires_at", sa.DateTime, nullable=False, index=True),
+)
+
+RATES = sa.Table(
+    "tee_rates", METADATA,
+    sa.Column("bucket", sa.String(300), primary_key=True),
+    sa.Column("window", sa.Integer, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+)
+
+# Barbican's own tables, read only.
+_SECRETS = sa.Table(
+    "secrets", sa.MetaData(),
+    sa.Column("id", sa.String(36)), sa.Column("project_id", sa.String(36)),
+    sa.Column("deleted", sa.Boolean))
+_PROJECTS = sa.Table(
+    "projects", sa.MetaData(),
+    sa.Column("id", sa.String(36)), sa.Column("external_id", sa.String(255)))
+_STORE_META = sa.Table(
+    "secret_store_metadata", sa.MetaData(),
+    sa.Column("secret_id", sa.String(36)), sa.Column("key", sa.String(255)),
+    sa.Column("value", sa.String(255)), sa.Column("deleted", sa.Boolean))
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+
+
+def make_engine(url: str) -> sa.Engine:
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # Several gunicorn workers share one file: wait for the lock.
+        kwargs["connect_args"] = {"timeout": 30}
+    engine = sa.create_engine(url, **kwargs)
+    METADATA.create_all(engine)
+    return engine
+
+
+def _policy_mac_input(row: dict[str, Any]) -> bytes:
+    return json.dumps(["policy", row["id"], row["project_id"],
+                       row["document"]], separators=(",", ":")).encode()
+
+
+def _binding_mac_input(row: dict[str, Any]) -> bytes:
+    return json.dumps(["binding", row["secret_id"], row["policy_id"],
+                       row["project_id"]], separators=(",", ":")).encode()
+
+
+class Store:
+    """Queries of the attestation API; each call is its own transaction."""
+
+    def __init__(self, engine: sa.Engine,
+                 keyring: keyring_mod.Keyring) -> None:
+        self.engine = engine
+        self.keyring = keyring
+
+    # -- policies -------------------------------------------------------
+    def create_policy(self, policy_id: str, project_id: str,
+                      document: dict[str, Any]) -> None:
+        row = {"id": policy_id, "project_id": project_id,
+               "document": json.dumps(document, sort_keys=True),
+               "created_at": utcnow()}
+        kid = self.keyring.current.kid
+        row["mac_kek"] = kid
+        row["mac"] = self.keyring.mac(kid, _policy_mac_input(row)).hex()
+        with self.engine.begin() as conn:
+            conn.execute(POLICIES.insert().values(**row))
+
+    def list_policies(self, project_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(POLICIES.select().where(
+                POLICIES.c.project_id == project_id).order_by(
+                POLICIES.c.created_at)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def get_policy(self, policy_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(POLICIES.select().where(
+                POLICIES.c.id == policy_id)).mappings().first()
+        return dict(row) if row else None
+
+    def policy_intact(self, row: dict[str, Any]) -> bool:
+        return self.keyring.check_mac(row["mac_kek"],
+                                      _policy_mac_input(row),
+                                      bytes.fromhex(row["mac"]))
+
+    def delete_policy(self, policy_id: str) -> bool:
+        with self.engine.begin() as conn:
+            result = conn.execute(POLICIES.delete().where(
+                POLICIES.c.id == policy_id))
+        return bool(result.rowcount)
+
+    # -- bindings -------------------------------------------------------
+    def bind(self, secret_id: str, policy_id: str, project_id: str) -> None:
+        row = {"secret_id": secret_id, "policy_id": policy_id,
+               "project_id": project_id}
+        kid = self.keyring.current.kid
+        row["mac_kek"] = kid
+        row["mac"] = self.keyring.mac(kid, _binding_mac_input(row)).hex()
+        with self.engine.begin() as conn:
+            conn.execute(BINDINGS.delete().where(
+                BINDINGS.c.secret_id == secret_id))
+            conn.execute(BINDINGS.insert().values(**row))
+
+    def get_binding(self, secret_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(BINDINGS.select().where(
+                BINDINGS.c.secret_id == secret_id)).mappings().first()
+        return dict(row) if row else None
+
+    def binding_intact(self, row: dict[str, Any]) -> bool:
+        return self.keyring.check_mac(row["mac_kek"],
+                                      _binding_mac_input(row),
+                                      bytes.fromhex(row["mac"]))
+
+    def unbind(self, secret_id: str) -> bool:
+        with self.engine.begin() as conn:
+            result = conn.execute(BINDINGS.delete().where(
+                BINDINGS.c.secret_id == secret_id))
+        return bool(result.rowcount)
+
+    # -- nonces ---------------------------------------------------------
+    def add_nonce(self, nonce: str, secret_id: str,
+                  expires_at: datetime.datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(NONCES.delete().where(
+                NONCES.c.expires_at < utcnow()))
+            conn.execute(NONCES.insert().values(
+                nonce=nonce, secret_id=secret_id, expires_at=expires_at))
+
+    def consume_nonce(self, nonce: str, secret_id: str) -> str | None:
+        """None if the nonce was live and is now spent, else a code."""
+        with self.engine.begin() as conn:
+            row = conn.execute(NONCES.select().where(
+                NONCES.c.nonce == nonce)).mappings().first()
+            if row is None or row["secret_id"] != secret_id:
+                return "nonce_unknown"
+            result = conn.execute(NONCES.delete().where(
+                NONCES.c.nonce == nonce))
+            if result.rowcount != 1:
+                return "nonce_unknown"  # another worker spent it first
+            if row["expires_at"] < utcnow():
+                return "nonce_expired"
+        return None
+
+    # -- rate limits ----------------------------------------------------
+    def hit(self, bucket: str, window: int, limit: int) -> bool:
+        """Count one request in ``bucket``; False once over ``limit``."""
+        with self.engine.begin() as conn:
+            updated = conn.execute(RATES.update().where(
+                (RATES.c.bucket == bucket) & (RATES.c.window == window)
+            ).values(count=RATES.c.count + 1))
+            if not updated.rowcount:
+                conn.execute(RATES.delete().where(RATES.c.window < window))
+                try:
+                    conn.execute(RATES.insert().values(
+                        bucket=bucket, window=window, count=1))
+                except sa.exc.IntegrityError:
+                    conn.execute(RATES.update().where(
+                        (RATES.c.bucket == bucket)
+                        & (RATES.c.window == window)
+                    ).values(count=RATES.c.count + 1))
+            count = conn.execute(sa.select(RATES.c.count).where(
+                (RATES.c.bucket == bucket) & (RATES.c.window == window)
+            )).scalar_one()
+        return bool(count <= limit)
+
+    # -- Barbican's secrets ---------------------------------------------
+    def secret_project(self, secret_id: str) -> str | None:
+        """The Keystone project owning a live secret, if it exists."""
+        query = sa.select(_PROJECTS.c.external_id).select_from(
+            _SECRETS.join(_PROJECTS, _SECRETS.c.project_id == _PROJECTS.c.id)
+        ).where((_SECRETS.c.id == secret_id)
+                & (_SECRETS.c.deleted == sa.false()))
+        with self.engine.connect() as conn:
+            value = conn.execute(query).scalar_one_or_none()
+        return str(value) if value is not None else None
+
+    def sealed_secret_ids(self, plugin_path: str) -> list[str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(_STORE_META.c.secret_id).where(
+                (_STORE_META.c.key == "plugin_name")
+                & (_STORE_META.c.value == plugin_path)
+                & (_STORE_META.c.deleted == sa.false()))).all()
+        return [str(r[0]) for r in rows]
+
+    def replace_store_metadata(self, secret_id: str,
+                               old: dict[str, str],
+                               new: dict[str, str]) -> bool:
+        """Swap a sealed record's values in one transaction.
+
+        Only keys present in both are written (a re-sealed record has the
+        same keys), and only if every old value is still in place, so a
+        concurrent writer makes this a no-op instead of a mix.
+        """
+        if set(new) - set(old):
+            raise ValueError("re-sealed record has different keys")
+        with self.engine.begin() as conn:
+            for key, value in new.items():
+                result = conn.execute(_STORE_META.update().where(
+                    (_STORE_META.c.secret_id == secret_id)
+                    & (_STORE_META.c.key == key)
+                    & (_STORE_META.c.value == old[key])
+                    & (_STORE_META.c.deleted == sa.false())
+                ).values(value=value))
+                if result.rowcount != 1:
+                    conn.rollback()
+                    return False
+        return True
+
+    def store_metadata(self, secret_id: str) -> dict[str, str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(
+                _STORE_META.c.key, _STORE_META.c.value).where(
+                (_STORE_META.c.secret_id == secret_id)
+                & (_STORE_META.c.deleted == sa.false()))).all()
+        return {str(k): str(v) for k, v in rows}

@@ -1,0 +1,527 @@
+"""The ``/v1/tee`` REST contract, as a paste filter in front of Barbican.
+
+Routes (see ARCHITECTURE.md, "REST contract"):
+
+* ``POST/GET /v1/tee/policies``, ``GET/DELETE /v1/tee/policies/{id}``
+* ``PUT /v1/tee/secrets/{secret_id}/policy``
+* ``POST /v1/tee/challenge`` and ``POST /v1/tee/release`` (no token: the
+  evidence authenticates; rate limited per secret and per client address)
+
+It also answers ``GET /v1/secrets/{id}/payload`` (and a non-JSON ``GET
+/v1/secrets/{id}``) for a sealed secret with 403, for every role: the only
+way out is an attested release. Everything else passes to Barbican.
+
+Every release decision is logged and sent as an oslo.messaging notification
+(``tee.release.granted`` / ``tee.release.denied``) with the secret id, the
+failed check codes and the SHA-256 of the evidence; never key material.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from collections.abc import Iterable
+import datetime
+import hashlib
+import hmac
+import json
+import os
+import re
+import threading
+import time
+from typing import Any
+import uuid
+
+from jwcrypto import jwe
+from jwcrypto import jwk
+from oslo_config import cfg
+from oslo_log import log as logging
+import oslo_messaging
+from oslo_policy import policy as oslo_policy
+
+from barbican_tee.api import db
+from barbican_tee.attestation import errors
+from barbican_tee.attestation import policy as policy_mod
+from barbican_tee.attestation import snp
+from barbican_tee.attestation import snp_certs
+from barbican_tee import conf as tee_conf
+from barbican_tee.plugin import store as sealed_store
+
+LOG = logging.getLogger(__name__)
+CONF = cfg.CONF
+
+RULES = [
+    oslo_policy.RuleDefault(
+        "tee:policy:create",
+        "role:admin or role:member or role:creator",
+        "Create an attestation policy in one's project."),
+    oslo_policy.RuleDefault(
+        "tee:policy:get",
+        "role:admin or role:member or role:creator or role:reader or "
+        "role:observer",
+        "List and show the project's attestation policies."),
+    oslo_policy.RuleDefault(
+        "tee:policy:delete", "role:admin or role:member or role:creator",
+        "Delete one of the project's attestation policies."),
+    oslo_policy.RuleDefault(
+        "tee:secret:bind", "role:admin or role:member or role:creator",
+        "Bind a sealed secret of the project to one of its policies."),
+    oslo_policy.RuleDefault(
+        "tee:sev:session", "role:service or role:admin",
+        "Create SEV launch sessions and trade measurements for secret "
+        "packets (nova-compute's service user)."),
+]
+
+_UUID = r"[0-9a-fA-F-]{36}"
+_ROUTES = [
+    ("POST", re.compile(r"^/v1/tee/policies/?$"), "create_policy"),
+    ("GET", re.compile(r"^/v1/tee/policies/?$"), "list_policies"),
+    ("GET", re.compile(rf"^/v1/tee/policies/(?P<id>{_UUID})$"),
+     "show_policy"),
+    ("DELETE", re.compile(rf"^/v1/tee/policies/(?P<id>{_UUID})$"),
+     "delete_policy"),
+    ("PUT", re.compile(rf"^/v1/tee/secrets/(?P<id>{_UUID})/policy$"),
+     "bind_secret"),
+    ("POST", re.compile(r"^/v1/tee/challenge/?$"), "challenge"),
+    ("POST", re.compile(r"^/v1/tee/release/?$"), "release"),
+]
+_PAYLOAD = re.compile(rf"^/v1/secrets/(?P<id>{_UUID})(?P<payload>/payload)?"
+                      r"/?$")
+_MAX_BODY = 256 * 1024
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class APIError(Exception):
+    def __init__(self, status: int, code: str, message: str,
+                 codes: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.codes = codes or [code]
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def expected_report_data(nonce: str, public_jwk: jwk.JWK) -> bytes:
+    """SHA-512(nonce bytes || RFC 7638 SHA-256 thumbprint of the JWK)."""
+    thumb = _b64url_decode(public_jwk.thumbprint())
+    return hashlib.sha512(_b64url_decode(nonce) + thumb).digest()
+
+
+class TEEAPIFilter:
+    """WSGI filter serving ``/v1/tee`` in front of Barbican's app."""
+
+    def __init__(self, app: WSGIApp, conf: cfg.ConfigOpts = CONF) -> None:
+        self.app = app
+        self.conf = conf
+        tee_conf.register_opts(conf)
+        # A bad KEK stops the API here, loudly, like the store plugin.
+        self.keyring = sealed_store.load_keyring(conf)
+        self._store: db.Store | None = None
+        self._store_lock = threading.Lock()
+        self.verifier = snp.SnpVerifier.from_conf(conf)
+        self.enforcer = oslo_policy.Enforcer(conf)
+        self.enforcer.register_defaults(RULES)
+        self.notifier = self._make_notifier(conf)
+
+    @classmethod
+    def factory(cls, global_config: dict[str, str],
+                **local_config: str) -> Callable[[WSGIApp], TEEAPIFilter]:
+        def make(app: WSGIApp) -> TEEAPIFilter:
+            return cls(app)
+        return make
+
+    @staticmethod
+    def _make_notifier(conf: cfg.ConfigOpts) -> Any:
+        try:
+            transport = oslo_messaging.get_notification_transport(conf)
+        except Exception:  # noqa: BLE001 - audit log still has everything
+            LOG.warning("openstack-tee: no notification transport; release "
+                        "decisions are logged only")
+            return None
+        return oslo_messaging.Notifier(transport,
+                                       publisher_id="barbican-tee",
+                                       topics=["notifications"])
+
+    @property
+    def store(self) -> db.Store:
+        # Created on first use, in the worker process (not before fork).
+        if self._store is None:
+            with self._store_lock:
+                if self._store is None:
+                    self._store = db.Store(
+                        db.make_engine(self.conf.database.connection),
+                        self.keyring)
+        return self._store
+
+    # -- WSGI -------------------------------------------------------------
+    def __call__(self, environ: dict[str, Any],
+                 start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path.startswith("/v1/tee/") or path == "/v1/tee":
+            return self._dispatch(environ, start_response, method, path)
+        if method == "GET":
+            match = _PAYLOAD.match(path)
+            if match and (match.group("payload") or "json" not in
+                          environ.get("HTTP_ACCEPT", "application/json")):
+                if self._is_sealed(match.group("id")):
+                    return self._reply(start_response, 403, {"error": {
+                        "code": "secret_sealed",
+                        "message": "This secret is sealed: it is released "
+                                   "only to an attested guest, through POST "
+                                   "/v1/tee/release, for every role "
+                                   "including admin."}})
+        return self.app(environ, start_response)
+
+    def _is_sealed(self, secret_id: str) -> bool:
+        meta = self.store.store_metadata(secret_id)
+        return meta.get("plugin_name") == sealed_store.PLUGIN_PATH
+
+    def _dispatch(self, environ: dict[str, Any],
+                  start_response: Callable[..., Any], method: str,
+                  path: str) -> Iterable[bytes]:
+        for verb, pattern, name in _ROUTES:
+            match = pattern.match(path)
+            if match and verb == method:
+                try:
+                    status, body = getattr(self, name)(
+                        environ, **match.groupdict())
+                except APIError as exc:
+                    status = exc.status
+                    body = {"error": {"code": exc.code,
+                                      "message": str(exc)}}
+                    if len(exc.codes) > 1:
+                        body["error"]["codes"] = exc.codes
+                except Exception:  # noqa: BLE001 - never leak internals
+                    LOG.exception("openstack-tee: %s %s failed", method,
+                                  path)
+                    status, body = 500, {"error": {
+                        "code": "internal_error",
+                        "message": "The attestation service failed; see "
+                                   "the barbican-api log."}}
+                return self._reply(start_response, status, body)
+        return self._reply(start_response, 404, {"error": {
+            "code": "not_found", "message": f"no route {method} {path}"}})
+
+    @staticmethod
+    def _reply(start_response: Callable[..., Any], status: int,
+               body: dict[str, Any] | None) -> list[bytes]:
+        reasons = {200: "OK", 201: "Created", 204: "No Content",
+                   400: "Bad Request", 401: "Unauthorized",
+                   403: "Forbidden", 404: "Not Found", 409: "Conflict",
+                   413: "Payload Too Large", 429: "Too Many Requests",
+                   500: "Internal Server Error"}
+        data = b"" if body is None else json.dumps(body).encode()
+        headers = [("Content-Length", str(len(data)))]
+        if body is not None:
+            headers.append(("Content-Type", "application/json"))
+        start_response(f"{status} {reasons.get(status, '')}", headers)
+        return [data]
+
+    # -- helpers ------------------------------------------------------------
+    @staticmethod
+    def _json(environ: dict[str, Any]) -> dict[str, Any]:
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > _MAX_BODY:
+            raise APIError(413, "body_too_large",
+                           f"request bodies are limited to {_MAX_BODY} "
+                           "bytes")
+        raw = environ["wsgi.input"].read(length) if length else b""
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            raise APIError(400, "body_not_json",
+                           "the request body is not JSON") from None
+        if not isinstance(body, dict):
+            raise APIError(400, "body_not_object",
+                           "the request body must be a JSON object")
+        return body
+
+    def _context(self, environ: dict[str, Any], rule: str) -> Any:
+        ctx = environ.get("barbican.context")
+        if ctx is None or not getattr(ctx, "project_id", None):
+            raise APIError(401, "unauthenticated",
+                           "this route needs a token")
+        creds = {"roles": list(ctx.roles or []),
+                 "project_id": ctx.project_id,
+                 "user_id": getattr(ctx, "user_id", None)}
+        if not self.enforcer.enforce(rule, {"project_id": ctx.project_id},
+                                     creds):
+            raise APIError(403, "forbidden",
+                           f"policy does not allow {rule}")
+        return ctx
+
+    def _rate(self, environ: dict[str, Any], secret_id: str) -> None:
+        window = int(time.time() // 60)
+        client = environ.get("REMOTE_ADDR", "unknown")
+        ok = self.store.hit(f"secret:{secret_id}", window,
+                            self.conf.tee_api.release_rate_per_secret)
+        ok = self.store.hit(f"client:{client}", window,
+                            self.conf.tee_api.release_rate_per_client
+                            ) and ok
+        if not ok:
+            raise APIError(429, "rate_limited",
+                           "too many attestation requests; retry in a "
+                           "minute")
+
+    @staticmethod
+    def _secret_id(body: dict[str, Any]) -> str:
+        value = body.get("secret_id")
+        try:
+            return str(uuid.UUID(str(value)))
+        except ValueError:
+            raise APIError(400, "secret_id_invalid",
+                           "secret_id must be a secret's UUID") from None
+
+    def _policy_view(self, row: dict[str, Any]) -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads(row["document"])
+        doc.update(id=row["id"], policy_ref=f"/v1/tee/policies/{row['id']}",
+                   created=row["created_at"].isoformat() + "Z")
+        return doc
+
+    # -- routes: policies ---------------------------------------------------
+    def create_policy(self, environ: dict[str, Any]) -> tuple[int, Any]:
+        ctx = self._context(environ, "tee:policy:create")
+        body = self._json(environ)
+        try:
+            parsed = policy_mod.Policy.from_dict(body)
+        except errors.InvalidInput as exc:
+            raise APIError(400, exc.code, exc.message) from None
+        policy_id = str(uuid.uuid4())
+        self.store.create_policy(policy_id, ctx.project_id,
+                                 parsed.to_dict())
+        return 201, {"id": policy_id,
+                     "policy_ref": f"/v1/tee/policies/{policy_id}"}
+
+    def list_policies(self, environ: dict[str, Any]) -> tuple[int, Any]:
+        ctx = self._context(environ, "tee:policy:get")
+        rows = self.store.list_policies(ctx.project_id)
+        return 200, {"policies": [self._policy_view(r) for r in rows],
+                     "total": len(rows)}
+
+    def _own_policy(self, ctx: Any, policy_id: str) -> dict[str, Any]:
+        row = self.store.get_policy(policy_id)
+        if row is None or row["project_id"] != ctx.project_id:
+            raise APIError(404, "policy_not_found",
+                           f"no policy {policy_id} in this project")
+        return row
+
+    def show_policy(self, environ: dict[str, Any],
+                    id: str) -> tuple[int, Any]:  # noqa: A002
+        ctx = self._context(environ, "tee:policy:get")
+        return 200, self._policy_view(self._own_policy(ctx, id))
+
+    def delete_policy(self, environ: dict[str, Any],
+                      id: str) -> tuple[int, Any]:  # noqa: A002
+        ctx = self._context(environ, "tee:policy:delete")
+        self._own_policy(ctx, id)
+        self.store.delete_policy(id)
+        return 204, None
+
+    def bind_secret(self, environ: dict[str, Any],
+                    id: str) -> tuple[int, Any]:  # noqa: A002
+        ctx = self._context(environ, "tee:secret:bind")
+        body = self._json(environ)
+        secret_id = str(uuid.UUID(id))
+        if self.store.secret_project(secret_id) != ctx.project_id:
+            raise APIError(404, "secret_not_found",
+                           f"no secret {secret_id} in this project")
+        if not self._is_sealed(secret_id):
+            raise APIError(409, "secret_not_sealed",
+                           "only secrets in the tee_sealed store can be "
+                           "bound: any other secret is readable through "
+                           "the payload API, so a policy would protect "
+                           "nothing")
+        policy_id = str(body.get("policy_id", ""))
+        self._own_policy(ctx, policy_id)
+        self.store.bind(secret_id, policy_id, ctx.project_id)
+        return 200, {"secret_id": secret_id, "policy_id": policy_id}
+
+    # -- routes: attested release --------------------------------------------
+    def challenge(self, environ: dict[str, Any]) -> tuple[int, Any]:
+        body = self._json(environ)
+        secret_id = self._secret_id(body)
+        self._rate(environ, secret_id)
+        nonce = _b64url(os.urandom(32))
+        expires = db.utcnow() + datetime.timedelta(
+            seconds=self.conf.tee_api.nonce_ttl)
+        self.store.add_nonce(nonce, secret_id, expires)
+        return 201, {"nonce": nonce,
+                     "expires_at": expires.isoformat() + "Z"}
+
+    def release(self, environ: dict[str, Any]) -> tuple[int, Any]:
+        body = self._json(environ)
+        secret_id = self._secret_id(body)
+        self._rate(environ, secret_id)
+        evidence = body.get("evidence")
+        digest = hashlib.sha256(json.dumps(
+            evidence, sort_keys=True).encode()).hexdigest()
+        audit = {"secret_id": secret_id, "evidence_sha256": digest,
+                 "client": environ.get("REMOTE_ADDR")}
+        try:
+            jwe_text, policy_id = self._release(body, secret_id, evidence)
+        except APIError as exc:
+            self._audit(False, dict(audit, codes=exc.codes))
+            raise
+        self._audit(True, dict(audit, codes=[], policy_id=policy_id))
+        return 200, {"jwe": jwe_text}
+
+    def _release(self, body: dict[str, Any], secret_id: str,
+                 evidence: Any) -> tuple[str, str]:
+        nonce = body.get("nonce")
+        if not isinstance(nonce, str) or not re.fullmatch(
+                r"[A-Za-z0-9_-]{20,64}", nonce):
+            raise APIError(400, "nonce_invalid", "nonce is missing or "
+                           "malformed")
+        public = self._public_key(body.get("public_key"))
+        if not isinstance(evidence, dict):
+            raise APIError(400, "evidence_invalid",
+                           "evidence must be an object with a format")
+        # The nonce is spent first: a refused attempt cannot be retried
+        # with the same challenge.
+        code = self.store.consume_nonce(nonce, secret_id)
+        if code == "nonce_expired":
+            raise APIError(403, code, "the challenge expired; ask for a "
+                           "new one")
+        if code is not None:
+            raise APIError(403, code, "unknown or already used nonce")
+        binding = self.store.get_binding(secret_id)
+        if binding is None:
+            raise APIError(403, "secret_no_policy",
+                           "the secret is not bound to an attestation "
+                           "policy")
+        if not self.store.binding_intact(binding):
+            LOG.error("openstack-tee: binding of secret %s fails its MAC",
+                      secret_id)
+            raise APIError(403, "binding_tampered",
+                           "the secret's policy binding does not "
+                           "authenticate")
+        row = self.store.get_policy(binding["policy_id"])
+        if row is None:
+            raise APIError(403, "policy_deleted",
+                           "the secret's attestation policy was deleted")
+        if not self.store.policy_intact(row) or (
+                row["project_id"] != binding["project_id"]):
+            LOG.error("openstack-tee: policy %s fails its MAC", row["id"])
+            raise APIError(403, "policy_tampered",
+                           "the attestation policy does not authenticate")
+        try:
+            policy = policy_mod.Policy.from_dict(json.loads(
+                row["document"]))
+        except errors.InvalidInput:
+            raise APIError(403, "policy_tampered",
+                           "the stored policy is not valid") from None
+        report_data = self._verify(evidence, policy)
+        expected = expected_report_data(nonce, public)
+        if not hmac.compare_digest(report_data, expected):
+            raise APIError(403, "report_data_mismatch",
+                           "report_data is not SHA-512(nonce || key "
+                           "thumbprint): the evidence was not made for "
+                           "this challenge and key")
+        meta = self.store.store_metadata(secret_id)
+        if meta.get("plugin_name") != sealed_store.PLUGIN_PATH:
+            raise APIError(403, "secret_not_sealed",
+                           "the secret is not in the sealed store")
+        try:
+            plaintext = sealed_store.unseal(self.keyring, meta)
+        except sealed_store.SealedSecretError as exc:
+            raise APIError(403, exc.code, str(exc)) from None
+        token = jwe.JWE(plaintext, recipient=public, protected={
+            "alg": "ECDH-ES+A256KW", "enc": "A256GCM",
+            "kid": public.thumbprint()})
+        return token.serialize(compact=True), str(row["id"])
+
+    @staticmethod
+    def _public_key(value: Any) -> jwk.JWK:
+        if not isinstance(value, dict) or value.get("kty") != "EC" or (
+                value.get("crv") != "P-384") or "d" in value:
+            raise APIError(400, "public_key_invalid",
+                           "public_key must be a public EC P-384 JWK")
+        try:
+            return jwk.JWK(**{k: value[k] for k in ("kty", "crv", "x",
+                                                    "y")})
+        except Exception:  # noqa: BLE001 - jwcrypto raises many kinds
+            raise APIError(400, "public_key_invalid",
+                           "public_key is not a valid EC P-384 "
+                           "JWK") from None
+
+    def _verify(self, evidence: dict[str, Any],
+                policy: policy_mod.Policy) -> bytes:
+        """Verify evidence and evaluate the policy; its report_data."""
+        fmt = evidence.get("format")
+        try:
+            if fmt == "amd-sev-snp-report":
+                return self._verify_snp(evidence, policy)
+            if fmt == "intel-tdx-quote":
+                return self._verify_tdx(evidence, policy)
+        except errors.InvalidInput as exc:
+            raise APIError(403, exc.code, exc.message) from None
+        except errors.VerificationFailed as exc:
+            raise APIError(403, exc.code, exc.message) from None
+        raise APIError(400, "evidence_format",
+                       "evidence.format must be amd-sev-snp-report or "
+                       "intel-tdx-quote")
+
+    def _verify_snp(self, evidence: dict[str, Any],
+                    policy: policy_mod.Policy) -> bytes:
+        try:
+            raw = base64.b64decode(str(evidence.get("report", "")),
+                                   validate=True)
+        except (binascii.Error, ValueError):
+            raise APIError(400, "evidence_invalid",
+                           "evidence.report is not base64") from None
+        cert = evidence.get("vcek") or evidence.get("vlek")
+        if not isinstance(cert, str):
+            raise APIError(400, "evidence_invalid",
+                           "SNP evidence needs the vcek or vlek PEM (from "
+                           "the extended report's certificate table)")
+        endorsement, chain = snp_certs.split_endorsement_bundle(
+            cert.encode())
+        if isinstance(evidence.get("cert_chain"), str):
+            chain += snp_certs.load_ca_certs(
+                evidence["cert_chain"].encode())
+        verified = self.verifier.verify(raw, endorsement, chain)
+        result = policy_mod.evaluate_snp(policy, verified)
+        if not result.ok:
+            first = result.failures[0]
+            raise APIError(403, first.code,
+                           "; ".join(f.message for f in result.failures),
+                           codes=result.codes)
+        return verified.report.report_data
+
+    def _verify_tdx(self, evidence: dict[str, Any],
+                    policy: policy_mod.Policy) -> bytes:
+        raise APIError(400, "evidence_format",
+                       "intel-tdx-quote evidence is not accepted by this "
+                       "server yet")
+
+    def _audit(self, granted: bool, payload: dict[str, Any]) -> None:
+        event = "tee.release.granted" if granted else "tee.release.denied"
+        LOG.info("openstack-tee audit %s secret=%s codes=%s evidence=%s "
+                 "client=%s", event, payload["secret_id"],
+                 ",".join(payload["codes"]) or "-",
+                 payload["evidence_sha256"], payload.get("client"))
+        if self.notifier is None:
+            return
+        try:
+            notify = self.notifier.info if granted else self.notifier.warn
+            notify({}, event, payload)
+        except Exception:  # noqa: BLE001 - the log line above stands
+            LOG.exception("openstack-tee: audit notification failed")
+
+
+def list_rules() -> list[oslo_policy.RuleDefault]:
+    """Policy defaults for oslopolicy-sample-generator."""
+    return list(RULES)

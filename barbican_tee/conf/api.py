@@ -1,0 +1,28 @@
+"""Options of the ``[tee_api]`` group: the /v1/tee REST API."""
+
+from __future__ import annotations
+
+from oslo_config import cfg
+
+GROUP = cfg.OptGroup("tee_api", title="openstack-tee REST API")
+
+OPTS = [
+    cfg.IntOpt("nonce_ttl", default=300, min=10,
+               help="Seconds a challenge nonce stays valid."),
+    cfg.IntOpt("release_rate_per_secret", default=30, min=1,
+               help="Challenges plus releases per secret per minute, "
+                    "counted in the database so that every API worker "
+                    "shares the limit."),
+    cfg.IntOpt("release_rate_per_client", default=120, min=1,
+               help="Challenges plus releases per client address per "
+                    "minute."),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(GROUP)
+    conf.register_opts(OPTS, group=GROUP)
+
+
+def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:
+    return [(GROUP, list(OPTS))]

@@ -1,0 +1,1 @@
+"""The tee_sealed secret store plugin and its key handling."""
