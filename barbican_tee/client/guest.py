@@ -1,0 +1,180 @@
+"""What a confidential guest does to get its key (``tee-guest fetch``).
+
+1. make an ephemeral EC P-384 key;
+2. ask for a challenge (a base64url nonce);
+3. ``report_data = SHA-512(nonce || RFC 7638 SHA-256 thumbprint)``, the
+   thumbprint as its 32 raw bytes, so the report binds both the nonce and
+   the key the secret will be encrypted to;
+4. get a report (SEV-SNP) or quote (TDX) with that report data through
+   configfs-tsm and build the evidence object of the REST contract;
+5. post it to ``/v1/tee/release`` and decrypt the compact JWE
+   (ECDH-ES+A256KW, A256GCM) with the ephemeral private key.
+
+The private key never leaves this process and is never printed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from jwcrypto import common as jwc_common
+from jwcrypto import jwe as jwc_jwe
+from jwcrypto import jwk as jwc_jwk
+
+from barbican_tee.client import rest
+from barbican_tee.client import snp_certs
+from barbican_tee.client import tsm
+
+JWE_ALG = "ECDH-ES+A256KW"
+JWE_ENC = "A256GCM"
+FORMAT_SNP = "amd-sev-snp-report"
+FORMAT_TDX = "intel-tdx-quote"
+
+
+class GuestError(Exception):
+    """The fetch failed for a reason that is neither configfs-tsm's nor
+    the service's; ``code`` is stable.
+
+    Codes: ``bad_nonce``, ``jwe_invalid``, ``snp_cert_table_malformed``,
+    ``unsupported_provider``.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+def b64url_decode(text: str) -> bytes:
+    """Decode base64url with or without padding (strictly)."""
+    if not isinstance(text, str):
+        raise ValueError("not a string")
+    stripped = text.strip().rstrip("=")
+    padded = stripped + "=" * (-len(stripped) % 4)
+    return base64.b64decode(padded.encode("ascii"), altchars=b"-_",
+                            validate=True)
+
+
+def make_key() -> jwc_jwk.JWK:
+    """A fresh EC P-384 key pair for one release."""
+    return jwc_jwk.JWK.generate(kty="EC", crv="P-384")
+
+
+def public_jwk(key: jwc_jwk.JWK) -> dict[str, Any]:
+    """The public half as a JSON object (never the private ``d``)."""
+    doc: dict[str, Any] = json.loads(key.export_public())
+    return doc
+
+
+def thumbprint(key: jwc_jwk.JWK) -> bytes:
+    """RFC 7638 SHA-256 thumbprint of the public key, 32 raw bytes."""
+    return b64url_decode(key.thumbprint())
+
+
+def report_data(nonce: str, key: jwc_jwk.JWK) -> bytes:
+    """``SHA-512(nonce bytes || thumbprint bytes)``: 64 bytes."""
+    try:
+        nonce_bytes = b64url_decode(nonce)
+    except (ValueError, binascii.Error):
+        raise GuestError("bad_nonce",
+                         "the challenge's nonce is not base64url") from None
+    if not nonce_bytes:
+        raise GuestError("bad_nonce", "the challenge's nonce is empty")
+    return hashlib.sha512(nonce_bytes + thumbprint(key)).digest()
+
+
+def _pem(der: bytes) -> str:
+    body = base64.encodebytes(der).decode("ascii").replace("\n", "")
+    lines = [body[i:i + 64] for i in range(0, len(body), 64)]
+    return ("-----BEGIN CERTIFICATE-----\n" + "\n".join(lines)
+            + "\n-----END CERTIFICATE-----\n")
+
+
+def _ca_pem(der: bytes, name: str) -> str:
+    """PEM of an ASK/ARK, checking it is a certificate at all."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        raise GuestError(snp_certs.CertTableError.code,
+                         f"the {name} in the certificate table is not an "
+                         "X.509 certificate") from None
+    return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def build_evidence(report: tsm.Report) -> dict[str, Any]:
+    """The ``evidence`` object of the REST contract for one report."""
+    if report.provider == "tdx_guest":
+        return {"format": FORMAT_TDX,
+                "quote": base64.b64encode(report.outblob).decode("ascii")}
+    if report.provider != "sev_guest":
+        raise GuestError("unsupported_provider",
+                         f"no evidence format for provider "
+                         f"{report.provider!r}")
+    evidence: dict[str, Any] = {
+        "format": FORMAT_SNP,
+        "report": base64.b64encode(report.outblob).decode("ascii"),
+    }
+    if report.auxblob:
+        try:
+            certs = snp_certs.parse_cert_table(report.auxblob)
+        except snp_certs.CertTableError as exc:
+            raise GuestError(exc.code,
+                             f"the SEV-SNP certificate table in auxblob is "
+                             f"unusable: {exc.message}") from None
+        # VCEK/VLEK go as DER in PEM armour, untouched: their serial 0 is
+        # something the verifier handles, not this side.
+        for name in ("vcek", "vlek"):
+            if name in certs:
+                evidence[name] = _pem(certs[name])
+        chain = [_ca_pem(certs[n], n.upper()) for n in ("ask", "ark")
+                 if n in certs]
+        if chain:
+            evidence["cert_chain"] = "".join(chain)
+    return evidence
+
+
+def decrypt(token: str, key: jwc_jwk.JWK) -> bytes:
+    """Open the compact JWE that ``release`` returned."""
+    try:
+        jwe = jwc_jwe.JWE(algs=[JWE_ALG, JWE_ENC])
+        jwe.deserialize(token, key=key)
+        header = jwe.jose_header
+        if header.get("alg") != JWE_ALG or header.get("enc") != JWE_ENC:
+            raise GuestError(
+                "jwe_invalid",
+                f"the JWE uses alg {header.get('alg')!r} / enc "
+                f"{header.get('enc')!r}, not {JWE_ALG} / {JWE_ENC}")
+        payload: bytes = jwe.payload
+    except GuestError:
+        raise
+    except (jwc_common.JWException, ValueError, TypeError, KeyError):
+        raise GuestError("jwe_invalid",
+                         "the released secret cannot be decrypted with "
+                         "this guest's key (malformed or not for this "
+                         "key)") from None
+    return payload
+
+
+def fetch_key(client: rest.TEEClient, secret_id: str,
+              reporter: tsm.TSMReporter | None = None,
+              privlevel: int | None = None) -> bytes:
+    """Run the whole runtime-attestation flow; return the secret."""
+    reporter = reporter or tsm.TSMReporter()
+    # Fail before asking for a nonce when there is no configfs-tsm.
+    reporter.check()
+    key = make_key()
+    nonce, _expires = client.challenge(secret_id)
+    data = report_data(nonce, key)
+    report = reporter.get_report(data, privlevel=privlevel)
+    evidence = build_evidence(report)
+    token = client.release(secret_id, nonce, evidence, public_jwk(key))
+    return decrypt(token, key)

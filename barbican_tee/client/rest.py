@@ -1,0 +1,229 @@
+"""REST client for the ``/v1/tee/...`` contract (ARCHITECTURE.md).
+
+With a keystoneauth1 session the token routes (policies, bindings) are
+authenticated by the session; without one, ``requests`` is used directly,
+which is all the evidence-authenticated routes (challenge, release) need.
+Every failure is a :class:`TEEClientError`: HTTP errors carry the status
+and the service's stable ``code``; network failures have ``status=None``
+and ``code="network_error"``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib import parse
+
+from keystoneauth1 import exceptions as ksa_exc
+from keystoneauth1 import session as ksa_session
+import requests
+
+USER_AGENT = "openstack-tee-client"
+NETWORK_ERROR = "network_error"
+BAD_RESPONSE = "bad_response"
+
+
+class TEEClientError(Exception):
+    """A request to the TEE service failed.
+
+    ``status`` is the HTTP status (``None`` when no answer came back),
+    ``code`` the service's stable error code (or ``network_error``,
+    ``bad_response``, ``http_<status>``), ``message`` what went wrong.
+    """
+
+    def __init__(self, status: int | None, code: str,
+                 message: str) -> None:
+        super().__init__(status, code, message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        where = f"HTTP {self.status}" if self.status is not None else (
+            "no answer")
+        return f"{self.code} ({where}): {self.message}"
+
+
+def _error_from_response(status: int, body: bytes) -> TEEClientError:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict):
+        err = doc.get("error")
+        if isinstance(err, dict) and isinstance(err.get("code"), str):
+            message = err.get("message")
+            return TEEClientError(status, err["code"],
+                                  str(message) if message is not None
+                                  else "")
+        # Barbican's own error body: {"code": 403, "title", "description"}
+        title = doc.get("title")
+        desc = doc.get("description")
+        if isinstance(title, str) or isinstance(desc, str):
+            text = ": ".join(str(p) for p in (title, desc) if p)
+            return TEEClientError(status, f"http_{status}", text)
+    text = body[:200].decode("utf-8", "replace").strip()
+    return TEEClientError(status, f"http_{status}",
+                          text or "the service gave no reason")
+
+
+class TEEClient:
+    """Client of the TEE service under Barbican's ``/v1``."""
+
+    def __init__(self, endpoint: str,
+                 session: ksa_session.Session | None = None,
+                 headers: dict[str, str] | None = None,
+                 timeout: float = 30) -> None:
+        base = endpoint.rstrip("/")
+        if base.endswith("/v1"):
+            base = base[:-3]
+        if parse.urlsplit(base).scheme not in ("http", "https"):
+            raise ValueError(f"endpoint {endpoint!r} is not an http(s) URL")
+        self.endpoint = base
+        self.session = session
+        self.headers = dict(headers or {})
+        self.timeout = timeout
+
+    # -- transport -------------------------------------------------------
+    def _url(self, *parts: str) -> str:
+        quoted = "/".join(parse.quote(p, safe="") for p in parts)
+        return f"{self.endpoint}/v1/tee/{quoted}"
+
+    def _request(self, method: str, url: str,
+                 body: dict[str, Any] | None = None) -> Any:
+        headers = {"Accept": "application/json"}
+        headers.update(self.headers)
+        try:
+            if self.session is not None:
+                resp = self.session.request(
+                    url, method, json=body, headers=headers,
+                    raise_exc=False, timeout=self.timeout,
+                    user_agent=USER_AGENT)
+            else:
+                headers.setdefault("User-Agent", USER_AGENT)
+                resp = requests.request(method, url, json=body,
+                                        headers=headers,
+                                        timeout=self.timeout,
+                                        allow_redirects=False)
+        except (ksa_exc.ConnectionError, ksa_exc.RequestTimeout,
+                ksa_exc.ConnectTimeout) as exc:
+            raise TEEClientError(
+                None, NETWORK_ERROR,
+                f"cannot reach the TEE service at {self.endpoint}: "
+                f"{type(exc).__name__}") from None
+        except ksa_exc.HttpError as exc:
+            # Raised by the auth plugin while getting a token.
+            raise TEEClientError(exc.http_status, "auth_failed",
+                                 f"authentication failed: {exc.message}"
+                                 ) from None
+        except ksa_exc.ClientException as exc:
+            raise TEEClientError(None, "auth_failed",
+                                 f"authentication failed: {exc}") from None
+        except requests.Timeout:
+            raise TEEClientError(
+                None, NETWORK_ERROR,
+                f"the TEE service at {self.endpoint} did not answer in "
+                f"{self.timeout:g} s") from None
+        except requests.ConnectionError as exc:
+            raise TEEClientError(
+                None, NETWORK_ERROR,
+                f"cannot connect to the TEE service at {self.endpoint}: "
+                f"{_reason(exc)}") from None
+        except requests.RequestException as exc:
+            raise TEEClientError(
+                None, NETWORK_ERROR,
+                f"request to the TEE service at {self.endpoint} failed: "
+                f"{type(exc).__name__}") from None
+        status = int(resp.status_code)
+        content = resp.content or b""
+        if status >= 300:
+            raise _error_from_response(status, content)
+        if status == 204 or not content:
+            return None
+        try:
+            return json.loads(content)
+        except ValueError:
+            raise TEEClientError(status, BAD_RESPONSE,
+                                 f"{method} {url} answered {status} with "
+                                 "a body that is not JSON") from None
+
+    @staticmethod
+    def _dict(doc: Any, what: str, *keys: str) -> dict[str, Any]:
+        if not isinstance(doc, dict):
+            raise TEEClientError(None, BAD_RESPONSE,
+                                 f"the {what} answer is not a JSON object")
+        for key in keys:
+            if not isinstance(doc.get(key), str) or not doc[key]:
+                raise TEEClientError(None, BAD_RESPONSE,
+                                     f"the {what} answer has no {key!r}")
+        return doc
+
+    # -- token routes ----------------------------------------------------
+    def create_policy(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/tee/policies`` -> ``{id, policy_ref}``."""
+        return self._dict(self._request("POST", self._url("policies"), doc),
+                          "create policy", "id")
+
+    def list_policies(self) -> list[dict[str, Any]]:
+        """``GET /v1/tee/policies``: a list of policies."""
+        doc = self._request("GET", self._url("policies"))
+        if isinstance(doc, dict):
+            doc = doc.get("policies")
+        if not isinstance(doc, list) or not all(
+                isinstance(p, dict) for p in doc):
+            raise TEEClientError(None, BAD_RESPONSE,
+                                 "the policy list is not a list of objects")
+        return doc
+
+    def get_policy(self, policy_id: str) -> dict[str, Any]:
+        """``GET /v1/tee/policies/{id}``."""
+        return self._dict(
+            self._request("GET", self._url("policies", policy_id)),
+            "get policy")
+
+    def delete_policy(self, policy_id: str) -> None:
+        """``DELETE /v1/tee/policies/{id}`` (204)."""
+        self._request("DELETE", self._url("policies", policy_id))
+
+    def bind_secret(self, secret_id: str,
+                    policy_id: str) -> dict[str, Any]:
+        """``PUT /v1/tee/secrets/{secret_id}/policy``."""
+        doc = self._request("PUT", self._url("secrets", secret_id, "policy"),
+                            {"policy_id": policy_id})
+        return self._dict(doc, "bind secret") if doc is not None else {}
+
+    # -- evidence-authenticated routes -----------------------------------
+    def challenge(self, secret_id: str) -> tuple[str, str]:
+        """``POST /v1/tee/challenge`` -> ``(nonce, expires_at)``."""
+        doc = self._dict(
+            self._request("POST", self._url("challenge"),
+                          {"secret_id": secret_id}),
+            "challenge", "nonce")
+        expires = doc.get("expires_at")
+        return doc["nonce"], str(expires) if expires is not None else ""
+
+    def release(self, secret_id: str, nonce: str, evidence: dict[str, Any],
+                public_key_jwk: dict[str, Any]) -> str:
+        """``POST /v1/tee/release`` -> the secret as a compact JWE."""
+        doc = self._dict(
+            self._request("POST", self._url("release"), {
+                "secret_id": secret_id,
+                "nonce": nonce,
+                "evidence": evidence,
+                "public_key": public_key_jwk,
+            }),
+            "release", "jwe")
+        jwe: str = doc["jwe"]
+        return jwe
+
+
+def _reason(exc: requests.ConnectionError) -> str:
+    """A short reason (refused, unknown host) without the whole chain."""
+    text = str(exc)
+    for hint in ("Connection refused", "Name or service not known",
+                 "No route to host", "Network is unreachable",
+                 "Temporary failure in name resolution",
+                 "certificate verify failed", "timed out"):
+        if hint in text:
+            return hint.lower()
+    return type(exc).__name__
