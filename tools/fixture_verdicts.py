@@ -19,7 +19,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tests.functional import fixture_cases  # noqa: E402
+from tests.functional.cli import fixture_cases  # noqa: E402
 
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 VERDICT = {0: "VERIFIED", 1: "REFUSED", 2: "UNUSABLE"}

@@ -46,6 +46,17 @@ NONCES = sa.Table(
     sa.Column("expires_at", sa.DateTime, nullable=False, index=True),
 )
 
+SEV_SESSIONS = sa.Table(
+    "tee_sev_sessions", METADATA,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("secret_id", sa.String(36), nullable=False),
+    sa.Column("instance_uuid", sa.String(36), nullable=False),
+    sa.Column("policy", sa.Integer, nullable=False),
+    # The guest owner's TEK/TIK, sealed under the KEK like a secret.
+    sa.Column("sealed_state", sa.Text, nullable=False),
+    sa.Column("expires_at", sa.DateTime, nullable=False),
+)
+
 RATES = sa.Table(
     "tee_rates", METADATA,
     sa.Column("bucket", sa.String(300), primary_key=True),
@@ -187,6 +198,26 @@ class Store:
             if row["expires_at"] < utcnow():
                 return "nonce_expired"
         return None
+
+    # -- SEV launch sessions ---------------------------------------------
+    def add_sev_session(self, row: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(SEV_SESSIONS.delete().where(
+                SEV_SESSIONS.c.expires_at < utcnow()))
+            conn.execute(SEV_SESSIONS.insert().values(**row))
+
+    def take_sev_session(self, session_id: str) -> dict[str, Any] | None:
+        """The session row, removed: a measurement is answered once."""
+        with self.engine.begin() as conn:
+            row = conn.execute(SEV_SESSIONS.select().where(
+                SEV_SESSIONS.c.id == session_id)).mappings().first()
+            if row is None:
+                return None
+            result = conn.execute(SEV_SESSIONS.delete().where(
+                SEV_SESSIONS.c.id == session_id))
+            if result.rowcount != 1:
+                return None
+        return dict(row)
 
     # -- rate limits ----------------------------------------------------
     def hit(self, bucket: str, window: int, limit: int) -> bool:

@@ -43,6 +43,8 @@ from oslo_policy import policy as oslo_policy
 from barbican_tee.api import db
 from barbican_tee.attestation import errors
 from barbican_tee.attestation import policy as policy_mod
+from barbican_tee.attestation import sev
+from barbican_tee.attestation import sev_certs
 from barbican_tee.attestation import snp
 from barbican_tee.attestation import snp_certs
 from barbican_tee import conf as tee_conf
@@ -74,6 +76,7 @@ RULES = [
 ]
 
 _UUID = r"[0-9a-fA-F-]{36}"
+PUBLIC_ROUTES = ("challenge", "release")
 _ROUTES = [
     ("POST", re.compile(r"^/v1/tee/policies/?$"), "create_policy"),
     ("GET", re.compile(r"^/v1/tee/policies/?$"), "list_policies"),
@@ -85,7 +88,14 @@ _ROUTES = [
      "bind_secret"),
     ("POST", re.compile(r"^/v1/tee/challenge/?$"), "challenge"),
     ("POST", re.compile(r"^/v1/tee/release/?$"), "release"),
+    ("POST", re.compile(r"^/v1/tee/sev/sessions/?$"), "sev_session"),
+    ("POST", re.compile(rf"^/v1/tee/sev/sessions/(?P<id>{_UUID})"
+                        r"/measurement$"), "sev_measurement"),
 ]
+# OVMF's GUID for a disk-encryption key injected at launch (the alias
+# "luks-key" of libvirt's virt-qemu-sev-validate).
+SEV_LUKS_KEY_GUID = "736869e5-84f0-4973-92ec-06879ce3da0b"
+SEV_SESSION_TTL = 600
 _PAYLOAD = re.compile(rf"^/v1/secrets/(?P<id>{_UUID})(?P<payload>/payload)?"
                       r"/?$")
 _MAX_BODY = 256 * 1024
@@ -119,9 +129,20 @@ def expected_report_data(nonce: str, public_jwk: jwk.JWK) -> bytes:
 class TEEAPIFilter:
     """WSGI filter serving ``/v1/tee`` in front of Barbican's app."""
 
-    def __init__(self, app: WSGIApp, conf: cfg.ConfigOpts = CONF) -> None:
+    def __init__(self, app: WSGIApp, conf: cfg.ConfigOpts = CONF,
+                 routes: str = "all") -> None:
+        """Serve ``routes``: ``public``, ``token`` or ``all``.
+
+        ``public`` (challenge and release) sits before the context
+        middleware, ``token`` (everything else) after it; requests for the
+        other kind pass through untouched.
+        """
+        if routes not in ("public", "token", "all"):
+            raise ValueError(f"routes must be public, token or all, not "
+                             f"{routes!r}")
         self.app = app
         self.conf = conf
+        self.routes = routes
         tee_conf.register_opts(conf)
         # A bad KEK stops the API here, loudly, like the store plugin.
         self.keyring = sealed_store.load_keyring(conf)
@@ -136,7 +157,7 @@ class TEEAPIFilter:
     def factory(cls, global_config: dict[str, str],
                 **local_config: str) -> Callable[[WSGIApp], TEEAPIFilter]:
         def make(app: WSGIApp) -> TEEAPIFilter:
-            return cls(app)
+            return cls(app, routes=local_config.get("routes", "all"))
         return make
 
     @staticmethod
@@ -165,11 +186,17 @@ class TEEAPIFilter:
     # -- WSGI -------------------------------------------------------------
     def __call__(self, environ: dict[str, Any],
                  start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
+        # Paste's urlmap moves the "/v1" prefix into SCRIPT_NAME.
+        path = (environ.get("SCRIPT_NAME", "").rstrip("/")
+                + environ.get("PATH_INFO", ""))
         method = environ.get("REQUEST_METHOD", "GET")
         if path.startswith("/v1/tee/") or path == "/v1/tee":
-            return self._dispatch(environ, start_response, method, path)
-        if method == "GET":
+            if self.routes == "all" or (self.routes == "public") == (
+                    self._route_name(method, path) in PUBLIC_ROUTES):
+                return self._dispatch(environ, start_response, method,
+                                      path)
+            return self.app(environ, start_response)
+        if method == "GET" and self.routes != "public":
             match = _PAYLOAD.match(path)
             if match and (match.group("payload") or "json" not in
                           environ.get("HTTP_ACCEPT", "application/json")):
@@ -181,6 +208,13 @@ class TEEAPIFilter:
                                    "/v1/tee/release, for every role "
                                    "including admin."}})
         return self.app(environ, start_response)
+
+    @staticmethod
+    def _route_name(method: str, path: str) -> str | None:
+        for verb, pattern, name in _ROUTES:
+            if verb == method and pattern.match(path):
+                return name
+        return None
 
     def _is_sealed(self, secret_id: str) -> bool:
         meta = self.store.store_metadata(secret_id)
@@ -397,32 +431,7 @@ class TEEAPIFilter:
                            "new one")
         if code is not None:
             raise APIError(403, code, "unknown or already used nonce")
-        binding = self.store.get_binding(secret_id)
-        if binding is None:
-            raise APIError(403, "secret_no_policy",
-                           "the secret is not bound to an attestation "
-                           "policy")
-        if not self.store.binding_intact(binding):
-            LOG.error("openstack-tee: binding of secret %s fails its MAC",
-                      secret_id)
-            raise APIError(403, "binding_tampered",
-                           "the secret's policy binding does not "
-                           "authenticate")
-        row = self.store.get_policy(binding["policy_id"])
-        if row is None:
-            raise APIError(403, "policy_deleted",
-                           "the secret's attestation policy was deleted")
-        if not self.store.policy_intact(row) or (
-                row["project_id"] != binding["project_id"]):
-            LOG.error("openstack-tee: policy %s fails its MAC", row["id"])
-            raise APIError(403, "policy_tampered",
-                           "the attestation policy does not authenticate")
-        try:
-            policy = policy_mod.Policy.from_dict(json.loads(
-                row["document"]))
-        except errors.InvalidInput:
-            raise APIError(403, "policy_tampered",
-                           "the stored policy is not valid") from None
+        policy = self._bound_policy(secret_id)
         report_data = self._verify(evidence, policy)
         expected = expected_report_data(nonce, public)
         if not hmac.compare_digest(report_data, expected):
@@ -441,7 +450,184 @@ class TEEAPIFilter:
         token = jwe.JWE(plaintext, recipient=public, protected={
             "alg": "ECDH-ES+A256KW", "enc": "A256GCM",
             "kid": public.thumbprint()})
-        return token.serialize(compact=True), str(row["id"])
+        binding = self.store.get_binding(secret_id) or {}
+        return token.serialize(compact=True), str(binding.get("policy_id"))
+
+    def sev_session(self, environ: dict[str, Any]) -> tuple[int, Any]:
+        """Guest owner side of LAUNCH_START for nova-compute."""
+        self._context(environ, "tee:sev:session")
+        body = self._json(environ)
+        secret_id = self._secret_id(body)
+        try:
+            instance_uuid = str(uuid.UUID(str(body.get("instance_uuid"))))
+        except ValueError:
+            raise APIError(400, "instance_uuid_invalid",
+                           "instance_uuid must be a UUID") from None
+        launch_policy = body.get("policy")
+        if not isinstance(launch_policy, int) or isinstance(
+                launch_policy, bool) or not 0 <= launch_policy < 1 << 32:
+            raise APIError(400, "sev_policy", "policy must be the SEV "
+                           "guest policy as an integer")
+        policy = self._bound_policy(secret_id)
+        if policy.tee not in ("amd-sev", "amd-sev-es"):
+            raise APIError(403, "policy_tee_mismatch",
+                           f"the secret's policy is for {policy.tee}, not "
+                           "SEV pre-attestation")
+        try:
+            pdh_raw = base64.b64decode(str(body.get("pdh", "")),
+                                       validate=True)
+            chain_raw = base64.b64decode(str(body.get("cert_chain", "")),
+                                         validate=True)
+        except (binascii.Error, ValueError):
+            raise APIError(400, "sev_pdh_invalid", "pdh and cert_chain "
+                           "must be base64 (libvirt node SEV "
+                           "info)") from None
+        try:
+            pdh = self._verified_pdh(pdh_raw, chain_raw)
+            launch = sev.create_launch_session(pdh, launch_policy)
+        except (errors.InvalidInput, errors.VerificationFailed) as exc:
+            raise APIError(403, exc.code, exc.message) from None
+        session_id = str(uuid.uuid4())
+        state = json.dumps(launch.to_state()).encode()
+        sealed = sealed_store.seal(self.keyring, state, "sev-session")
+        self.store.add_sev_session({
+            "id": session_id, "secret_id": secret_id,
+            "instance_uuid": instance_uuid, "policy": launch_policy,
+            "sealed_state": json.dumps(sealed),
+            "expires_at": db.utcnow() + datetime.timedelta(
+                seconds=SEV_SESSION_TTL)})
+        return 201, {"session_id": session_id,
+                     "dh_cert": launch.dh_cert_b64,
+                     "session": launch.session_b64}
+
+    def _sev_roots(self) -> list[tuple[Any, Any]]:
+        roots = [sev_certs.builtin_roots(g)
+                 for g in ("milan", "genoa", "rome", "naples")]
+        for pair in self.conf.tee_attestation.extra_sev_trust_roots:
+            ark_path, _, ask_path = pair.partition(":")
+            with open(ark_path, "rb") as f:
+                ark = sev_certs.parse_amd_root_cert(f.read())
+            with open(ask_path, "rb") as f:
+                ask = sev_certs.parse_amd_root_cert(f.read())
+            roots.append((ark, ask))
+        return roots
+
+    def _verified_pdh(self, pdh_raw: bytes, chain_raw: bytes) -> Any:
+        """The PDH, verified up to a trusted ARK.
+
+        libvirt's node SEV info gives the PDH and the platform chain
+        (PEK, OCA, CEK as one blob); the CEK is signed by AMD's ASK. An
+        unverified PDH would let the host pose as the platform and learn
+        the transport keys, so the chain is required.
+        """
+        pdh = sev_certs.parse_sev_cert(pdh_raw)
+        size = len(pdh_raw)
+        certs = [chain_raw[i:i + size] for i in range(0, len(chain_raw),
+                                                      size)]
+        if len(certs) != 3:
+            raise errors.InvalidInput(
+                "cert_chain must hold the PEK, OCA and CEK",
+                code="sev_cert_chain")
+        pek, oca, cek = certs
+        last: errors.AttestationError | None = None
+        for ark, ask in self._sev_roots():
+            try:
+                sev_certs.verify_platform_chain(ark, ask, cek, pek, pdh,
+                                                oca)
+                return pdh
+            except errors.AttestationError as exc:
+                last = exc
+        raise errors.VerificationFailed(
+            "the platform's SEV certificate chain does not verify up to "
+            f"an AMD root ({last.code if last else 'unknown'})",
+            code="sev_untrusted_platform")
+
+    def sev_measurement(self, environ: dict[str, Any],
+                        id: str) -> tuple[int, Any]:  # noqa: A002
+        """LAUNCH_MEASURE -> LAUNCH_SECRET for nova-compute."""
+        self._context(environ, "tee:sev:session")
+        body = self._json(environ)
+        row = self.store.take_sev_session(id)
+        if row is None:
+            raise APIError(404, "sev_session_unknown",
+                           "no such launch session (or it was used)")
+        audit = {"secret_id": row["secret_id"],
+                 "evidence_sha256": hashlib.sha256(json.dumps(
+                     body, sort_keys=True).encode()).hexdigest(),
+                 "client": environ.get("REMOTE_ADDR")}
+        try:
+            result = self._sev_secret(row, body)
+        except APIError as exc:
+            self._audit(False, dict(audit, codes=exc.codes))
+            raise
+        self._audit(True, dict(audit, codes=[]))
+        return 200, result
+
+    def _sev_secret(self, row: dict[str, Any],
+                    body: dict[str, Any]) -> dict[str, str]:
+        if row["expires_at"] < db.utcnow():
+            raise APIError(403, "sev_session_expired",
+                           "the launch session expired")
+        if body.get("policy", row["policy"]) != row["policy"]:
+            raise APIError(403, "sev_policy",
+                           "the launched policy differs from the session's")
+        policy = self._bound_policy(row["secret_id"])
+        state = sealed_store.unseal(self.keyring,
+                                    json.loads(row["sealed_state"]))
+        launch = sev.LaunchSession.from_state(json.loads(state))
+        try:
+            api_major = int(body["api_major"])
+            api_minor = int(body["api_minor"])
+            build_id = int(body["build_id"])
+            measurement = str(body["measurement"])
+        except (KeyError, TypeError, ValueError):
+            raise APIError(400, "sev_measurement_invalid",
+                           "measurement, api_major, api_minor and build_id "
+                           "are required") from None
+        if not policy.measurements:
+            raise APIError(403, "policy_measurement",
+                           "the policy allows no launch digest")
+        try:
+            launch.verify_measurement(measurement, api_major, api_minor,
+                                      build_id, list(policy.measurements))
+        except (errors.InvalidInput, errors.VerificationFailed) as exc:
+            raise APIError(403, exc.code, exc.message) from None
+        meta = self.store.store_metadata(row["secret_id"])
+        try:
+            secret = sealed_store.unseal(self.keyring, meta)
+            packet = launch.build_secret_packet(
+                measurement, {SEV_LUKS_KEY_GUID: secret}, api_major,
+                api_minor)
+        except sealed_store.SealedSecretError as exc:
+            raise APIError(403, exc.code, str(exc)) from None
+        except (errors.InvalidInput, errors.VerificationFailed) as exc:
+            raise APIError(403, exc.code, exc.message) from None
+        return {"secret_header": packet.header_b64,
+                "secret": packet.payload_b64}
+
+    def _bound_policy(self, secret_id: str) -> policy_mod.Policy:
+        binding = self.store.get_binding(secret_id)
+        if binding is None:
+            raise APIError(403, "secret_no_policy",
+                           "the secret is not bound to an attestation "
+                           "policy")
+        if not self.store.binding_intact(binding):
+            raise APIError(403, "binding_tampered",
+                           "the secret's policy binding does not "
+                           "authenticate")
+        row = self.store.get_policy(binding["policy_id"])
+        if row is None:
+            raise APIError(403, "policy_deleted",
+                           "the secret's attestation policy was deleted")
+        if not self.store.policy_intact(row) or (
+                row["project_id"] != binding["project_id"]):
+            raise APIError(403, "policy_tampered",
+                           "the attestation policy does not authenticate")
+        try:
+            return policy_mod.Policy.from_dict(json.loads(row["document"]))
+        except errors.InvalidInput:
+            raise APIError(403, "policy_tampered",
+                           "the stored policy is not valid") from None
 
     @staticmethod
     def _public_key(value: Any) -> jwk.JWK:

@@ -20,6 +20,7 @@ from barbican_tee.attestation import policy as policy_mod
 from barbican_tee.attestation import snp
 from barbican_tee.attestation import snp_certs
 from barbican_tee.cmd import rewrap
+from barbican_tee.cmd import serve
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -249,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=[vmm.value for vmm in measure.VmmType])
     m.set_defaults(func=cmd_measure)
     rewrap.add_parser(sub)
+    serve.add_parser(sub)
     return parser
 
 

@@ -24,6 +24,15 @@ OPTS = [
              "environments use it for the software secure-processor "
              "model's test ARK."),
     cfg.ListOpt(
+        "extra_sev_trust_roots",
+        default=[],
+        help="ARK_FILE:ASK_FILE pairs (AMD's binary certificate format) "
+             "to trust, besides AMD's Naples, Rome, Milan and Genoa roots, "
+             "when verifying a platform's SEV certificate chain (CEK, PEK, "
+             "PDH, OCA) before a launch session is made. Never needed in "
+             "production; tests and the demo use it for the software "
+             "secure-processor model."),
+    cfg.ListOpt(
         "snp_crl_files",
         default=[],
         help="CRLs from AMD's key distribution service (DER or PEM), one "

@@ -10,7 +10,7 @@ import sys
 import tempfile
 
 from tests import base
-from tests.functional import fixture_cases
+from tests.functional.cli import fixture_cases
 
 
 def _command() -> list[str]:

@@ -1,0 +1,402 @@
+"""Attested release through a real barbican-api (gunicorn, 2 workers).
+
+The owner stores a key in the sealed store through Barbican's own API,
+writes a policy and binds the key to it; a guest, whose secure processor is
+the software model, asks for a challenge and presents its report. One
+server serves the whole class; every refusal is checked for its own code,
+an audit record, and nothing released.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import hashlib
+import io
+import os
+import sqlite3
+import tempfile
+from typing import Any
+
+from jwcrypto import jwk
+import requests
+
+from barbican_tee.client import guest
+from barbican_tee.client import rest
+from barbican_tee.cmd import tee_guest
+from barbican_tee import server
+from tests import base
+from tests.functional.barbican import fixture
+from tests.sp_model import configfs
+from tests.sp_model import sev as sp_sev
+from tests.sp_model import snp as sp_model
+
+MEASUREMENT = hashlib.sha384(b"openstack-tee test guest").digest()
+OWNER = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+OTHER = "aaaabbbbccccddddeeeeffff00001111"
+
+
+class _ServerTestBase(base.TestCase):
+    """One barbican-api with the model's roots trusted, per class."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.sp = sp_model.SecureProcessor(label="barbican-e2e")
+        cls.tmp = tempfile.mkdtemp()
+        root = os.path.join(cls.tmp, "model-ark.pem")
+        with open(root, "wb") as f:
+            f.write(cls.sp.bundle_pem())
+        # The SEV side of the model, trusted through extra_sev_trust_roots.
+        cls.sev = sp_sev.SevPlatform()
+        ark = os.path.join(cls.tmp, "sev-ark.cert")
+        ask = os.path.join(cls.tmp, "sev-ask.cert")
+        for path, data in ((ark, cls.sev.ark), (ask, cls.sev.ask)):
+            with open(path, "wb") as f:
+                f.write(data)
+        cls.server = fixture.BarbicanServer(
+            workers=2, trust_root=root, extra_conf={"tee_attestation": {
+                "extra_sev_trust_roots": f"{ark}:{ask}"}})
+        cls.server.setUp()
+        cls.url = cls.server.url
+        cls.db = os.path.join(cls.server.data_dir, "barbican.sqlite")
+        owner = cls._headers(OWNER)
+        stores = requests.get(f"{cls.url}/v1/secret-stores",
+                              headers=owner, timeout=30).json()
+        sealed = [s for s in stores["secret_stores"]
+                  if s["secret_store_ref"] and "tee" in s["name"].lower()]
+        if not sealed:
+            raise AssertionError(f"no tee_sealed store in {stores}")
+        resp = requests.post(sealed[0]["secret_store_ref"] + "/preferred",
+                             headers=owner, timeout=30)
+        if resp.status_code != 204:
+            raise AssertionError(f"cannot prefer the sealed store: "
+                                 f"{resp.status_code} {resp.text}")
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.server.cleanUp()
+        super().tearDownClass()
+
+    @staticmethod
+    def _headers(project: str, roles: str = "admin,member,reader"
+                 ) -> dict[str, str]:
+        return {"X-Project-Id": project, "X-User-Id": "u-" + project[:8],
+                "X-Roles": roles, "Content-Type": "application/json"}
+
+    # -- owner side ----------------------------------------------------
+    def _secret(self, project: str = OWNER) -> tuple[str, bytes]:
+        key = os.urandom(32)
+        resp = requests.post(f"{self.url}/v1/secrets", timeout=30,
+                             headers=self._headers(project), json={
+                                 "name": "disk-key",
+                                 "payload": base64.b64encode(key).decode(),
+                                 "payload_content_type":
+                                     "application/octet-stream",
+                                 "payload_content_encoding": "base64"})
+        self.assertEqual(201, resp.status_code, resp.text)
+        return resp.json()["secret_ref"].rsplit("/", 1)[1], key
+
+    def _policy(self, **extra: Any) -> str:
+        doc = {"name": "web", "tee": "amd-sev-snp",
+               "measurements": [MEASUREMENT.hex()],
+               "min_tcb": {"bootloader": 3, "snp": 8, "microcode": 115},
+               "guest_policy": {"debug": False}, "signers": ["vcek"]}
+        doc.update(extra)
+        resp = requests.post(f"{self.url}/v1/tee/policies", json=doc,
+                             headers=self._headers(OWNER), timeout=30)
+        self.assertEqual(201, resp.status_code, resp.text)
+        return str(resp.json()["id"])
+
+    def _bind(self, secret_id: str, policy_id: str) -> None:
+        resp = requests.put(f"{self.url}/v1/tee/secrets/{secret_id}/policy",
+                            json={"policy_id": policy_id},
+                            headers=self._headers(OWNER), timeout=30)
+        self.assertEqual(200, resp.status_code, resp.text)
+
+    def _bound_secret(self, **policy: Any) -> tuple[str, bytes]:
+        secret_id, key = self._secret()
+        self._bind(secret_id, self._policy(**policy))
+        return secret_id, key
+
+    # -- guest side ----------------------------------------------------
+    def _attempt(self, secret_id: str, nonce: str | None = None,
+                 sp: sp_model.SecureProcessor | None = None,
+                 signer: str = "vcek", **report: Any
+                 ) -> tuple[requests.Response, jwk.JWK]:
+        sp = sp or self.sp
+        if nonce is None:
+            resp = requests.post(f"{self.url}/v1/tee/challenge",
+                                 json={"secret_id": secret_id}, timeout=30)
+            self.assertEqual(201, resp.status_code, resp.text)
+            nonce = resp.json()["nonce"]
+        key = guest.make_key()
+        report.setdefault("measurement", MEASUREMENT)
+        raw = sp.report(report_data=guest.report_data(nonce, key),
+                        signer=signer, **report)
+        cert = sp.vcek_der if signer == "vcek" else sp.vlek_der
+        pem = base64.encodebytes(cert).decode()
+        evidence = {"format": "amd-sev-snp-report",
+                    "report": base64.b64encode(raw).decode(),
+                    signer: "-----BEGIN CERTIFICATE-----\n" + pem
+                    + "-----END CERTIFICATE-----\n",
+                    "cert_chain": sp.bundle_pem().decode()}
+        resp = requests.post(f"{self.url}/v1/tee/release", timeout=30,
+                             json={"secret_id": secret_id, "nonce": nonce,
+                                   "evidence": evidence,
+                                   "public_key": guest.public_jwk(key)})
+        return resp, key
+
+    def _refused(self, code: str, secret_id: str, **kw: Any) -> None:
+        resp, _ = self._attempt(secret_id, **kw)
+        self.assertEqual(403, resp.status_code, resp.text)
+        self.assertEqual(code, resp.json()["error"]["code"], resp.text)
+        self.assertNotIn("jwe", resp.json())
+
+    def _log(self) -> str:
+        with open(self.server.log_path, errors="replace") as f:
+            return f.read()
+
+
+
+class ReleaseTest(_ServerTestBase):
+
+    def test_good_guest_gets_its_key(self) -> None:
+        secret_id, key = self._bound_secret()
+        resp, guest_key = self._attempt(secret_id)
+        self.assertEqual(200, resp.status_code, resp.text)
+        self.assertEqual(key, guest.decrypt(resp.json()["jwe"], guest_key))
+        log = self._log()
+        self.assertIn(f"tee.release.granted secret={secret_id}", log)
+        self.assertNotIn(key.hex(), log)
+        self.assertNotIn(base64.b64encode(key).decode(), log)
+
+    def test_payload_api_is_403_for_every_role(self) -> None:
+        secret_id, _ = self._bound_secret()
+        for roles in ("admin,member,reader", "admin", "reader",
+                      "service,admin"):
+            with self.subTest(roles=roles):
+                resp = requests.get(
+                    f"{self.url}/v1/secrets/{secret_id}/payload",
+                    headers=dict(self._headers(OWNER, roles),
+                                 Accept="application/octet-stream"),
+                    timeout=30)
+                self.assertEqual(403, resp.status_code, resp.text)
+                self.assertEqual("secret_sealed",
+                                 resp.json()["error"]["code"])
+                self.assertIn("/v1/tee/release", resp.text)
+
+    def test_refusals_have_their_own_codes(self) -> None:
+        secret_id, _ = self._bound_secret(
+            host_data=hashlib.sha256(b"instance").hexdigest())
+        hd = hashlib.sha256(b"instance").digest()
+        foreign = sp_model.SecureProcessor(label="foreign-root")
+        cases = [
+            ("policy_measurement", dict(measurement=b"\x01" * 48,
+                                        host_data=hd)),
+            ("policy_host_data", dict(host_data=b"\x02" * 32)),
+            ("policy_debug", dict(host_data=hd, policy=0x30000 | 1 << 19)),
+            ("snp_untrusted_root", dict(host_data=hd, sp=foreign)),
+            ("policy_signer", dict(host_data=hd, signer="vlek")),
+        ]
+        for code, kw in cases:
+            with self.subTest(code=code):
+                self._refused(code, secret_id, **kw)
+        # The good guest still works afterwards: nothing was consumed but
+        # the refused attempts' own nonces.
+        resp, _ = self._attempt(secret_id, host_data=hd)
+        self.assertEqual(200, resp.status_code, resp.text)
+        log = self._log()
+        for code, _ in cases:
+            self.assertIn(f"tee.release.denied secret={secret_id} "
+                          f"codes={code}", log)
+
+    def test_tcb_below_minimum(self) -> None:
+        secret_id, _ = self._bound_secret(
+            min_tcb={"bootloader": 3, "snp": 9, "microcode": 115})
+        self._refused("policy_tcb_below_minimum", secret_id)
+
+    def test_nonce_replayed_or_expired(self) -> None:
+        secret_id, _ = self._bound_secret()
+        nonce = requests.post(f"{self.url}/v1/tee/challenge", timeout=30,
+                              json={"secret_id": secret_id}).json()["nonce"]
+        resp, _ = self._attempt(secret_id, nonce=nonce)
+        self.assertEqual(200, resp.status_code, resp.text)
+        self._refused("nonce_unknown", secret_id, nonce=nonce)
+        nonce = requests.post(f"{self.url}/v1/tee/challenge", timeout=30,
+                              json={"secret_id": secret_id}).json()["nonce"]
+        with sqlite3.connect(self.db) as conn:
+            conn.execute("UPDATE tee_nonces SET expires_at = "
+                         "'2000-01-01 00:00:00' WHERE nonce = ?", (nonce,))
+        self._refused("nonce_expired", secret_id, nonce=nonce)
+
+    def test_same_nonce_on_two_workers_at_once(self) -> None:
+        secret_id, key = self._bound_secret()
+        nonce = requests.post(f"{self.url}/v1/tee/challenge", timeout=30,
+                              json={"secret_id": secret_id}).json()["nonce"]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(
+                lambda _: self._attempt(secret_id, nonce=nonce)[0],
+                range(8)))
+        codes = sorted(r.status_code for r in results)
+        self.assertEqual([200] + [403] * 7, codes)
+        for r in results:
+            if r.status_code == 403:
+                self.assertEqual("nonce_unknown", r.json()["error"]["code"])
+
+    def test_no_policy_deleted_policy_and_tampered_binding(self) -> None:
+        secret_id, _ = self._secret()
+        self._refused("secret_no_policy", secret_id)
+        policy_id = self._policy()
+        self._bind(secret_id, policy_id)
+        resp = requests.delete(f"{self.url}/v1/tee/policies/{policy_id}",
+                               headers=self._headers(OWNER), timeout=30)
+        self.assertEqual(204, resp.status_code, resp.text)
+        self._refused("policy_deleted", secret_id)
+        # A lax policy of the same project, swapped in behind the API's back.
+        strict, lax = self._policy(), self._policy(measurements=[])
+        self._bind(secret_id, strict)
+        with sqlite3.connect(self.db) as conn:
+            conn.execute("UPDATE tee_bindings SET policy_id = ? WHERE "
+                         "secret_id = ?", (lax, secret_id))
+        self._refused("binding_tampered", secret_id,
+                      measurement=b"\x03" * 48)
+        with sqlite3.connect(self.db) as conn:
+            conn.execute("UPDATE tee_bindings SET policy_id = ? WHERE "
+                         "secret_id = ?", (strict, secret_id))
+            conn.execute("UPDATE tee_policies SET document = replace("
+                         "document, ?, '') WHERE id = ?",
+                         (MEASUREMENT.hex(), strict))
+        self._refused("policy_tampered", secret_id,
+                      measurement=b"\x03" * 48)
+
+    def test_policies_are_project_scoped(self) -> None:
+        policy_id = self._policy()
+        resp = requests.get(f"{self.url}/v1/tee/policies/{policy_id}",
+                            headers=self._headers(OTHER), timeout=30)
+        self.assertEqual(404, resp.status_code)
+        secret_id, _ = self._secret()
+        resp = requests.put(f"{self.url}/v1/tee/secrets/{secret_id}/policy",
+                            json={"policy_id": policy_id},
+                            headers=self._headers(OTHER), timeout=30)
+        self.assertEqual(404, resp.status_code, resp.text)
+        listed = requests.get(f"{self.url}/v1/tee/policies", timeout=30,
+                              headers=self._headers(OWNER)).json()
+        self.assertIn(policy_id, [p["id"] for p in listed["policies"]])
+        resp = requests.post(f"{self.url}/v1/tee/policies", timeout=30,
+                             json={"tee": "amd-sev-snp"},
+                             headers=self._headers(OWNER, "reader"))
+        self.assertEqual(403, resp.status_code)
+        resp = requests.post(f"{self.url}/v1/tee/policies", timeout=30,
+                             json={"tee": "amd-sev-snp", "vmpl": 9},
+                             headers=self._headers(OWNER))
+        self.assertEqual(400, resp.status_code)
+        self.assertEqual("policy_vmpl", resp.json()["error"]["code"])
+
+    def test_client_and_tee_guest_over_fake_configfs(self) -> None:
+        secret_id, key = self._bound_secret()
+        tsm = self.useFixture(configfs.FakeConfigfsTsm(
+            sp=self.sp, report_kwargs={"measurement": MEASUREMENT}))
+        out = os.path.join(tempfile.mkdtemp(), "disk.key")
+        stdout, stderr = io.StringIO(), io.StringIO()
+        status = tee_guest.main(
+            ["fetch", "--secret", secret_id, "--endpoint", self.url,
+             "--out", out, "--tsm-root", tsm.root],
+            stdout=stdout, stderr=stderr)
+        self.assertEqual(0, status, stderr.getvalue())
+        with open(out, "rb") as f:
+            self.assertEqual(key, f.read())
+        self.assertEqual(0o600, os.stat(out).st_mode & 0o777)
+        # The REST client sees the same refusal codes.
+        client = rest.TEEClient(self.url)
+        exc = self.assertRaises(rest.TEEClientError, client.release,
+                                secret_id, "A" * 43, {"format": "x"},
+                                guest.public_jwk(guest.make_key()))
+        self.assertEqual(403, exc.status)
+        self.assertEqual("nonce_unknown", exc.code)
+
+
+class SEVPreAttestationTest(_ServerTestBase):
+    """nova-compute's side of SEV launch, against the model's firmware."""
+
+    FIRMWARE = b"OVMF" * 1024
+    POLICY = 0x33
+
+    def _sev_secret(self) -> tuple[str, bytes]:
+        digest = hashlib.sha256(self.FIRMWARE).hexdigest()
+        secret_id, key = self._secret()
+        self._bind(secret_id, self._policy(tee="amd-sev",
+                                           measurements=[digest],
+                                           min_tcb={}, signers=[]))
+        return secret_id, key
+
+    def _session(self, secret_id: str, roles: str = "service") -> Any:
+        chain = self.sev.pek + self.sev.oca + self.sev.cek
+        return requests.post(
+            f"{self.url}/v1/tee/sev/sessions", timeout=30,
+            headers=self._headers("nova-service-project", roles), json={
+                "secret_id": secret_id, "policy": self.POLICY,
+                "pdh": base64.b64encode(self.sev.pdh).decode(),
+                "cert_chain": base64.b64encode(chain).decode(),
+                "instance_uuid": "1b4ec3a4-0e3a-4b7e-9d61-6c1c0d1d3a01"})
+
+    def _launch(self, firmware: bytes, secret_id: str) -> tuple[Any, Any]:
+        resp = self._session(secret_id)
+        self.assertEqual(201, resp.status_code, resp.text)
+        body = resp.json()
+        launch = self.sev.launch_start(base64.b64decode(body["dh_cert"]),
+                                       base64.b64decode(body["session"]),
+                                       self.POLICY)
+        launch.launch_update_data(firmware)
+        measurement = launch.launch_measure()
+        major, minor = self.sev.api
+        resp = requests.post(
+            f"{self.url}/v1/tee/sev/sessions/{body['session_id']}"
+            "/measurement", timeout=30,
+            headers=self._headers("nova-service-project", "service"),
+            json={"measurement": base64.b64encode(measurement).decode(),
+                  "api_major": major, "api_minor": minor,
+                  "build_id": self.sev.build_id, "policy": self.POLICY})
+        return resp, launch
+
+    def test_injected_packet_decrypts_only_for_the_right_firmware(
+            self) -> None:
+        import uuid
+
+        secret_id, key = self._sev_secret()
+        resp, launch = self._launch(self.FIRMWARE, secret_id)
+        self.assertEqual(200, resp.status_code, resp.text)
+        table = launch.launch_secret(
+            base64.b64decode(resp.json()["secret_header"]),
+            base64.b64decode(resp.json()["secret"]))
+        self.assertEqual(key, table[uuid.UUID(
+            "736869e5-84f0-4973-92ec-06879ce3da0b")])
+        resp, _ = self._launch(self.FIRMWARE + b"evil", secret_id)
+        self.assertEqual(403, resp.status_code, resp.text)
+        self.assertEqual("sev_measurement_mismatch",
+                         resp.json()["error"]["code"])
+        self.assertNotIn("secret", resp.json())
+
+    def test_sessions_need_the_service_role_and_a_trusted_chain(
+            self) -> None:
+        secret_id, _ = self._sev_secret()
+        self.assertEqual(403, self._session(secret_id, "member").status_code)
+        forged = sp_sev.SevPlatform()
+        self.sev, real = forged, self.sev
+        try:
+            resp = self._session(secret_id)
+        finally:
+            self.sev = real
+        self.assertEqual(403, resp.status_code, resp.text)
+        self.assertEqual("sev_untrusted_platform",
+                         resp.json()["error"]["code"])
+
+
+class ServerCheckTest(base.TestCase):
+
+    def test_missing_kek_stops_startup(self) -> None:
+        exc = self.assertRaises(
+            server.ServerError, self.useFixture,
+            fixture.BarbicanServer(workers=1, extra_conf={
+                "tee_sealed": {"kek_file": "/nonexistent/kek"}}))
+        self.assertIn("cannot read the KEK file", str(exc))
