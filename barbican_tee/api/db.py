@@ -175,6 +175,33 @@ class Store:
                 BINDINGS.c.secret_id == secret_id))
         return bool(result.rowcount)
 
+    def remac_rows(self) -> tuple[int, int]:
+        """Re-MAC policy and binding rows under the current KEK.
+
+        Only rows that authenticate under their recorded key are
+        re-MACed: a tampered row stays tampered. Returns (re-MACed,
+        refused).
+        """
+        kid = self.keyring.current.kid
+        done = refused = 0
+        for table, key, mac_input in (
+                (POLICIES, POLICIES.c.id, _policy_mac_input),
+                (BINDINGS, BINDINGS.c.secret_id, _binding_mac_input)):
+            with self.engine.begin() as conn:
+                rows = conn.execute(table.select().where(
+                    table.c.mac_kek != kid)).mappings().all()
+                for row in rows:
+                    data = mac_input(dict(row))
+                    if not self.keyring.check_mac(
+                            row["mac_kek"], data, bytes.fromhex(row["mac"])):
+                        refused += 1
+                        continue
+                    conn.execute(table.update().where(
+                        key == row[key.name]).values(
+                        mac_kek=kid, mac=self.keyring.mac(kid, data).hex()))
+                    done += 1
+        return done, refused
+
     # -- nonces ---------------------------------------------------------
     def add_nonce(self, nonce: str, secret_id: str,
                   expires_at: datetime.datetime) -> None:

@@ -1,9 +1,11 @@
-"""``openstack-tee rewrap``: re-seal every sealed secret under the new KEK.
+"""``openstack-tee rewrap``: move everything onto the current KEK.
 
 After a KEK rotation (new ``kek_file``, the old one moved to
 ``previous_kek_files``), run this once on one barbican-api host; afterwards
-the old KEK file can be retired. Secrets already under the current KEK are
-skipped, so it is safe to run again after an interruption.
+the old KEK file can be retired. Sealed secrets are re-sealed and the
+attestation tables' row MACs recomputed; what is already under the current
+KEK is skipped, so it is safe to run again after an interruption. Rows
+that do not authenticate are left as they are and counted as failed.
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def rewrap(conf: cfg.ConfigOpts) -> tuple[int, int, int]:
-    """(re-sealed, already current, failed) counts."""
+    """(re-sealed or re-MACed, already current, failed) counts.
+
+    Sealed secrets get new ciphertext, policy and binding rows a new MAC,
+    both under the current KEK.
+    """
     ring = sealed_store.load_keyring(conf)
     store = db.Store(db.make_engine(conf.database.connection), ring)
     done = current = failed = 0
@@ -44,7 +50,8 @@ def rewrap(conf: cfg.ConfigOpts) -> tuple[int, int, int]:
             done += 1
         else:
             failed += 1
-    return done, current, failed
+    remaced, refused = store.remac_rows()
+    return done + remaced, current, failed + refused
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,5 +65,6 @@ def run(args: argparse.Namespace) -> int:
     except keyring_mod.KeyringError as exc:
         print(f"openstack-tee rewrap: {exc}")
         return 2
-    print(f"re-sealed {done}, already current {current}, failed {failed}")
+    print(f"re-sealed or re-MACed {done}, already current {current}, "
+          f"failed {failed}")
     return 1 if failed else 0

@@ -15,7 +15,10 @@ import hashlib
 import io
 import os
 import sqlite3
+import subprocess
+import sys
 import tempfile
+import time
 from typing import Any
 
 from jwcrypto import jwk
@@ -400,3 +403,111 @@ class ServerCheckTest(base.TestCase):
             fixture.BarbicanServer(workers=1, extra_conf={
                 "tee_sealed": {"kek_file": "/nonexistent/kek"}}))
         self.assertIn("cannot read the KEK file", str(exc))
+
+
+class DurabilityTest(_ServerTestBase):
+    """Generated keys, crash recovery, KEK rotation, rate limits."""
+
+    def _release_ok(self, secret_id: str) -> bytes:
+        resp, key = self._attempt(secret_id)
+        self.assertEqual(200, resp.status_code, resp.text)
+        return guest.decrypt(resp.json()["jwe"], key)
+
+    def test_generated_key_from_an_order_is_sealed_and_releasable(
+            self) -> None:
+        resp = requests.post(f"{self.url}/v1/orders", timeout=30,
+                             headers=self._headers(OWNER), json={
+                                 "type": "key", "meta": {
+                                     "name": "generated", "algorithm": "aes",
+                                     "bit_length": 256, "mode": "cbc",
+                                     "payload_content_type":
+                                         "application/octet-stream"}})
+        self.assertEqual(202, resp.status_code, resp.text)
+        order = requests.get(resp.json()["order_ref"], timeout=30,
+                             headers=self._headers(OWNER)).json()
+        self.assertEqual("ACTIVE", order["status"], order)
+        secret_id = order["secret_ref"].rsplit("/", 1)[1]
+        self._bind(secret_id, self._policy())
+        self.assertEqual(32, len(self._release_ok(secret_id)))
+
+    def test_sigkill_under_load_loses_no_acknowledged_secret(self) -> None:
+        stored: list[tuple[str, bytes]] = []
+        errors: list[str] = []
+
+        def store_one(_: int) -> None:
+            try:
+                stored.append(self._bound_secret())
+            except Exception as exc:  # noqa: BLE001 - counted below
+                errors.append(type(exc).__name__)
+
+        pool = concurrent.futures.ThreadPoolExecutor(4)
+        futures = [pool.submit(store_one, i) for i in range(40)]
+        # Kill the server while stores and releases are in flight.
+        deadline = time.monotonic() + 120
+        while len(stored) < 8 and time.monotonic() < deadline:
+            if all(f.done() for f in futures):
+                break
+            time.sleep(0.05)
+        self.assertGreaterEqual(len(stored), 8, errors)
+        for secret_id, _ in stored[:2]:
+            pool.submit(self._attempt, secret_id)
+        self.server.kill()
+        pool.shutdown(wait=True)
+        acknowledged = list(stored)
+        self.server.restart()
+        self.assertGreaterEqual(len(acknowledged), 8)
+        for secret_id, key in acknowledged:
+            self.assertEqual(key, self._release_ok(secret_id))
+
+    def test_kek_rotation_and_rewrap_lose_nothing(self) -> None:
+        from barbican_tee.plugin import keyring as keyring_mod
+
+        before = [self._bound_secret() for _ in range(3)]
+        conf = self.server.conf_path
+        with open(conf) as f:
+            text = f.read()
+        old = self.server.data_dir + "/tee-kek"
+        new = self.server.data_dir + "/tee-kek-2"
+        keyring_mod.write_key_file(new)
+        with open(conf, "w") as f:
+            f.write(text.replace(f"kek_file = {old}",
+                                 f"kek_file = {new}\nprevious_kek_files = "
+                                 f"{old}"))
+        self.addCleanup(self._restore_conf, conf, text)
+        self.server.restart()
+        for secret_id, key in before:
+            self.assertEqual(key, self._release_ok(secret_id))
+        after = self._bound_secret()
+        status = subprocess.run(
+            [os.path.join(os.path.dirname(sys.executable), "openstack-tee"),
+             "rewrap", "--config-file", conf],
+            capture_output=True, text=True, check=False)
+        self.assertEqual(0, status.returncode, status.stdout + status.stderr)
+        self.assertIn("re-sealed", status.stdout)
+        # The old KEK is retired: everything still opens.
+        with open(conf, "w") as f:
+            f.write(text.replace(f"kek_file = {old}", f"kek_file = {new}"))
+        self.server.restart()
+        for secret_id, key in before + [after]:
+            self.assertEqual(key, self._release_ok(secret_id))
+
+    def _restore_conf(self, conf: str, text: str) -> None:
+        with open(conf, "w") as f:
+            f.write(text)
+        self.server.restart()
+
+
+class RateLimitTest(base.TestCase):
+
+    def test_release_attempts_are_rate_limited_per_secret(self) -> None:
+        srv = self.useFixture(fixture.BarbicanServer(
+            workers=2, extra_conf={"tee_api": {
+                "release_rate_per_secret": "3"}}))
+        secret = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+        codes = [requests.post(f"{srv.url}/v1/tee/challenge", timeout=30,
+                               json={"secret_id": secret}).status_code
+                 for _ in range(5)]
+        self.assertEqual([201, 201, 201, 429, 429], codes)
+        other = requests.post(f"{srv.url}/v1/tee/challenge", timeout=30,
+                              json={"secret_id": secret[:-1] + "1"})
+        self.assertEqual(201, other.status_code)

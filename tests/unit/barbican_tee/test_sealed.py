@@ -32,7 +32,7 @@ class SealTest(base.TestCase):
             secret = os.urandom(size)
             meta = store.seal(ring, secret, "opaque")
             self.assertTrue(all(len(v) <= 255 for v in meta.values()))
-            if size:
+            if size >= 16:  # shorter hex can occur by chance
                 self.assertNotIn(secret.hex(), str(meta))
             self.assertEqual(secret, store.unseal(ring, meta))
 
@@ -118,3 +118,27 @@ class RowMacTest(base.TestCase):
         self.assertEqual([True] * 3 + [False],
                          [st.hit("b", 1, 3) for _ in range(4)])
         self.assertTrue(st.hit("b", 2, 3))
+
+
+class RemacTest(base.TestCase):
+
+    def test_rows_move_to_the_new_kek_and_tampered_rows_do_not(self) -> None:
+        tmp = tempfile.mkdtemp()
+        old, new = _kek(tmp, "old"), _kek(tmp, "new")
+        url = f"sqlite:///{tmp}/t.sqlite"
+        st = db.Store(db.make_engine(url),
+                      keyring.Keyring.from_files(old, []))
+        st.create_policy("p1", "proj", {"tee": "amd-sev-snp"})
+        st.create_policy("p2", "proj", {"tee": "amd-sev-snp"})
+        st.bind("s1", "p1", "proj")
+        with st.engine.begin() as conn:
+            conn.execute(db.POLICIES.update().where(
+                db.POLICIES.c.id == "p2").values(document="{}"))
+        rotated = db.Store(db.make_engine(url),
+                           keyring.Keyring.from_files(new, [old]))
+        self.assertEqual((2, 1), rotated.remac_rows())
+        retired = db.Store(db.make_engine(url),
+                           keyring.Keyring.from_files(new, []))
+        self.assertTrue(retired.policy_intact(retired.get_policy("p1")))
+        self.assertTrue(retired.binding_intact(retired.get_binding("s1")))
+        self.assertFalse(retired.policy_intact(retired.get_policy("p2")))
