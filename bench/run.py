@@ -10,7 +10,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-BENCHMARKS = ("bench.bench_snp", "bench.bench_measure", "bench.bench_filter")
+BENCHMARKS = ("bench.bench_snp", "bench.bench_measure", "bench.bench_filter",
+              "bench.bench_release")
 
 
 def main() -> int:

@@ -88,8 +88,20 @@ def make_engine(url: str) -> sa.Engine:
         # Several gunicorn workers share one file: wait for the lock.
         kwargs["connect_args"] = {"timeout": 30}
     engine = sa.create_engine(url, **kwargs)
+    if url.startswith("sqlite"):
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
     METADATA.create_all(engine)
     return engine
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets readers in other workers proceed during a write, and with
+    # synchronous=NORMAL a commit is durable against a killed process
+    # (what a crashed API worker is) without an fsync per commit.
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 def _policy_mac_input(row: dict[str, Any]) -> bytes:
@@ -249,24 +261,37 @@ class Store:
     # -- rate limits ----------------------------------------------------
     def hit(self, bucket: str, window: int, limit: int) -> bool:
         """Count one request in ``bucket``; False once over ``limit``."""
+        return self.hit_many([(bucket, limit)], window)
+
+    def hit_many(self, buckets: list[tuple[str, int]], window: int) -> bool:
+        """Count one request in each (bucket, limit), in one transaction.
+
+        False if any bucket is over its limit.
+        """
+        ok = True
         with self.engine.begin() as conn:
-            updated = conn.execute(RATES.update().where(
-                (RATES.c.bucket == bucket) & (RATES.c.window == window)
-            ).values(count=RATES.c.count + 1))
-            if not updated.rowcount:
-                conn.execute(RATES.delete().where(RATES.c.window < window))
-                try:
-                    conn.execute(RATES.insert().values(
-                        bucket=bucket, window=window, count=1))
-                except sa.exc.IntegrityError:
-                    conn.execute(RATES.update().where(
+            for bucket, limit in buckets:
+                where = (RATES.c.bucket == bucket) & (RATES.c.window == window)
+                updated = conn.execute(RATES.update().where(where).values(
+                    count=RATES.c.count + 1))
+                if not updated.rowcount:
+                    conn.execute(RATES.delete().where(
                         (RATES.c.bucket == bucket)
-                        & (RATES.c.window == window)
-                    ).values(count=RATES.c.count + 1))
-            count = conn.execute(sa.select(RATES.c.count).where(
-                (RATES.c.bucket == bucket) & (RATES.c.window == window)
-            )).scalar_one()
-        return bool(count <= limit)
+                        & (RATES.c.window < window)))
+                    try:
+                        # A savepoint, so that losing an insert race to
+                        # another worker (other databases than sqlite,
+                        # which serialises writers) only retries the update.
+                        with conn.begin_nested():
+                            conn.execute(RATES.insert().values(
+                                bucket=bucket, window=window, count=1))
+                    except sa.exc.IntegrityError:
+                        conn.execute(RATES.update().where(where).values(
+                            count=RATES.c.count + 1))
+                count = conn.execute(sa.select(RATES.c.count).where(
+                    where)).scalar_one()
+                ok = ok and count <= limit
+        return ok
 
     # -- Barbican's secrets ---------------------------------------------
     def secret_project(self, secret_id: str) -> str | None:

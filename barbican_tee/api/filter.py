@@ -300,11 +300,11 @@ class TEEAPIFilter:
     def _rate(self, environ: dict[str, Any], secret_id: str) -> None:
         window = int(time.time() // 60)
         client = environ.get("REMOTE_ADDR", "unknown")
-        ok = self.store.hit(f"secret:{secret_id}", window,
-                            self.conf.tee_api.release_rate_per_secret)
-        ok = self.store.hit(f"client:{client}", window,
-                            self.conf.tee_api.release_rate_per_client
-                            ) and ok
+        ok = self.store.hit_many(
+            [(f"secret:{secret_id}",
+              self.conf.tee_api.release_rate_per_secret),
+             (f"client:{client}",
+              self.conf.tee_api.release_rate_per_client)], window)
         if not ok:
             raise APIError(429, "rate_limited",
                            "too many attestation requests; retry in a "
