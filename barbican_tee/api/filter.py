@@ -47,6 +47,7 @@ from barbican_tee.attestation import sev
 from barbican_tee.attestation import sev_certs
 from barbican_tee.attestation import snp
 from barbican_tee.attestation import snp_certs
+from barbican_tee.attestation import tdx
 from barbican_tee import conf as tee_conf
 from barbican_tee.plugin import store as sealed_store
 
@@ -689,9 +690,25 @@ class TEEAPIFilter:
 
     def _verify_tdx(self, evidence: dict[str, Any],
                     policy: policy_mod.Policy) -> bytes:
-        raise APIError(400, "evidence_format",
-                       "intel-tdx-quote evidence is not accepted by this "
-                       "server yet")
+        try:
+            quote = base64.b64decode(str(evidence.get("quote", "")),
+                                     validate=True)
+        except (binascii.Error, ValueError):
+            raise APIError(400, "evidence_invalid",
+                           "evidence.quote is not base64") from None
+        collateral = evidence.get("collateral")
+        if not isinstance(collateral, (dict, str)):
+            raise APIError(400, "evidence_invalid",
+                           "TDX evidence needs its Intel PCS collateral "
+                           "(QuoteCollateralV3) in evidence.collateral")
+        claims = tdx.verify_quote(quote, collateral,
+                                  datetime.datetime.now(datetime.UTC))
+        result = policy_mod.evaluate_tdx(policy, claims)
+        if not result.ok:
+            raise APIError(403, result.failures[0].code,
+                           "; ".join(f.message for f in result.failures),
+                           codes=result.codes)
+        return claims.report_data
 
     def _audit(self, granted: bool, payload: dict[str, Any]) -> None:
         event = "tee.release.granted" if granted else "tee.release.denied"

@@ -206,6 +206,30 @@ class TdxClaims:
     advisory_ids: tuple[str, ...]
     fmspc: str  # 12 upper-case hex digits, from the signed TCB info
 
+    def as_dict(self) -> dict[str, Any]:
+        """Claims as plain data, bytes as lowercase hex."""
+        return {
+            "tee": "intel-tdx",
+            "quote_version": self.quote_version,
+            "mr_td": self.mr_td.hex(),
+            "mr_config_id": self.mr_config_id.hex(),
+            "mr_owner": self.mr_owner.hex(),
+            "mr_owner_config": self.mr_owner_config.hex(),
+            "mr_seam": self.mr_seam.hex(),
+            "mr_signer_seam": self.mr_signer_seam.hex(),
+            "rtmrs": [r.hex() for r in self.rtmrs],
+            "report_data": self.report_data.hex(),
+            "td_attributes": f"{self.td_attributes:#018x}",
+            "debug": self.debug,
+            "xfam": f"{self.xfam:#018x}",
+            "tee_tcb_svn": self.tee_tcb_svn.hex(),
+            "mr_service_td": (self.mr_service_td.hex()
+                              if self.mr_service_td is not None else None),
+            "tcb_status": self.tcb_status,
+            "advisory_ids": list(self.advisory_ids),
+            "fmspc": self.fmspc.lower(),
+        }
+
 
 # --------------------------------------------------------------------------
 # Parsing

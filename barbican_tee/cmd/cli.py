@@ -19,6 +19,7 @@ from barbican_tee.attestation import measure
 from barbican_tee.attestation import policy as policy_mod
 from barbican_tee.attestation import snp
 from barbican_tee.attestation import snp_certs
+from barbican_tee.attestation import tdx
 from barbican_tee.cmd import rewrap
 from barbican_tee.cmd import serve
 
@@ -119,6 +120,28 @@ def _verify_snp(args: argparse.Namespace, data: bytes,
     return verified.claims(), result
 
 
+def _verify_tdx(args: argparse.Namespace, data: bytes,
+                at: datetime.datetime | None,
+                policy: policy_mod.Policy | None
+                ) -> tuple[dict[str, Any], policy_mod.Result]:
+    if not args.collateral:
+        raise _Unusable(
+            "collateral_missing",
+            "a TDX quote needs Intel PCS collateral: --collateral FILE "
+            "(QuoteCollateralV3 JSON, as dcap-qvl and PCCS give it)")
+    stripped = data.strip()
+    if stripped and all(c in b"0123456789abcdefABCDEFx" for c in
+                        stripped[:64]):
+        data = tdx.quote_from_hex(stripped)
+    collateral = _read(args.collateral, "collateral")
+    claims = tdx.verify_quote(data, collateral,
+                              at or datetime.datetime.now(datetime.UTC))
+    result = policy_mod.Result(())
+    if policy is not None:
+        result = policy_mod.evaluate_tdx(policy, claims)
+    return claims.as_dict(), result
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     claims: dict[str, Any] = {}
     failures: list[tuple[str, str]] = []
@@ -127,10 +150,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         fmt = args.format or _detect_format(data)
         at = _parse_at(args.at)
         policy = _load_policy(args.policy)
-        if fmt != FORMAT_SNP:
-            raise _Unusable("format_unsupported",
-                            f"evidence format {fmt} is not supported yet")
-        claims, result = _verify_snp(args, data, at, policy)
+        if fmt == FORMAT_SNP:
+            claims, result = _verify_snp(args, data, at, policy)
+        else:
+            claims, result = _verify_tdx(args, data, at, policy)
         failures = [(f.code, f.message) for f in result.failures]
         status = EXIT_REFUSED if failures else EXIT_OK
     except errors.VerificationFailed as exc:

@@ -14,10 +14,8 @@ import argparse
 
 from oslo_config import cfg
 
-from barbican_tee.api import db
 from barbican_tee import conf as tee_conf
 from barbican_tee.plugin import keyring as keyring_mod
-from barbican_tee.plugin import store as sealed_store
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -34,6 +32,11 @@ def rewrap(conf: cfg.ConfigOpts) -> tuple[int, int, int]:
     Sealed secrets get new ciphertext, policy and binding rows a new MAC,
     both under the current KEK.
     """
+    # Barbican-side modules: imported here so that the rest of the
+    # openstack-tee command works on hosts without Barbican.
+    from barbican_tee.api import db
+    from barbican_tee.plugin import store as sealed_store
+
     ring = sealed_store.load_keyring(conf)
     store = db.Store(db.make_engine(conf.database.connection), ring)
     done = current = failed = 0

@@ -13,6 +13,7 @@ import base64
 import concurrent.futures
 import hashlib
 import io
+import json
 import os
 import sqlite3
 import subprocess
@@ -213,6 +214,31 @@ class ReleaseTest(_ServerTestBase):
         for code, _ in cases:
             self.assertIn(f"tee.release.denied secret={secret_id} "
                           f"codes={code}", log)
+
+    def test_tdx_quote_is_verified_with_its_collateral(self) -> None:
+        # A real quote: its collateral's 30-day window has passed, which
+        # the release path must notice (and no TDX model can sign a fresh
+        # quote for our nonce here).
+        secret_id, _ = self._bound_secret()
+        nonce = requests.post(f"{self.url}/v1/tee/challenge", timeout=30,
+                              json={"secret_id": secret_id}).json()["nonce"]
+        quote = base.read_fixture("dcap-qvl-sdist-0.7.0", "sample",
+                                  "tdx_quote_td15ex")
+        collateral = json.loads(base.read_fixture(
+            "dcap-qvl-sdist-0.7.0", "sample",
+            "tdx_quote_td15ex_collateral.json"))
+        resp = requests.post(f"{self.url}/v1/tee/release", timeout=30,
+                             json={"secret_id": secret_id, "nonce": nonce,
+                                   "public_key": guest.public_jwk(
+                                       guest.make_key()),
+                                   "evidence": {
+                                       "format": "intel-tdx-quote",
+                                       "quote": base64.b64encode(
+                                           quote).decode(),
+                                       "collateral": collateral}})
+        self.assertEqual(403, resp.status_code, resp.text)
+        self.assertEqual("tdx_collateral_expired",
+                         resp.json()["error"]["code"])
 
     def test_tcb_below_minimum(self) -> None:
         secret_id, _ = self._bound_secret(

@@ -38,10 +38,10 @@ class SNPBootTest(base.TEEServersTestBase):
         self.assertIn('<memballoon model="none"/>', xml)
         self.assertNotIn('<memballoon model="virtio"', xml)
         libvirt_schema.validate_domain(xml)
-        # The host's tee.* stats reached the scheduler's view.
-        stats = self.admin_api.api_get(
-            "/os-hypervisors/detail").body["hypervisors"][0]
-        self.assertIsNotNone(stats)
+        # What upstream has no trait for is reported as CUSTOM_TEE_*.
+        traits = self._get_provider_traits(self.compute_rp_uuids["host1"])
+        self.assertIn("CUSTOM_TEE_ATTESTATION", traits)
+        self.assertIn("CUSTOM_TEE_SNP_TCB_REPORTED", traits)
 
     def test_no_host_meets_minimum_tcb(self) -> None:
         self.start_tee_compute("host1")  # model TCB snp=8
