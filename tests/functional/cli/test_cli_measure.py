@@ -9,7 +9,7 @@ import sys
 import tempfile
 
 from tests import base
-from tests.unit.attestation import test_measure
+from tests.unit.barbican_tee.attestation import test_measure
 
 
 def _command() -> str:
