@@ -150,3 +150,24 @@ def add_to_paste_config(text: str) -> str:
     out = io.StringIO()
     parser.write(out)
     return out.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite the paste file named on the command line, in place."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print(f"usage: python -m {__name__} API_PASTE_INI", file=sys.stderr)
+        return 2
+    with open(args[0]) as f:
+        text = f.read()
+    new = add_to_paste_config(text)
+    if new != text:
+        with open(args[0], "w") as f:
+            f.write(new)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
