@@ -202,6 +202,31 @@ class TEEClient:
         expires = doc.get("expires_at")
         return doc["nonce"], str(expires) if expires is not None else ""
 
+    def sev_session(self, secret_id: str, policy: int, pdh: str,
+                    cert_chain: str, instance_uuid: str) -> dict[str, Any]:
+        """``POST /v1/tee/sev/sessions`` (service role).
+
+        ``pdh`` and ``cert_chain`` are base64, as libvirt's node SEV info
+        gives them. Returns ``{session_id, dh_cert, session}``.
+        """
+        return self._dict(
+            self._request("POST", self._url("sev", "sessions"), {
+                "secret_id": secret_id, "policy": policy, "pdh": pdh,
+                "cert_chain": cert_chain, "instance_uuid": instance_uuid}),
+            "SEV session", "session_id", "dh_cert", "session")
+
+    def sev_measurement(self, session_id: str, measurement: str,
+                        api_major: int, api_minor: int, build_id: int,
+                        policy: int) -> dict[str, Any]:
+        """``POST .../measurement`` -> ``{secret_header, secret}``."""
+        return self._dict(
+            self._request("POST", self._url("sev", "sessions", session_id,
+                                            "measurement"), {
+                "measurement": measurement, "api_major": api_major,
+                "api_minor": api_minor, "build_id": build_id,
+                "policy": policy}),
+            "SEV secret", "secret_header", "secret")
+
     def release(self, secret_id: str, nonce: str, evidence: dict[str, Any],
                 public_key_jwk: dict[str, Any]) -> str:
         """``POST /v1/tee/release`` -> the secret as a compact JWE."""

@@ -27,10 +27,51 @@ SCHEDULER_OPTS = [
 ]
 
 
+COMPUTE_OPTS = [
+    cfg.URIOpt(
+        "barbican_url",
+        help="Barbican's endpoint (e.g. https://key-manager.example:9311), "
+             "where openstack-tee's /v1/tee API runs. Needed on compute "
+             "hosts for SEV and SEV-ES launch-time attestation."),
+    cfg.IntOpt(
+        "attestation_timeout", default=30, min=1,
+        help="Seconds to wait for each call to the attestation service "
+             "while a confidential guest is launched (paused)."),
+    cfg.IntOpt(
+        "attestation_retries", default=2, min=0,
+        help="Retries of a call to the attestation service that failed on "
+             "the network. A refusal is never retried."),
+    cfg.StrOpt(
+        "barbican_noauth_project",
+        help="Development and tests only: with no Keystone, call "
+             "barbican_url with this X-Project-Id and the service role "
+             "instead of a token from [tee_barbican]."),
+]
+
+BARBICAN_GROUP = cfg.OptGroup(
+    "tee_barbican", title="Service credentials for the attestation service",
+    help="A keystoneauth section (auth_type, auth_url, username, ... ) with "
+         "which nova-compute asks Barbican for SEV launch sessions. The "
+         "user needs the service role.")
+
+
 def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_group(GROUP)
     conf.register_opts(SCHEDULER_OPTS, group=GROUP)
+    conf.register_opts(COMPUTE_OPTS, group=GROUP)
+    conf.register_group(BARBICAN_GROUP)
+    try:
+        from keystoneauth1 import loading as ks_loading
+
+        ks_loading.register_session_conf_options(conf, BARBICAN_GROUP.name)
+        ks_loading.register_auth_conf_options(conf, BARBICAN_GROUP.name)
+    except cfg.DuplicateOptError:
+        pass
 
 
 def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:
-    return [(GROUP, list(SCHEDULER_OPTS))]
+    from keystoneauth1 import loading as ks_loading
+
+    ks = (ks_loading.get_session_conf_options()
+          + ks_loading.get_auth_common_conf_options())
+    return [(GROUP, SCHEDULER_OPTS + COMPUTE_OPTS), (BARBICAN_GROUP, ks)]

@@ -32,6 +32,7 @@ from nova.virt.libvirt import driver as libvirt_driver
 from oslo_log import log as logging
 
 from nova_tee import specs
+from nova_tee.virt.libvirt import attest
 from nova_tee.virt.libvirt import capabilities
 from nova_tee.virt.libvirt import config as tee_config
 
@@ -168,6 +169,9 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
                 capabilities.read_firmware_status)
         self.tdx_module_reader: Callable[[], str | None] = (
             capabilities.read_tdx_module_version)
+        # Launch sessions made while the XML was written, consumed when the
+        # domain is created (same spawn/reboot call, same thread).
+        self._tee_plans: dict[str, attest.LaunchPlan] = {}
 
     # -- host ------------------------------------------------------------
     def _tee_capabilities(self) -> capabilities.HostTEECapabilities:
@@ -290,8 +294,19 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
             default = tee_config.SEVLaunchSecurity.DEFAULT_SEV_POLICY
             if model == fields.MemEncryptionModel.AMD_SEV_ES:
                 default = tee_config.SEVLaunchSecurity.DEFAULT_SEV_ES_POLICY
+            policy = request.policy if request else default
+            dh_cert = session = None
+            if request is not None and request.attestation:
+                # Pre-attestation: the guest owner's session goes into the
+                # XML; the launch completes in _create_guest.
+                try:
+                    dh_cert, session, plan = attest.begin(
+                        instance, policy, self._node_sev_info)
+                except attest.AttestationError as exc:
+                    raise _fault(f"SEV attestation refused: {exc}") from None
+                self._tee_plans[instance.uuid] = plan
             guest.launch_security = tee_config.SEVLaunchSecurity(
-                policy=request.policy if request else default,
+                policy=policy, dh_cert=dh_cert, session=session,
                 kernel_hashes=kernel_hashes)
         elif model == fields.MemEncryptionModel.INTEL_TDX:
             super()._guest_configure_mem_encryption(instance, guest, model)
@@ -300,6 +315,37 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
                 **tdx_measurements_from_metadata(metadata))
         else:
             super()._guest_configure_mem_encryption(instance, guest, model)
+
+    def _node_sev_info(self) -> Any:
+        return self._host.get_connection().getSEVInfo(0)
+
+    def _create_guest(self, context: Any, xml: str, instance: Any,
+                      power_on: bool = True, pause: bool = False,
+                      post_xml_callback: Any = None) -> Any:
+        plan = self._tee_plans.pop(instance.uuid, None)
+        if plan is None or not (power_on or pause):
+            return super()._create_guest(
+                context, xml, instance, power_on=power_on, pause=pause,
+                post_xml_callback=post_xml_callback)
+        # Start paused, attest, inject, and only then let it run.
+        guest = super()._create_guest(
+            context, xml, instance, power_on=False, pause=True,
+            post_xml_callback=post_xml_callback)
+        try:
+            attest.finish(guest._domain, plan)
+        except attest.AttestationError as exc:
+            LOG.error("openstack-tee: SEV attestation of %s failed: %s; "
+                      "destroying the paused guest", instance.uuid,
+                      exc.code)
+            try:
+                guest.poweroff()
+            except Exception:  # noqa: BLE001 - already failing
+                LOG.exception("openstack-tee: could not destroy %s",
+                              instance.uuid)
+            raise _fault(f"SEV attestation failed: {exc}") from None
+        if power_on and not pause:
+            guest.resume()
+        return guest
 
     def _get_guest_config(self, instance: Any, network_info: Any,
                           image_meta: Any, disk_info: Any,

@@ -1,0 +1,170 @@
+"""SEV launch-time attestation: Nova's harness, a real barbican-api, the
+software secure processor behind Nova's libvirt fixture."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import tempfile
+from typing import Any
+import uuid
+
+from nova.tests.fixtures import libvirt as fakelibvirt
+from oslo_utils.fixture import uuidsentinel as uuids
+import requests
+
+from tests.functional.barbican import fixture as barbican_fixture
+from tests.functional.nova import base
+from tests.functional.nova import sev_model
+from tests.sp_model import sev as sp_sev
+
+SEV_CAPS = (fakelibvirt.virConnect.
+            _domain_capability_features_with_launch_security_SEV)
+OWNER = "5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e"
+LUKS_KEY_GUID = uuid.UUID("736869e5-84f0-4973-92ec-06879ce3da0b")
+
+
+def _headers(project: str, roles: str = "admin,member,reader"
+             ) -> dict[str, str]:
+    return {"X-Project-Id": project, "X-User-Id": "owner",
+            "X-Roles": roles, "Content-Type": "application/json"}
+
+
+class AttestedLaunchTest(base.TEEServersTestBase):
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.platform = sp_sev.SevPlatform()
+        tmp = tempfile.mkdtemp()
+        ark, ask = os.path.join(tmp, "ark"), os.path.join(tmp, "ask")
+        for path, data in ((ark, cls.platform.ark),
+                           (ask, cls.platform.ask)):
+            with open(path, "wb") as f:
+                f.write(data)
+        cls.barbican = barbican_fixture.BarbicanServer(
+            workers=2, extra_conf={"tee_attestation": {
+                "extra_sev_trust_roots": f"{ark}:{ask}"}})
+        cls.barbican.setUp()
+        url = cls.barbican.url
+        stores = requests.get(f"{url}/v1/secret-stores", timeout=30,
+                              headers=_headers(OWNER)).json()
+        sealed = [s for s in stores["secret_stores"]
+                  if "tee" in s["name"].lower()][0]
+        requests.post(sealed["secret_store_ref"] + "/preferred",
+                      headers=_headers(OWNER), timeout=30
+                      ).raise_for_status()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.barbican.cleanUp()
+        super().tearDownClass()
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.libvirt.amd_sev.sev_snp = False
+        self.libvirt.amd_sev.sev_es = False
+        self.model = self.useFixture(
+            sev_model.SEVModelFixture(self.platform))
+        self.flags(barbican_url=self.barbican.url,
+                   barbican_noauth_project="nova-service", group="tee")
+        self.secret_id, self.key = self._sealed_secret()
+
+    def _sealed_secret(self) -> tuple[str, bytes]:
+        url = self.barbican.url
+        key = os.urandom(32)
+        resp = requests.post(f"{url}/v1/secrets", headers=_headers(OWNER),
+                             timeout=30, json={
+                                 "payload": base64.b64encode(key).decode(),
+                                 "payload_content_type":
+                                     "application/octet-stream",
+                                 "payload_content_encoding": "base64"})
+        resp.raise_for_status()
+        secret_id = resp.json()["secret_ref"].rsplit("/", 1)[1]
+        digest = hashlib.sha256(sev_model.DEFAULT_FIRMWARE).hexdigest()
+        policy = requests.post(f"{url}/v1/tee/policies", timeout=30,
+                               headers=_headers(OWNER),
+                               json={"tee": "amd-sev",
+                                     "measurements": [digest]})
+        policy.raise_for_status()
+        requests.put(f"{url}/v1/tee/secrets/{secret_id}/policy",
+                     headers=_headers(OWNER), timeout=30,
+                     json={"policy_id": policy.json()["id"]}
+                     ).raise_for_status()
+        return secret_id, key
+
+    def _start(self, hostname: str, firmware: bytes | None = None) -> None:
+        with mock_caps():
+            self.start_compute(
+                hostname=hostname,
+                qemu_version=base.versionutils.convert_version_to_int(
+                    base.nova_host.MIN_QEMU_SEV_ES_VERSION))
+        if firmware is not None:
+            conn = self.computes[hostname].driver._host.get_connection()
+            conn.tee_firmware = firmware
+
+    def _boot(self, host: str | None = None,
+              expected: str = "ACTIVE") -> dict[str, Any]:
+        flavor = self.tee_flavor("amd-sev", attestation="required")
+        body = self._build_server(image_uuid=uuids.tee_sev_image,
+                                  flavor_id=flavor, networks="none")
+        body["metadata"] = {"tee_secret": self.secret_id}
+        api = self.api
+        if host:
+            body["host"] = host
+            api = self.admin_api
+            api.microversion = "2.74"
+        with mock_caps():
+            return self._wait_for_state_change(
+                api.post_server({"server": body}), expected)
+
+    def _domain(self, server: dict[str, Any]) -> Any:
+        conn = self.computes[server["OS-EXT-SRV-ATTR:host"]].driver._host.\
+            get_connection()
+        return conn.lookupByUUIDString(server["id"])
+
+    def test_boot_injects_the_secret_before_the_guest_runs(self) -> None:
+        self._start("good")
+        server = self._boot()
+        dom = self._domain(server)
+        self.assertEqual(["started-paused", "secret-injected", "resumed"],
+                         dom.tee_events)
+        self.assertEqual(self.key, dom.tee_injected[LUKS_KEY_GUID])
+        self.assertIn("<dhCert>", dom.tee_xml)
+        # Hard reboot recreates the domain: attested again.
+        self._reboot_server(server, hard=True)
+        again = self._domain(server)
+        self.assertEqual(["started-paused", "secret-injected", "resumed"],
+                         again.tee_events[-3:])
+        self.assertEqual(self.key, again.tee_injected[LUKS_KEY_GUID])
+
+    def test_altered_firmware_fails_and_nothing_is_injected(self) -> None:
+        self._start("tampered", firmware=b"a patched OVMF" * 512)
+        server = self._boot(host="tampered", expected="ERROR")
+        self.assertIn("sev_measurement_mismatch",
+                      server["fault"]["message"])
+        doms = self.model.started[server["id"]]
+        self.assertEqual(1, len(doms))
+        self.assertEqual(["started-paused", "destroyed"],
+                         doms[0].tee_events[:2])
+        self.assertNotIn("secret-injected", doms[0].tee_events)
+        self.assertNotIn("resumed", doms[0].tee_events)
+        self.assertFalse(hasattr(doms[0], "tee_injected"))
+
+    def test_missing_secret_metadata_is_a_clear_fault(self) -> None:
+        self._start("good")
+        flavor = self.tee_flavor("amd-sev", attestation="required")
+        body = self._build_server(image_uuid=uuids.tee_sev_image,
+                                  flavor_id=flavor, networks="none")
+        with mock_caps():
+            server = self._wait_for_state_change(
+                self.api.post_server({"server": body}), "ERROR")
+        self.assertIn("attestation_no_secret", server["fault"]["message"])
+
+
+def mock_caps() -> Any:
+    from unittest import mock
+
+    return mock.patch.object(fakelibvirt.virConnect,
+                             "_domain_capability_features", new=SEV_CAPS)
