@@ -39,6 +39,18 @@ BINDINGS = sa.Table(
     sa.Column("mac", sa.String(64), nullable=False),
 )
 
+INSTANCE_BINDINGS = sa.Table(
+    "tee_instance_bindings", METADATA,
+    sa.Column("secret_id", sa.String(36), primary_key=True),
+    sa.Column("instance_uuid", sa.String(36), nullable=False, index=True),
+    sa.Column("project_id", sa.String(255), nullable=False),
+    # Set when the instance is deleted: the secret is then released to no
+    # one until its owner binds it to a policy again.
+    sa.Column("retired", sa.Boolean, nullable=False, default=False),
+    sa.Column("mac_kek", sa.String(32), nullable=False),
+    sa.Column("mac", sa.String(64), nullable=False),
+)
+
 NONCES = sa.Table(
     "tee_nonces", METADATA,
     sa.Column("nonce", sa.String(64), primary_key=True),
@@ -107,6 +119,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 def _policy_mac_input(row: dict[str, Any]) -> bytes:
     return json.dumps(["policy", row["id"], row["project_id"],
                        row["document"]], separators=(",", ":")).encode()
+
+
+def _instance_mac_input(row: dict[str, Any]) -> bytes:
+    return json.dumps(["instance", row["secret_id"], row["instance_uuid"],
+                       row["project_id"], bool(row["retired"])],
+                      separators=(",", ":")).encode()
 
 
 def _binding_mac_input(row: dict[str, Any]) -> bytes:
@@ -213,6 +231,70 @@ class Store:
                         mac_kek=kid, mac=self.keyring.mac(kid, data).hex()))
                     done += 1
         return done, refused
+
+    # -- instance bindings ----------------------------------------------
+    def bind_instance(self, secret_id: str, instance_uuid: str,
+                      project_id: str) -> str | None:
+        """Tie a secret to one instance.
+
+        Returns the uuid the secret is already tied to if that is another
+        instance (then nothing changes), else None.
+        """
+        row = {"secret_id": secret_id, "instance_uuid": instance_uuid,
+               "project_id": project_id, "retired": False}
+        kid = self.keyring.current.kid
+        row["mac_kek"] = kid
+        row["mac"] = self.keyring.mac(kid, _instance_mac_input(row)).hex()
+        with self.engine.begin() as conn:
+            current = conn.execute(INSTANCE_BINDINGS.select().where(
+                INSTANCE_BINDINGS.c.secret_id == secret_id)
+            ).mappings().first()
+            if current is not None:
+                if current["instance_uuid"] != instance_uuid or (
+                        current["retired"]):
+                    return str(current["instance_uuid"])
+                conn.execute(INSTANCE_BINDINGS.delete().where(
+                    INSTANCE_BINDINGS.c.secret_id == secret_id))
+            conn.execute(INSTANCE_BINDINGS.insert().values(**row))
+        return None
+
+    def instance_binding(self, secret_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(INSTANCE_BINDINGS.select().where(
+                INSTANCE_BINDINGS.c.secret_id == secret_id)
+            ).mappings().first()
+        return dict(row) if row else None
+
+    def instance_binding_intact(self, row: dict[str, Any]) -> bool:
+        return self.keyring.check_mac(row["mac_kek"],
+                                      _instance_mac_input(row),
+                                      bytes.fromhex(row["mac"]))
+
+    def retire_instance(self, instance_uuid: str) -> int:
+        """Mark the deleted instance's secrets as released to no one."""
+        count = 0
+        with self.engine.begin() as conn:
+            rows = conn.execute(INSTANCE_BINDINGS.select().where(
+                INSTANCE_BINDINGS.c.instance_uuid == instance_uuid)
+            ).mappings().all()
+            for row in rows:
+                if not self.instance_binding_intact(dict(row)):
+                    continue  # a tampered row stays tampered
+                new = dict(row, retired=True, mac_kek=self.keyring.current.kid)
+                new["mac"] = self.keyring.mac(
+                    new["mac_kek"], _instance_mac_input(new)).hex()
+                conn.execute(INSTANCE_BINDINGS.update().where(
+                    INSTANCE_BINDINGS.c.secret_id == row["secret_id"]
+                ).values(retired=True, mac_kek=new["mac_kek"],
+                         mac=new["mac"]))
+                count += 1
+        return count
+
+    def clear_instance_binding(self, secret_id: str) -> None:
+        """The owner re-binds the secret: start over."""
+        with self.engine.begin() as conn:
+            conn.execute(INSTANCE_BINDINGS.delete().where(
+                INSTANCE_BINDINGS.c.secret_id == secret_id))
 
     # -- nonces ---------------------------------------------------------
     def add_nonce(self, nonce: str, secret_id: str,

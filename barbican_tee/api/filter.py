@@ -89,6 +89,10 @@ _ROUTES = [
      "bind_secret"),
     ("POST", re.compile(r"^/v1/tee/challenge/?$"), "challenge"),
     ("POST", re.compile(r"^/v1/tee/release/?$"), "release"),
+    ("PUT", re.compile(rf"^/v1/tee/instances/(?P<instance>{_UUID})/"
+                       rf"secrets/(?P<id>{_UUID})$"), "bind_instance"),
+    ("DELETE", re.compile(rf"^/v1/tee/instances/(?P<instance>{_UUID})$"),
+     "unbind_instance"),
     ("POST", re.compile(r"^/v1/tee/sev/sessions/?$"), "sev_session"),
     ("POST", re.compile(rf"^/v1/tee/sev/sessions/(?P<id>{_UUID})"
                         r"/measurement$"), "sev_measurement"),
@@ -382,6 +386,7 @@ class TEEAPIFilter:
         policy_id = str(body.get("policy_id", ""))
         self._own_policy(ctx, policy_id)
         self.store.bind(secret_id, policy_id, ctx.project_id)
+        self.store.clear_instance_binding(secret_id)
         return 200, {"secret_id": secret_id, "policy_id": policy_id}
 
     # -- routes: attested release --------------------------------------------
@@ -433,7 +438,9 @@ class TEEAPIFilter:
         if code is not None:
             raise APIError(403, code, "unknown or already used nonce")
         policy = self._bound_policy(secret_id)
-        report_data = self._verify(evidence, policy)
+        bound = self._instance_check(secret_id)
+        report_data = self._verify(evidence, policy,
+                                   bound["instance_uuid"] if bound else None)
         expected = expected_report_data(nonce, public)
         if not hmac.compare_digest(report_data, expected):
             raise APIError(403, "report_data_mismatch",
@@ -454,6 +461,53 @@ class TEEAPIFilter:
         binding = self.store.get_binding(secret_id) or {}
         return token.serialize(compact=True), str(binding.get("policy_id"))
 
+    def bind_instance(self, environ: dict[str, Any], instance: str,
+                      id: str) -> tuple[int, Any]:  # noqa: A002
+        """nova-compute ties a secret to the instance that boots with it.
+
+        Only an instance of the secret's own project can be bound, and
+        only one at a time: a copy of the disk booted as another instance
+        (in any project) gets nothing while this binding stands, and
+        nothing once the instance is deleted and the binding with it.
+        """
+        self._context(environ, "tee:sev:session")
+        body = self._json(environ)
+        secret_id = str(uuid.UUID(id))
+        project = str(body.get("project_id", ""))
+        if not project or self.store.secret_project(secret_id) != project:
+            raise APIError(403, "instance_project_mismatch",
+                           "the instance's project does not own the "
+                           "secret")
+        other = self.store.bind_instance(secret_id, str(uuid.UUID(
+            instance)), project)
+        if other is not None:
+            raise APIError(409, "secret_bound_to_other_instance",
+                           f"the secret is bound to instance {other} (or "
+                           "retired with it; its owner can bind it to a "
+                           "policy again)")
+        return 200, {"secret_id": secret_id, "instance_uuid": instance}
+
+    def unbind_instance(self, environ: dict[str, Any],
+                        instance: str) -> tuple[int, Any]:
+        self._context(environ, "tee:sev:session")
+        self.store.retire_instance(str(uuid.UUID(instance)))
+        return 204, None
+
+    def _instance_check(self, secret_id: str) -> dict[str, Any] | None:
+        """The secret's instance binding (verified), if it has one."""
+        row = self.store.instance_binding(secret_id)
+        if row is None:
+            return None
+        if not self.store.instance_binding_intact(row):
+            raise APIError(403, "binding_tampered",
+                           "the secret's instance binding does not "
+                           "authenticate")
+        if row["retired"]:
+            raise APIError(403, "instance_deleted",
+                           "the instance this secret was bound to was "
+                           "deleted; it is released to no one")
+        return row
+
     def sev_session(self, environ: dict[str, Any]) -> tuple[int, Any]:
         """Guest owner side of LAUNCH_START for nova-compute."""
         self._context(environ, "tee:sev:session")
@@ -469,6 +523,10 @@ class TEEAPIFilter:
                 launch_policy, bool) or not 0 <= launch_policy < 1 << 32:
             raise APIError(400, "sev_policy", "policy must be the SEV "
                            "guest policy as an integer")
+        bound = self._instance_check(secret_id)
+        if bound is None or bound["instance_uuid"] != instance_uuid:
+            raise APIError(403, "instance_not_bound",
+                           "the secret is not bound to this instance")
         policy = self._bound_policy(secret_id)
         if policy.tee not in ("amd-sev", "amd-sev-es"):
             raise APIError(403, "policy_tee_mismatch",
@@ -644,13 +702,13 @@ class TEEAPIFilter:
                            "public_key is not a valid EC P-384 "
                            "JWK") from None
 
-    def _verify(self, evidence: dict[str, Any],
-                policy: policy_mod.Policy) -> bytes:
+    def _verify(self, evidence: dict[str, Any], policy: policy_mod.Policy,
+                instance_uuid: str | None = None) -> bytes:
         """Verify evidence and evaluate the policy; its report_data."""
         fmt = evidence.get("format")
         try:
             if fmt == "amd-sev-snp-report":
-                return self._verify_snp(evidence, policy)
+                return self._verify_snp(evidence, policy, instance_uuid)
             if fmt == "intel-tdx-quote":
                 return self._verify_tdx(evidence, policy)
         except errors.InvalidInput as exc:
@@ -662,7 +720,8 @@ class TEEAPIFilter:
                        "intel-tdx-quote")
 
     def _verify_snp(self, evidence: dict[str, Any],
-                    policy: policy_mod.Policy) -> bytes:
+                    policy: policy_mod.Policy,
+                    instance_uuid: str | None = None) -> bytes:
         try:
             raw = base64.b64decode(str(evidence.get("report", "")),
                                    validate=True)
@@ -680,6 +739,15 @@ class TEEAPIFilter:
             chain += snp_certs.load_ca_certs(
                 evidence["cert_chain"].encode())
         verified = self.verifier.verify(raw, endorsement, chain)
+        if instance_uuid is not None:
+            # Nova launched the bound instance with this hostData.
+            expected = hashlib.sha256(b"openstack-tee:v1:"
+                                      + instance_uuid.encode()).digest()
+            if not hmac.compare_digest(verified.report.host_data,
+                                       expected):
+                raise APIError(403, "instance_mismatch",
+                               "the guest is not the instance the secret "
+                               "is bound to (host_data)")
         result = policy_mod.evaluate_snp(policy, verified)
         if not result.ok:
             first = result.failures[0]

@@ -202,6 +202,19 @@ class TEEClient:
         expires = doc.get("expires_at")
         return doc["nonce"], str(expires) if expires is not None else ""
 
+    def bind_instance(self, instance_uuid: str, secret_id: str,
+                      project_id: str) -> dict[str, Any]:
+        """Tie ``secret_id`` to the instance booting with it (service)."""
+        return self._dict(
+            self._request("PUT", self._url("instances", instance_uuid,
+                                           "secrets", secret_id),
+                          {"project_id": project_id}),
+            "instance binding", "secret_id")
+
+    def unbind_instance(self, instance_uuid: str) -> None:
+        """Drop every secret binding of a deleted instance (service)."""
+        self._request("DELETE", self._url("instances", instance_uuid))
+
     def sev_session(self, secret_id: str, policy: int, pdh: str,
                     cert_chain: str, instance_uuid: str) -> dict[str, Any]:
         """``POST /v1/tee/sev/sessions`` (service role).

@@ -80,6 +80,24 @@ def _call(what: str, fn: Any, *args: Any) -> Any:
     raise AttestationError("attestation_failed", what)
 
 
+def bind(instance: Any) -> str | None:
+    """Tie the instance's ``tee_secret`` to it; the secret id, or None.
+
+    Only this instance (of the secret's project) gets the secret while
+    it lives; once it is deleted (:func:`retire`) nobody does.
+    """
+    secret_id = (instance.metadata or {}).get(META_SECRET)
+    if not secret_id:
+        return None
+    _call("instance binding", client().bind_instance, instance.uuid,
+          secret_id, instance.project_id)
+    return str(secret_id)
+
+
+def retire(instance_uuid: str) -> None:
+    _call("instance retirement", client().unbind_instance, instance_uuid)
+
+
 def begin(instance: Any, policy: int, get_sev_info: Any
           ) -> tuple[str, str, LaunchPlan]:
     """A launch session for this host: (dh_cert, session, plan)."""

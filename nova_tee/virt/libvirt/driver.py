@@ -25,6 +25,7 @@ import hashlib
 from typing import Any
 
 from lxml import etree
+from nova.compute import task_states
 from nova import exception
 from nova.objects import fields
 from nova.virt.libvirt import config as vconfig
@@ -114,6 +115,21 @@ def refuse_passthrough(guest: Any) -> None:
         raise _fault("a confidential guest cannot have PCI passthrough or "
                      "mediated devices: their DMA bypasses memory "
                      "encryption and the device is outside the TEE")
+
+
+def replace_sev_session(xml: str, dh_cert: str, session: str) -> str:
+    """The domain XML with a new guest-owner session for SEV."""
+    root = etree.fromstring(xml)
+    ls = root.find("launchSecurity")
+    if ls is None or ls.get("type") != "sev":
+        raise _fault("the saved domain has no SEV launch security")
+    for tag, value in (("dhCert", dh_cert), ("session", session)):
+        element = ls.find(tag)
+        if element is None:
+            element = etree.SubElement(ls, tag)
+        element.text = value
+    out: str = etree.tostring(root, encoding="unicode")
+    return out
 
 
 def harden_guest_xml(xml: str) -> str:
@@ -281,6 +297,11 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
         request = self._tee_request(instance)
         metadata = dict(instance.metadata or {})
         kernel_hashes = bool(instance.kernel_id)
+        try:
+            attest.bind(instance)
+        except attest.AttestationError as exc:
+            raise _fault(f"the secret cannot be bound to this instance: "
+                         f"{exc}") from None
         if model == fields.MemEncryptionModel.AMD_SEV_SNP:
             id_block, id_auth = id_block_from_metadata(metadata)
             policy = request.policy if request else (
@@ -316,6 +337,21 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
         else:
             super()._guest_configure_mem_encryption(instance, guest, model)
 
+    def cleanup(self, context: Any, instance: Any, network_info: Any,
+                *args: Any, **kwargs: Any) -> Any:
+        result = super().cleanup(context, instance, network_info, *args,
+                                 **kwargs)
+        if instance.task_state == task_states.DELETING and (
+                (instance.metadata or {}).get(attest.META_SECRET)):
+            # The instance is going away: so is its claim on the secret,
+            # and a copy of its disk booted elsewhere must not inherit it.
+            try:
+                attest.retire(instance.uuid)
+            except attest.AttestationError as exc:
+                LOG.error("openstack-tee: could not retire the secret "
+                          "binding of %s: %s", instance.uuid, exc)
+        return result
+
     def _node_sev_info(self) -> Any:
         return self._host.get_connection().getSEVInfo(0)
 
@@ -323,6 +359,18 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
                       power_on: bool = True, pause: bool = False,
                       post_xml_callback: Any = None) -> Any:
         plan = self._tee_plans.pop(instance.uuid, None)
+        if plan is None and "<dhCert>" in xml and (power_on or pause):
+            # XML saved earlier (unrescue): its session was spent on the
+            # previous launch, so open a new one.
+            request = self._tee_request(instance)
+            if request is not None and request.attestation:
+                try:
+                    attest.bind(instance)
+                    dh_cert, session, plan = attest.begin(
+                        instance, request.policy, self._node_sev_info)
+                except attest.AttestationError as exc:
+                    raise _fault(f"SEV attestation refused: {exc}") from None
+                xml = replace_sev_session(xml, dh_cert, session)
         if plan is None or not (power_on or pause):
             return super()._create_guest(
                 context, xml, instance, power_on=power_on, pause=pause,

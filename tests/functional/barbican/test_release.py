@@ -359,7 +359,18 @@ class SEVPreAttestationTest(_ServerTestBase):
                                            min_tcb={}, signers=[]))
         return secret_id, key
 
+    INSTANCE = "1b4ec3a4-0e3a-4b7e-9d61-6c1c0d1d3a01"
+
+    def _bind_instance(self, secret_id: str, instance: str,
+                       project: str = OWNER) -> Any:
+        return requests.put(
+            f"{self.url}/v1/tee/instances/{instance}/secrets/{secret_id}",
+            headers=self._headers("nova-service-project", "service"),
+            json={"project_id": project}, timeout=30)
+
     def _session(self, secret_id: str, roles: str = "service") -> Any:
+        self.assertEqual(200, self._bind_instance(
+            secret_id, self.INSTANCE).status_code)
         chain = self.sev.pek + self.sev.oca + self.sev.cek
         return requests.post(
             f"{self.url}/v1/tee/sev/sessions", timeout=30,
@@ -367,7 +378,7 @@ class SEVPreAttestationTest(_ServerTestBase):
                 "secret_id": secret_id, "policy": self.POLICY,
                 "pdh": base64.b64encode(self.sev.pdh).decode(),
                 "cert_chain": base64.b64encode(chain).decode(),
-                "instance_uuid": "1b4ec3a4-0e3a-4b7e-9d61-6c1c0d1d3a01"})
+                "instance_uuid": self.INSTANCE})
 
     def _launch(self, firmware: bytes, secret_id: str) -> tuple[Any, Any]:
         resp = self._session(secret_id)
@@ -419,6 +430,60 @@ class SEVPreAttestationTest(_ServerTestBase):
         self.assertEqual(403, resp.status_code, resp.text)
         self.assertEqual("sev_untrusted_platform",
                          resp.json()["error"]["code"])
+
+
+    def test_one_instance_per_secret_within_its_project(self) -> None:
+        secret_id, _ = self._sev_secret()
+        other = "2b4ec3a4-0e3a-4b7e-9d61-6c1c0d1d3a02"
+        resp = self._bind_instance(secret_id, other, project=OTHER)
+        self.assertEqual(403, resp.status_code)
+        self.assertEqual("instance_project_mismatch",
+                         resp.json()["error"]["code"])
+        self.assertEqual(200, self._bind_instance(
+            secret_id, self.INSTANCE).status_code)
+        resp = self._bind_instance(secret_id, other)
+        self.assertEqual(409, resp.status_code)
+        # A session for another instance than the bound one is refused.
+        chain = self.sev.pek + self.sev.oca + self.sev.cek
+        resp = requests.post(
+            f"{self.url}/v1/tee/sev/sessions", timeout=30,
+            headers=self._headers("nova-service-project", "service"), json={
+                "secret_id": secret_id, "policy": self.POLICY,
+                "pdh": base64.b64encode(self.sev.pdh).decode(),
+                "cert_chain": base64.b64encode(chain).decode(),
+                "instance_uuid": other})
+        self.assertEqual(403, resp.status_code)
+        self.assertEqual("instance_not_bound", resp.json()["error"]["code"])
+        # Deleting the instance retires the secret: no other instance gets
+        # it, until its owner binds it to a policy again.
+        resp = requests.delete(
+            f"{self.url}/v1/tee/instances/{self.INSTANCE}", timeout=30,
+            headers=self._headers("nova-service-project", "service"))
+        self.assertEqual(204, resp.status_code)
+        self.assertEqual(409, self._bind_instance(secret_id,
+                                                  other).status_code)
+        self._bind(secret_id, self._policy(
+            tee="amd-sev", min_tcb={}, signers=[],
+            measurements=[hashlib.sha256(self.FIRMWARE).hexdigest()]))
+        self.assertEqual(200, self._bind_instance(secret_id,
+                                                  other).status_code)
+
+    def test_snp_release_is_tied_to_the_bound_instance(self) -> None:
+        secret_id, key = self._bound_secret()
+        self.assertEqual(200, self._bind_instance(
+            secret_id, self.INSTANCE).status_code)
+        mine = hashlib.sha256(b"openstack-tee:v1:"
+                              + self.INSTANCE.encode()).digest()
+        resp, guest_key = self._attempt(secret_id, host_data=mine)
+        self.assertEqual(200, resp.status_code, resp.text)
+        other = hashlib.sha256(b"openstack-tee:v1:"
+                               + b"2b4ec3a4-0e3a-4b7e-9d61-6c1c0d1d3a02"
+                               ).digest()
+        self._refused("instance_mismatch", secret_id, host_data=other)
+        requests.delete(
+            f"{self.url}/v1/tee/instances/{self.INSTANCE}", timeout=30,
+            headers=self._headers("nova-service-project", "service"))
+        self._refused("instance_deleted", secret_id, host_data=mine)
 
 
 class ServerCheckTest(base.TestCase):

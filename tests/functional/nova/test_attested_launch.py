@@ -21,7 +21,6 @@ from tests.sp_model import sev as sp_sev
 
 SEV_CAPS = (fakelibvirt.virConnect.
             _domain_capability_features_with_launch_security_SEV)
-OWNER = "5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e"
 LUKS_KEY_GUID = uuid.UUID("736869e5-84f0-4973-92ec-06879ce3da0b")
 
 
@@ -47,14 +46,6 @@ class AttestedLaunchTest(base.TEEServersTestBase):
             workers=2, extra_conf={"tee_attestation": {
                 "extra_sev_trust_roots": f"{ark}:{ask}"}})
         cls.barbican.setUp()
-        url = cls.barbican.url
-        stores = requests.get(f"{url}/v1/secret-stores", timeout=30,
-                              headers=_headers(OWNER)).json()
-        sealed = [s for s in stores["secret_stores"]
-                  if "tee" in s["name"].lower()][0]
-        requests.post(sealed["secret_store_ref"] + "/preferred",
-                      headers=_headers(OWNER), timeout=30
-                      ).raise_for_status()
 
     @classmethod
     def tearDownClass(cls) -> None:
@@ -69,12 +60,22 @@ class AttestedLaunchTest(base.TEEServersTestBase):
             sev_model.SEVModelFixture(self.platform))
         self.flags(barbican_url=self.barbican.url,
                    barbican_noauth_project="nova-service", group="tee")
+        # The secret's owner is the project the servers are booted in.
+        self.owner = self.api.project_id
+        url = self.barbican.url
+        stores = requests.get(f"{url}/v1/secret-stores", timeout=30,
+                              headers=_headers(self.owner)).json()
+        sealed = [s for s in stores["secret_stores"]
+                  if "tee" in s["name"].lower()][0]
+        requests.post(sealed["secret_store_ref"] + "/preferred",
+                      headers=_headers(self.owner), timeout=30
+                      ).raise_for_status()
         self.secret_id, self.key = self._sealed_secret()
 
     def _sealed_secret(self) -> tuple[str, bytes]:
         url = self.barbican.url
         key = os.urandom(32)
-        resp = requests.post(f"{url}/v1/secrets", headers=_headers(OWNER),
+        resp = requests.post(f"{url}/v1/secrets", headers=_headers(self.owner),
                              timeout=30, json={
                                  "payload": base64.b64encode(key).decode(),
                                  "payload_content_type":
@@ -84,12 +85,12 @@ class AttestedLaunchTest(base.TEEServersTestBase):
         secret_id = resp.json()["secret_ref"].rsplit("/", 1)[1]
         digest = hashlib.sha256(sev_model.DEFAULT_FIRMWARE).hexdigest()
         policy = requests.post(f"{url}/v1/tee/policies", timeout=30,
-                               headers=_headers(OWNER),
+                               headers=_headers(self.owner),
                                json={"tee": "amd-sev",
                                      "measurements": [digest]})
         policy.raise_for_status()
         requests.put(f"{url}/v1/tee/secrets/{secret_id}/policy",
-                     headers=_headers(OWNER), timeout=30,
+                     headers=_headers(self.owner), timeout=30,
                      json={"policy_id": policy.json()["id"]}
                      ).raise_for_status()
         return secret_id, key
@@ -168,3 +169,121 @@ def mock_caps() -> Any:
 
     return mock.patch.object(fakelibvirt.virConnect,
                              "_domain_capability_features", new=SEV_CAPS)
+
+
+class SNPReleaseLifecycleTest(base.TEEServersTestBase):
+    """The instance's hostData binding reaches the release decision."""
+
+    MEASUREMENT = hashlib.sha384(b"public image, SNP").digest()
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.snp = base.sp_model.SecureProcessor(label="nova-functional")
+        tmp = tempfile.mkdtemp()
+        root = os.path.join(tmp, "snp-ark.pem")
+        with open(root, "wb") as f:
+            f.write(cls.snp.bundle_pem())
+        cls.barbican = barbican_fixture.BarbicanServer(workers=2,
+                                                       trust_root=root)
+        cls.barbican.setUp()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.barbican.cleanUp()
+        super().tearDownClass()
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.flags(barbican_url=self.barbican.url,
+                   barbican_noauth_project="nova-service", group="tee")
+        self.project = self.api.project_id
+        url = self.barbican.url
+        stores = requests.get(f"{url}/v1/secret-stores", timeout=30,
+                              headers=_headers(self.project)).json()
+        sealed = [s for s in stores["secret_stores"]
+                  if "tee" in s["name"].lower()][0]
+        requests.post(sealed["secret_store_ref"] + "/preferred",
+                      headers=_headers(self.project), timeout=30
+                      ).raise_for_status()
+        self.key = os.urandom(32)
+        resp = requests.post(f"{url}/v1/secrets", timeout=30,
+                             headers=_headers(self.project), json={
+                                 "payload": base64.b64encode(
+                                     self.key).decode(),
+                                 "payload_content_type":
+                                     "application/octet-stream",
+                                 "payload_content_encoding": "base64"})
+        resp.raise_for_status()
+        self.secret_id = resp.json()["secret_ref"].rsplit("/", 1)[1]
+        policy = requests.post(f"{url}/v1/tee/policies", timeout=30,
+                               headers=_headers(self.project), json={
+                                   "tee": "amd-sev-snp",
+                                   "measurements": [self.MEASUREMENT.hex()]})
+        policy.raise_for_status()
+        requests.put(f"{url}/v1/tee/secrets/{self.secret_id}/policy",
+                     headers=_headers(self.project), timeout=30,
+                     json={"policy_id": policy.json()["id"]}
+                     ).raise_for_status()
+        self.start_tee_compute("snphost", self.snp)
+
+    def _boot(self, metadata: dict[str, str],
+              expected: str = "ACTIVE") -> dict[str, Any]:
+        flavor = self.tee_flavor("amd-sev-snp")
+        body = self._build_server(image_uuid=uuids.tee_snp_image,
+                                  flavor_id=flavor, networks="none")
+        body["metadata"] = metadata
+        from unittest import mock
+
+        with mock.patch.object(
+                fakelibvirt.virConnect, "_domain_capability_features",
+                new=fakelibvirt.virConnect.
+                _domain_capability_features_with_launch_security_SEV_SNP):
+            return self._wait_for_state_change(
+                self.api.post_server({"server": body}), expected)
+
+    def _release(self, instance_uuid: str) -> requests.Response:
+        """The guest's release, with the hostData Nova gave the instance.
+
+        The report is made by the software secure processor.
+        """
+        from barbican_tee.client import guest
+        from nova_tee.virt.libvirt import driver as tee_driver
+
+        url = self.barbican.url
+        nonce = requests.post(f"{url}/v1/tee/challenge", timeout=30,
+                              json={"secret_id": self.secret_id}
+                              ).json()["nonce"]
+        key = guest.make_key()
+        report = self.snp.report(
+            measurement=self.MEASUREMENT,
+            report_data=guest.report_data(nonce, key),
+            host_data=tee_driver.host_data(instance_uuid))
+        vcek = ("-----BEGIN CERTIFICATE-----\n"
+                + base64.encodebytes(self.snp.vcek_der).decode()
+                + "-----END CERTIFICATE-----\n")
+        return requests.post(f"{url}/v1/tee/release", timeout=30, json={
+            "secret_id": self.secret_id, "nonce": nonce,
+            "public_key": guest.public_jwk(key),
+            "evidence": {"format": "amd-sev-snp-report",
+                         "report": base64.b64encode(report).decode(),
+                         "vcek": vcek,
+                         "cert_chain": self.snp.bundle_pem().decode()}})
+
+    def test_only_the_bound_instance_and_only_while_it_lives(self) -> None:
+        server = self._boot({"tee_secret": self.secret_id})
+        self.assertEqual(200, self._release(server["id"]).status_code)
+        # The same public image booted as another instance (its own
+        # hostData) gets nothing, and cannot take the secret over.
+        other = self._boot({})
+        resp = self._release(other["id"])
+        self.assertEqual(403, resp.status_code)
+        self.assertEqual("instance_mismatch", resp.json()["error"]["code"])
+        thief = self._boot({"tee_secret": self.secret_id}, "ERROR")
+        self.assertIn("secret_bound_to_other_instance",
+                      thief["fault"]["message"])
+        # Deleted: released to no one, the old instance's hostData either.
+        self._delete_server(server)
+        resp = self._release(server["id"])
+        self.assertEqual(403, resp.status_code)
+        self.assertEqual("instance_deleted", resp.json()["error"]["code"])

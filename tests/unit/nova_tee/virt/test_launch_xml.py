@@ -200,3 +200,21 @@ class PassthroughTest(base.TestCase):
                 exc = self.assertRaises(exception.InvalidInput,
                                         tee_driver.refuse_passthrough, guest)
                 self.assertIn("passthrough", str(exc))
+
+
+class SessionReplaceTest(base.TestCase):
+
+    def test_saved_xml_gets_a_fresh_session(self) -> None:
+        ls = tee_config.SEVLaunchSecurity(policy=0x33, dh_cert="OLD",
+                                          session="OLDSESSION")
+        xml = tee_driver.replace_sev_session(guest_xml(ls), "NEW",
+                                             "NEWSESSION")
+        self.assertIn("<dhCert>NEW</dhCert>", xml)
+        self.assertIn("<session>NEWSESSION</session>", xml)
+        self.assertNotIn("OLD", xml)
+        validate(xml)
+        snp = tee_config.SEVSNPLaunchSecurity(policy=0x30000,
+                                              host_data=b"\x00" * 32)
+        self.assertRaises(exception.InvalidInput,
+                          tee_driver.replace_sev_session, guest_xml(snp),
+                          "A", "B")
