@@ -11,7 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 BENCHMARKS = ("bench.bench_snp", "bench.bench_measure", "bench.bench_filter",
-              "bench.bench_release")
+              "bench.bench_release", "bench.bench_spawn")
 
 
 def main() -> int:
