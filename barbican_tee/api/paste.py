@@ -8,8 +8,10 @@ after the context middleware. Idempotent; used by the devstack plugin.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import configparser
 import io
+import sys
 
 FILTERS = {
     "tee_public": ("barbican_tee.api.filter:TEEAPIFilter.factory",
@@ -50,21 +52,26 @@ def add_to_paste_config(text: str) -> str:
     return out.getvalue()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Rewrite the paste file named on the command line, in place."""
-    import sys
 
+def rewrite_file(argv: list[str] | None, prog: str,
+                 edit: Callable[[str], str]) -> int:
+    """``python -m <prog> FILE``: apply ``edit`` to FILE in place."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print(f"usage: python -m {__name__} API_PASTE_INI", file=sys.stderr)
+        print(f"usage: python -m {prog} API_PASTE_INI", file=sys.stderr)
         return 2
     with open(args[0]) as f:
         text = f.read()
-    new = add_to_paste_config(text)
+    new = edit(text)
     if new != text:
         with open(args[0], "w") as f:
             f.write(new)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite the Barbican paste file named on the command line."""
+    return rewrite_file(argv, __name__, add_to_paste_config)
 
 
 if __name__ == "__main__":

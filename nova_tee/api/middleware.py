@@ -152,21 +152,12 @@ def add_to_paste_config(text: str) -> str:
     return out.getvalue()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Rewrite the paste file named on the command line, in place."""
-    import sys
 
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print(f"usage: python -m {__name__} API_PASTE_INI", file=sys.stderr)
-        return 2
-    with open(args[0]) as f:
-        text = f.read()
-    new = add_to_paste_config(text)
-    if new != text:
-        with open(args[0], "w") as f:
-            f.write(new)
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite the Nova paste file named on the command line."""
+    from barbican_tee.api import paste
+
+    return paste.rewrite_file(argv, __name__, add_to_paste_config)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,34 @@ def _headers(project: str, roles: str = "admin,member,reader"
             "X-Roles": roles, "Content-Type": "application/json"}
 
 
+def owner_secret(url: str, project: str,
+                 policy: dict[str, Any]) -> tuple[str, bytes]:
+    """The owner's side: a sealed key of ``project``, bound to ``policy``."""
+    stores = requests.get(f"{url}/v1/secret-stores", timeout=30,
+                          headers=_headers(project)).json()
+    sealed = [s for s in stores["secret_stores"]
+              if "tee" in s["name"].lower()][0]
+    requests.post(sealed["secret_store_ref"] + "/preferred",
+                  headers=_headers(project), timeout=30).raise_for_status()
+    key = os.urandom(32)
+    resp = requests.post(f"{url}/v1/secrets", headers=_headers(project),
+                         timeout=30, json={
+                             "payload": base64.b64encode(key).decode(),
+                             "payload_content_type":
+                                 "application/octet-stream",
+                             "payload_content_encoding": "base64"})
+    resp.raise_for_status()
+    secret_id = resp.json()["secret_ref"].rsplit("/", 1)[1]
+    created = requests.post(f"{url}/v1/tee/policies", timeout=30,
+                            headers=_headers(project), json=policy)
+    created.raise_for_status()
+    requests.put(f"{url}/v1/tee/secrets/{secret_id}/policy",
+                 headers=_headers(project), timeout=30,
+                 json={"policy_id": created.json()["id"]}
+                 ).raise_for_status()
+    return secret_id, key
+
+
 class AttestedLaunchTest(base.TEEServersTestBase):
 
     @classmethod
@@ -62,38 +90,12 @@ class AttestedLaunchTest(base.TEEServersTestBase):
                    barbican_noauth_project="nova-service", group="tee")
         # The secret's owner is the project the servers are booted in.
         self.owner = self.api.project_id
-        url = self.barbican.url
-        stores = requests.get(f"{url}/v1/secret-stores", timeout=30,
-                              headers=_headers(self.owner)).json()
-        sealed = [s for s in stores["secret_stores"]
-                  if "tee" in s["name"].lower()][0]
-        requests.post(sealed["secret_store_ref"] + "/preferred",
-                      headers=_headers(self.owner), timeout=30
-                      ).raise_for_status()
         self.secret_id, self.key = self._sealed_secret()
 
     def _sealed_secret(self) -> tuple[str, bytes]:
-        url = self.barbican.url
-        key = os.urandom(32)
-        resp = requests.post(f"{url}/v1/secrets", headers=_headers(self.owner),
-                             timeout=30, json={
-                                 "payload": base64.b64encode(key).decode(),
-                                 "payload_content_type":
-                                     "application/octet-stream",
-                                 "payload_content_encoding": "base64"})
-        resp.raise_for_status()
-        secret_id = resp.json()["secret_ref"].rsplit("/", 1)[1]
         digest = hashlib.sha256(sev_model.DEFAULT_FIRMWARE).hexdigest()
-        policy = requests.post(f"{url}/v1/tee/policies", timeout=30,
-                               headers=_headers(self.owner),
-                               json={"tee": "amd-sev",
-                                     "measurements": [digest]})
-        policy.raise_for_status()
-        requests.put(f"{url}/v1/tee/secrets/{secret_id}/policy",
-                     headers=_headers(self.owner), timeout=30,
-                     json={"policy_id": policy.json()["id"]}
-                     ).raise_for_status()
-        return secret_id, key
+        return owner_secret(self.barbican.url, self.owner,
+                            {"tee": "amd-sev", "measurements": [digest]})
 
     def _start(self, hostname: str, firmware: bytes | None = None) -> None:
         with mock_caps():
@@ -197,34 +199,9 @@ class SNPReleaseLifecycleTest(base.TEEServersTestBase):
         super().setUp()
         self.flags(barbican_url=self.barbican.url,
                    barbican_noauth_project="nova-service", group="tee")
-        self.project = self.api.project_id
-        url = self.barbican.url
-        stores = requests.get(f"{url}/v1/secret-stores", timeout=30,
-                              headers=_headers(self.project)).json()
-        sealed = [s for s in stores["secret_stores"]
-                  if "tee" in s["name"].lower()][0]
-        requests.post(sealed["secret_store_ref"] + "/preferred",
-                      headers=_headers(self.project), timeout=30
-                      ).raise_for_status()
-        self.key = os.urandom(32)
-        resp = requests.post(f"{url}/v1/secrets", timeout=30,
-                             headers=_headers(self.project), json={
-                                 "payload": base64.b64encode(
-                                     self.key).decode(),
-                                 "payload_content_type":
-                                     "application/octet-stream",
-                                 "payload_content_encoding": "base64"})
-        resp.raise_for_status()
-        self.secret_id = resp.json()["secret_ref"].rsplit("/", 1)[1]
-        policy = requests.post(f"{url}/v1/tee/policies", timeout=30,
-                               headers=_headers(self.project), json={
-                                   "tee": "amd-sev-snp",
-                                   "measurements": [self.MEASUREMENT.hex()]})
-        policy.raise_for_status()
-        requests.put(f"{url}/v1/tee/secrets/{self.secret_id}/policy",
-                     headers=_headers(self.project), timeout=30,
-                     json={"policy_id": policy.json()["id"]}
-                     ).raise_for_status()
+        self.secret_id, self.key = owner_secret(
+            self.barbican.url, self.api.project_id,
+            {"tee": "amd-sev-snp", "measurements": [self.MEASUREMENT.hex()]})
         self.start_tee_compute("snphost", self.snp)
 
     def _boot(self, metadata: dict[str, str],
