@@ -11,6 +11,7 @@ from typing import Any
 import uuid
 
 from nova.tests.fixtures import libvirt as fakelibvirt
+from nova.tests.functional.api import client
 from oslo_utils.fixture import uuidsentinel as uuids
 import requests
 
@@ -142,6 +143,31 @@ class AttestedLaunchTest(base.TEEServersTestBase):
                          again.tee_events[-3:])
         self.assertEqual(self.key, again.tee_injected[LUKS_KEY_GUID])
 
+    def _attested_again(self, server: dict[str, Any], what: str) -> None:
+        doms = self.model.started[server["id"]]
+        latest = doms[-1]
+        self.assertEqual(["started-paused", "secret-injected", "resumed"],
+                         latest.tee_events[-3:], what)
+        self.assertEqual(self.key, latest.tee_injected[LUKS_KEY_GUID], what)
+
+    def test_every_path_that_recreates_the_domain_attests_again(
+            self) -> None:
+        self._start("good")
+        server = self._boot()
+        with mock_caps():
+            self._stop_server(server)
+            self._start_server(server)
+            self._wait_for_state_change(server, "ACTIVE")
+            self._attested_again(server, "power on")
+            starts = len(self.model.started[server["id"]])
+            self._rebuild_server(server, uuids.tee_sev_image)
+            self.assertGreater(len(self.model.started[server["id"]]),
+                               starts)
+            self._attested_again(server, "rebuild")
+        # Rescue cannot run in this harness (it mocks the file writes that
+        # save unrescue.xml); the saved-XML path is covered by
+        # tests/unit/nova_tee/virt/test_launch_xml.py SessionReplaceTest.
+
     def test_altered_firmware_fails_and_nothing_is_injected(self) -> None:
         self._start("tampered", firmware=b"a patched OVMF" * 512)
         server = self._boot(host="tampered", expected="ERROR")
@@ -259,6 +285,33 @@ class SNPReleaseLifecycleTest(base.TEEServersTestBase):
         thief = self._boot({"tee_secret": self.secret_id}, "ERROR")
         self.assertIn("secret_bound_to_other_instance",
                       thief["fault"]["message"])
+        # Another project's guest, booted from the same image.
+        other_project = client.TestOpenStackClient(
+            "other", self.api_fixture.base_url,
+            project_id="0ther0ther0ther0ther0ther0ther00",
+            roles=["reader", "member"])
+        other_project.microversion = "latest"
+        flavor = self.tee_flavor("amd-sev-snp")
+        body = self._build_server(image_uuid=uuids.tee_snp_image,
+                                  flavor_id=flavor, networks="none")
+        body["metadata"] = {"tee_secret": self.secret_id}
+        from unittest import mock
+
+        with mock.patch.object(
+                fakelibvirt.virConnect, "_domain_capability_features",
+                new=fakelibvirt.virConnect.
+                _domain_capability_features_with_launch_security_SEV_SNP):
+            posted = other_project.post_server({"server": body})
+            api, self.api = self.api, self.admin_api  # sees every project
+            try:
+                foreign = self._wait_for_state_change(posted, "ERROR")
+            finally:
+                self.api = api
+        self.assertIn("instance_project_mismatch",
+                      foreign["fault"]["message"])
+        resp = self._release(foreign["id"])
+        self.assertEqual(403, resp.status_code)
+        self.assertEqual("instance_mismatch", resp.json()["error"]["code"])
         # Deleted: released to no one, the old instance's hostData either.
         self._delete_server(server)
         resp = self._release(server["id"])
