@@ -50,7 +50,14 @@ class TEEFilter(filters.BaseHostFilter):
         need = last[1]
         if need is None:
             return last[2] is None
-        reason = self._refusal(tee_request.offer(host_state), need)
+        # The parsed offer cached on the HostState (see request.offer),
+        # looked up inline: this runs once per host per request.
+        cached = host_state.__dict__.get("_tee_offer")
+        if cached is not None and cached[0] is host_state.stats:
+            offer = cached[1]
+        else:
+            offer = tee_request.offer(host_state)
+        reason = self._refusal(offer, need)
         if reason is None:
             return True
         if last[3]:
