@@ -786,9 +786,14 @@ class TEEAPIFilter:
                  payload["evidence_sha256"], payload.get("client"))
         if self.notifier is None:
             return
+        # oslo.messaging masks any key that looks like "secret": name the
+        # secret as a resource so operators see which one it was.
+        notice = {k: v for k, v in payload.items() if k != "secret_id"}
+        notice.update(resource_type="secret",
+                      resource_id=payload["secret_id"])
         try:
             notify = self.notifier.info if granted else self.notifier.warn
-            notify({}, event, payload)
+            notify({}, event, notice)
         except Exception:  # noqa: BLE001 - the log line above stands
             LOG.exception("openstack-tee: audit notification failed")
 

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from typing import Any
+import uuid
 
 from jwcrypto import jwk
 import requests
@@ -59,8 +60,11 @@ class _ServerTestBase(base.TestCase):
             with open(path, "wb") as f:
                 f.write(data)
         cls.server = fixture.BarbicanServer(
-            workers=2, trust_root=root, extra_conf={"tee_attestation": {
-                "extra_sev_trust_roots": f"{ark}:{ask}"}})
+            workers=2, trust_root=root, extra_conf={
+                "tee_attestation": {
+                    "extra_sev_trust_roots": f"{ark}:{ask}"},
+                # Audit notifications through oslo.messaging's log driver.
+                "oslo_messaging_notifications": {"driver": "log"}})
         cls.server.setUp()
         cls.url = cls.server.url
         cls.db = os.path.join(cls.server.data_dir, "barbican.sqlite")
@@ -156,6 +160,9 @@ class _ServerTestBase(base.TestCase):
         self.assertEqual(403, resp.status_code, resp.text)
         self.assertEqual(code, resp.json()["error"]["code"], resp.text)
         self.assertNotIn("jwe", resp.json())
+        # Every refusal leaves an audit record with its code.
+        self.assertIn(f"tee.release.denied secret={secret_id} codes={code}",
+                      self._log())
 
     def _log(self) -> str:
         with open(self.server.log_path, errors="replace") as f:
@@ -172,6 +179,10 @@ class ReleaseTest(_ServerTestBase):
         self.assertEqual(key, guest.decrypt(resp.json()["jwe"], guest_key))
         log = self._log()
         self.assertIn(f"tee.release.granted secret={secret_id}", log)
+        notices = [line for line in log.splitlines()
+                   if '"event_type": "tee.release.granted"' in line
+                   and secret_id in line]
+        self.assertTrue(notices, "no oslo.messaging notification")
         self.assertNotIn(key.hex(), log)
         self.assertNotIn(base64.b64encode(key).decode(), log)
 
@@ -484,6 +495,44 @@ class SEVPreAttestationTest(_ServerTestBase):
             f"{self.url}/v1/tee/instances/{self.INSTANCE}", timeout=30,
             headers=self._headers("nova-service-project", "service"))
         self._refused("instance_deleted", secret_id, host_data=mine)
+
+
+class ServeCommandTest(base.TestCase):
+
+    def test_serve_runs_the_suite_until_sigterm(self) -> None:
+        import signal
+
+        data = tempfile.mkdtemp()
+        port = server.free_port()
+        cmd = os.path.join(os.path.dirname(sys.executable), "openstack-tee")
+        proc = subprocess.Popen(
+            [cmd, "serve", "--port", str(port), "--data-dir", data,
+             "--workers", "2"], stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True)
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        url = f"http://127.0.0.1:{port}"
+        # serve prints its URL and the headers to use once every worker
+        # is up; read until then (readline returns "" if it exits).
+        seen = []
+        for line in iter(proc.stdout.readline, ""):  # type: ignore[union-attr]
+            seen.append(line)
+            if url in line:
+                break
+        else:
+            self.fail(f"openstack-tee serve exited: {''.join(seen)}")
+        resp = requests.get(f"{url}/v1/tee/policies", timeout=5,
+                            headers={"X-Project-Id": "p",
+                                     "X-Roles": "member"})
+        self.assertEqual(200, resp.status_code, resp.text)
+        challenge = requests.post(f"{url}/v1/tee/challenge", timeout=5,
+                                  json={"secret_id": str(uuid.uuid4())})
+        self.assertEqual(201, challenge.status_code)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        self.assertEqual(0, proc.returncode, out)
+        self.assertIn("listening on", "".join(seen))
+        self.assertRaises(requests.ConnectionError, requests.get,
+                          f"{url}/v1/tee/policies", timeout=5)
 
 
 class ServerCheckTest(base.TestCase):
