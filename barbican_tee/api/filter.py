@@ -710,7 +710,7 @@ class TEEAPIFilter:
             if fmt == "amd-sev-snp-report":
                 return self._verify_snp(evidence, policy, instance_uuid)
             if fmt == "intel-tdx-quote":
-                return self._verify_tdx(evidence, policy)
+                return self._verify_tdx(evidence, policy, instance_uuid)
         except errors.InvalidInput as exc:
             raise APIError(403, exc.code, exc.message) from None
         except errors.VerificationFailed as exc:
@@ -757,7 +757,8 @@ class TEEAPIFilter:
         return verified.report.report_data
 
     def _verify_tdx(self, evidence: dict[str, Any],
-                    policy: policy_mod.Policy) -> bytes:
+                    policy: policy_mod.Policy,
+                    instance_uuid: str | None = None) -> bytes:
         try:
             quote = base64.b64decode(str(evidence.get("quote", "")),
                                      validate=True)
@@ -771,6 +772,14 @@ class TEEAPIFilter:
                            "(QuoteCollateralV3) in evidence.collateral")
         claims = tdx.verify_quote(quote, collateral,
                                   datetime.datetime.now(datetime.UTC))
+        if instance_uuid is not None:
+            # Nova launched the bound instance with this MRCONFIGID.
+            expected = hashlib.sha384(b"openstack-tee:v1:"
+                                      + instance_uuid.encode()).digest()
+            if not hmac.compare_digest(claims.mr_config_id, expected):
+                raise APIError(403, "instance_mismatch",
+                               "the TD is not the instance the secret is "
+                               "bound to (MRCONFIGID)")
         result = policy_mod.evaluate_tdx(policy, claims)
         if not result.ok:
             raise APIError(403, result.failures[0].code,

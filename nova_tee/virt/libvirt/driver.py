@@ -60,6 +60,12 @@ def host_data(instance_uuid: str) -> bytes:
                           + instance_uuid.encode("ascii")).digest()
 
 
+def tdx_config_id(instance_uuid: str) -> bytes:
+    """TDX MRCONFIGID binding: SHA-384("openstack-tee:v1:" + uuid)."""
+    return hashlib.sha384(HOST_DATA_PREFIX
+                          + instance_uuid.encode("ascii")).digest()
+
+
 def _fault(reason: str) -> exception.InvalidInput:
     # InvalidInput aborts the build without rescheduling and becomes the
     # instance fault, which is where the user looks.
@@ -331,9 +337,12 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
                 kernel_hashes=kernel_hashes)
         elif model == fields.MemEncryptionModel.INTEL_TDX:
             super()._guest_configure_mem_encryption(instance, guest, model)
+            owner = tdx_measurements_from_metadata(metadata)
+            # MRCONFIGID binds the TD to this instance, as hostData does
+            # for SNP, unless the owner supplies their own.
+            owner.setdefault("mr_config_id", tdx_config_id(instance.uuid))
             guest.launch_security = tee_config.TDXLaunchSecurity(
-                debug=bool(request and request.tdx_debug),
-                **tdx_measurements_from_metadata(metadata))
+                debug=bool(request and request.tdx_debug), **owner)
         else:
             super()._guest_configure_mem_encryption(instance, guest, model)
 

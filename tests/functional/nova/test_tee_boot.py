@@ -268,5 +268,8 @@ class TDXBootTest(base.TEEServersTestBase):
         xml = self.domain_xml(server)
         self.assertIn('<launchSecurity type="tdx">', xml)
         self.assertIn(f"<mrOwner>{owner}</mrOwner>", xml)
+        binding = base64.b64encode(
+            tee_driver.tdx_config_id(server["id"])).decode()
+        self.assertIn(f"<mrConfigId>{binding}</mrConfigId>", xml)
         self.assertIn("<policy>0x10000000</policy>", xml)
         libvirt_schema.validate_domain(xml)
