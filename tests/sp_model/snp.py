@@ -183,13 +183,14 @@ class SecureProcessor:
                author_key_digest: bytes = b"\x00" * 48,
                author_key_en: bool = False,
                reported_tcb: snp.TcbVersion | None = None,
-               key: ec.EllipticCurvePrivateKey | None = None) -> bytes:
+               key: ec.EllipticCurvePrivateKey | None = None,
+               cpuid: tuple[int, int] | None = None) -> bytes:
         """A signed report, as SNP_GUEST_REQUEST(MSG_REPORT_REQ) returns."""
         tcb_raw = _tcb_raw(reported_tcb or self.tcb, self.product)
         signing_key = 0 if signer == "vcek" else 1
         signer_info = int(author_key_en) | signing_key << 2
-        fam, mod = {"Milan": (0x19, 0x01), "Genoa": (0x19, 0x11),
-                    "Turin": (0x1A, 0x02)}[self.product]
+        fam, mod = cpuid or {"Milan": (0x19, 0x01), "Genoa": (0x19, 0x11),
+                             "Turin": (0x1A, 0x02)}[self.product]
         body = struct.pack(
             "<IIQ16s16sIIQQII64s48s32s48s48s32s32sQBBB21s64sQBBBxBBBxQQQ"
             "152x",

@@ -313,15 +313,14 @@ class ModelReportsTest(base.TestCase):
         self.assertEqual(snp.TcbVersion(1, 2, 3, 4, 5), got.reported_tcb)
 
     def test_product_mismatch_between_cpuid_and_key(self) -> None:
-        genoa = sp_model.SecureProcessor("Genoa", label="genoa")
-        verifier = snp.SnpVerifier(extra_roots=[self.sp.roots(),
-                                                genoa.roots()])
-        # A Genoa CPUID in a report signed by a Milan VCEK.
-        report = bytearray(genoa.report(key=self.sp.vcek_key,
-                                        version=3))
-        report[0x1A0:0x1E0] = self.sp.chip_id
-        with self.assertRaises(errors.AttestationError):
-            verifier.verify(bytes(report), self.sp.vcek_der)
+        # A report that names a Genoa CPU, correctly signed by a Milan VCEK.
+        report = self.sp.report(version=3, cpuid=(0x19, 0x11))
+        with self.assertRaises(errors.VerificationFailed) as ctx:
+            self.verifier.verify(report, self.sp.vcek_der)
+        self.assertEqual("snp_product_mismatch", ctx.exception.code)
+        # The same with Milan's CPUID verifies.
+        self.verifier.verify(self.sp.report(version=3, cpuid=(0x19, 0x01)),
+                             self.sp.vcek_der)
 
     def test_crl_revokes_ask(self) -> None:
         from cryptography.hazmat.primitives.asymmetric import padding
