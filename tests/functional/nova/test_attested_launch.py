@@ -317,3 +317,28 @@ class SNPReleaseLifecycleTest(base.TEEServersTestBase):
         resp = self._release(server["id"])
         self.assertEqual(403, resp.status_code)
         self.assertEqual("instance_deleted", resp.json()["error"]["code"])
+
+
+class LifecycleTest(AttestedLaunchTest):
+    """Suspend and live migration stay refused, as upstream decided."""
+
+    def test_suspend_and_live_migration_are_refused(self) -> None:
+        self._start("src")
+        self._start("dst")
+        server = self._boot(host="src")
+        for action in ({"suspend": {}},
+                       {"os-migrateLive": {"host": "dst",
+                                           "block_migration": "auto"}}):
+            with self.subTest(action=next(iter(action))):
+                exc = self.assertRaises(
+                    client.OpenStackApiException,
+                    self.admin_api.post_server_action, server["id"], action)
+                self.assertEqual(400, exc.response.status_code)
+                self.assertIn("not supported for mem encryption",
+                              exc.response.text)
+
+    # The parent's tests run in AttestedLaunchTest already.
+    test_boot_injects_the_secret_before_the_guest_runs = None
+    test_every_path_that_recreates_the_domain_attests_again = None
+    test_altered_firmware_fails_and_nothing_is_injected = None
+    test_missing_secret_metadata_is_a_clear_fault = None
