@@ -1,0 +1,1 @@
+"""Commands of nova_tee."""
