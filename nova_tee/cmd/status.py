@@ -175,6 +175,9 @@ def _domcaps_from_libvirt(uri: str) -> bytes | None:
         import libvirt
     except ImportError:
         return None
+    # libvirt prints its errors to stderr by default; the report says
+    # what is missing instead.
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     try:
         conn = libvirt.openReadOnly(uri)
     except libvirt.libvirtError:
