@@ -135,6 +135,16 @@ class TcbVersion:
                        microcode=b[7])
         return cls(bootloader=b[0], tee=b[1], snp=b[6], microcode=b[7])
 
+    def encode(self, product: Product | None) -> int:
+        """The 64-bit TCB_VERSION value; the inverse of :meth:`decode`."""
+        if product is Product.TURIN:
+            b = bytes([self.fmc or 0, self.bootloader, self.tee, self.snp,
+                       0, 0, 0, self.microcode])
+        else:
+            b = bytes([self.bootloader, self.tee, 0, 0, 0, 0, self.snp,
+                       self.microcode])
+        return int.from_bytes(b, "little")
+
     def as_dict(self) -> dict[str, int]:
         out = {"bootloader": self.bootloader, "tee": self.tee,
                "snp": self.snp, "microcode": self.microcode}
@@ -312,13 +322,7 @@ def _tcb_from_json(doc: Any, product: Product | None) -> int:
     tcb = TcbVersion(bootloader=int(doc["bootloader"]), tee=int(doc["tee"]),
                      snp=int(doc["snp"]), microcode=int(doc["microcode"]),
                      fmc=None if doc.get("fmc") is None else int(doc["fmc"]))
-    if product is Product.TURIN:
-        b = bytes([tcb.fmc or 0, tcb.bootloader, tcb.tee, tcb.snp, 0, 0, 0,
-                   tcb.microcode])
-    else:
-        b = bytes([tcb.bootloader, tcb.tee, 0, 0, 0, 0, tcb.snp,
-                   tcb.microcode])
-    return int.from_bytes(b, "little")
+    return tcb.encode(product)
 
 
 def report_from_json(doc: Any) -> AttestationReport:

@@ -212,6 +212,9 @@ class SecureProcessor:
 
 
 def _tcb_raw(tcb: snp.TcbVersion, product: str) -> int:
+    # Written out here, not TcbVersion.encode: the model stays an
+    # independent reading of the ABI's layout, so a layout bug in the
+    # library cannot agree with itself.
     if product == "Turin":
         b = bytes([tcb.fmc or 0, tcb.bootloader, tcb.tee, tcb.snp, 0, 0, 0,
                    tcb.microcode])
