@@ -440,3 +440,21 @@ class FromConfTest(base.TestCase):
             snp.SnpVerifier.from_conf(conf).verify(snp.load_report(raw),
                                                    cert)
         self.assertEqual("snp_untrusted_root", ctx.exception.code)
+
+
+class TcbLayoutTest(base.TestCase):
+
+    def test_encode_inverts_decode_per_product(self) -> None:
+        tcb = snp.TcbVersion(bootloader=1, tee=2, snp=3, microcode=4)
+        turin = snp.TcbVersion(bootloader=1, tee=2, snp=3, microcode=4,
+                               fmc=5)
+        for product, value in ((snp_certs.Product.MILAN, tcb),
+                               (snp_certs.Product.GENOA, tcb),
+                               (snp_certs.Product.TURIN, turin)):
+            with self.subTest(product=product):
+                raw = value.encode(product)
+                self.assertEqual(value, snp.TcbVersion.decode(raw, product))
+        # Milan/Genoa put SNP in byte 6, Turin in byte 3 (ABI table).
+        self.assertEqual(3, tcb.encode(snp_certs.Product.MILAN) >> 48 & 0xFF)
+        self.assertEqual(3, turin.encode(snp_certs.Product.TURIN) >> 24
+                         & 0xFF)
