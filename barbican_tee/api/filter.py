@@ -437,7 +437,7 @@ class TEEAPIFilter:
                            "new one")
         if code is not None:
             raise APIError(403, code, "unknown or already used nonce")
-        policy = self._bound_policy(secret_id)
+        policy, policy_id = self._bound_policy_row(secret_id)
         bound = self._instance_check(secret_id)
         report_data = self._verify(evidence, policy,
                                    bound["instance_uuid"] if bound else None)
@@ -458,8 +458,7 @@ class TEEAPIFilter:
         token = jwe.JWE(plaintext, recipient=public, protected={
             "alg": "ECDH-ES+A256KW", "enc": "A256GCM",
             "kid": public.thumbprint()})
-        binding = self.store.get_binding(secret_id) or {}
-        return token.serialize(compact=True), str(binding.get("policy_id"))
+        return token.serialize(compact=True), policy_id
 
     def bind_instance(self, environ: dict[str, Any], instance: str,
                       id: str) -> tuple[int, Any]:  # noqa: A002
@@ -665,6 +664,11 @@ class TEEAPIFilter:
                 "secret": packet.payload_b64}
 
     def _bound_policy(self, secret_id: str) -> policy_mod.Policy:
+        return self._bound_policy_row(secret_id)[0]
+
+    def _bound_policy_row(self, secret_id: str
+                          ) -> tuple[policy_mod.Policy, str]:
+        """The secret's verified policy and its id."""
         binding = self.store.get_binding(secret_id)
         if binding is None:
             raise APIError(403, "secret_no_policy",
@@ -683,7 +687,8 @@ class TEEAPIFilter:
             raise APIError(403, "policy_tampered",
                            "the attestation policy does not authenticate")
         try:
-            return policy_mod.Policy.from_dict(json.loads(row["document"]))
+            return (policy_mod.Policy.from_dict(json.loads(row["document"])),
+                    str(row["id"]))
         except errors.InvalidInput:
             raise APIError(403, "policy_tampered",
                            "the stored policy is not valid") from None
