@@ -10,8 +10,10 @@ import tempfile
 from typing import Any
 import uuid
 
+import fixtures
 from nova.tests.fixtures import libvirt as fakelibvirt
 from nova.tests.functional.api import client
+from oslo_config import cfg
 from oslo_utils.fixture import uuidsentinel as uuids
 import requests
 
@@ -164,9 +166,104 @@ class AttestedLaunchTest(base.TEEServersTestBase):
             self.assertGreater(len(self.model.started[server["id"]]),
                                starts)
             self._attested_again(server, "rebuild")
-        # Rescue cannot run in this harness (it mocks the file writes that
-        # save unrescue.xml); the saved-XML path is covered by
-        # tests/unit/nova_tee/virt/test_launch_xml.py SessionReplaceTest.
+
+    def _move_ready(self) -> None:
+        # As Nova's own libvirt functional tests do: the disk copy of a
+        # cold move is not run, everything else (claims on the target,
+        # _get_guest_xml, _create_guest, confirm/revert) is.
+        self.useFixture(fixtures.MockPatch(
+            "nova.virt.libvirt.driver.LibvirtDriver."
+            "migrate_disk_and_power_off", return_value="{}"))
+
+    def test_cold_migration_and_resize_attest_on_the_target(self) -> None:
+        self._start("src")
+        self._start("dst")
+        self._move_ready()
+        server = self._boot(host="src")
+        with mock_caps():
+            server = self._migrate_server(server, api=self.admin_api)
+            self.assertEqual("dst", server["OS-EXT-SRV-ATTR:host"])
+            self._attested_again(server, "cold migration")
+            self.assertEqual("dst", self._domain(server).
+                             _connection.hostname)
+            server = self._confirm_resize(server)
+            bigger = self._create_flavor(
+                memory_mb=4096, extra_spec={
+                    "hw:mem_encryption": "true",
+                    "hw:mem_encryption_model": "amd-sev",
+                    "tee:attestation": "required"})
+            starts = len(self.model.started[server["id"]])
+            server = self._resize_server(server, bigger)
+            self.assertGreater(len(self.model.started[server["id"]]),
+                               starts)
+            self._attested_again(server, "resize")
+            # Revert recreates the domain on the source: attested there too.
+            starts = len(self.model.started[server["id"]])
+            server = self._revert_resize(server)
+            self.assertGreater(len(self.model.started[server["id"]]),
+                               starts)
+            self._attested_again(server, "resize revert")
+
+    def test_cold_migration_to_a_tampered_host_fails(self) -> None:
+        self._start("src")
+        self._start("tampered", firmware=b"a patched OVMF" * 512)
+        self._move_ready()
+        server = self._boot(host="src")
+        with mock_caps():
+            # Nova's harness turns RPC casts into calls (CAST_AS_CALL), so
+            # the target's failure comes back through the API as a 500; a
+            # real nova-api has answered 202 long before.
+            exc = self.assertRaises(
+                client.OpenStackApiException,
+                self.admin_api.post_server_action, server["id"],
+                {"migrate": None})
+            self.assertEqual(500, exc.response.status_code)
+            server = self._wait_for_state_change(server, "ERROR")
+        self.assertIn("sev_measurement_mismatch",
+                      server["fault"]["message"])
+        latest = self.model.started[server["id"]][-1]
+        self.assertNotIn("secret-injected", latest.tee_events)
+        self.assertNotIn("resumed", latest.tee_events)
+
+    def test_evacuate_attests_on_the_new_host(self) -> None:
+        self._start("src")
+        server = self._boot(host="src")
+        service = self.admin_api.get_services(
+            host="src", binary="nova-compute")[0]["id"]
+        self.computes["src"].stop()
+        self.admin_api.put_service(service, {"forced_down": "true"})
+        self._start("dst")
+        with mock_caps():
+            server = self._evacuate_server(server, expected_host="dst",
+                                           expected_state="ACTIVE")
+        self._attested_again(server, "evacuate")
+        self.assertEqual("dst", self._domain(server)._connection.hostname)
+
+    def test_rescue_and_unrescue_attest_again(self) -> None:
+        # As Nova's own rescue tests do: the instance directory (where
+        # unrescue.xml is saved) is the instances_path, and utime on the
+        # rescue image's base file is not touched.
+        self.useFixture(fixtures.MockPatch(
+            "nova.virt.libvirt.imagebackend._update_utime_ignore_eacces"))
+        self.useFixture(fixtures.MonkeyPatch(
+            "nova.virt.libvirt.utils.get_instance_path",
+            lambda *a, **k: cfg.CONF.instances_path))
+        self._start("good")
+        server = self._boot()
+        with mock_caps():
+            starts = len(self.model.started[server["id"]])
+            self.api.post_server_action(server["id"], {"rescue": {
+                "rescue_image_ref": uuids.tee_sev_image}})
+            server = self._wait_for_state_change(server, "RESCUE")
+            self.assertGreater(len(self.model.started[server["id"]]),
+                               starts)
+            self._attested_again(server, "rescue")
+            starts = len(self.model.started[server["id"]])
+            self.api.post_server_action(server["id"], {"unrescue": None})
+            server = self._wait_for_state_change(server, "ACTIVE")
+            self.assertGreater(len(self.model.started[server["id"]]),
+                               starts)
+            self._attested_again(server, "unrescue")
 
     def test_altered_firmware_fails_and_nothing_is_injected(self) -> None:
         self._start("tampered", firmware=b"a patched OVMF" * 512)
@@ -342,3 +439,7 @@ class LifecycleTest(AttestedLaunchTest):
     test_every_path_that_recreates_the_domain_attests_again = None
     test_altered_firmware_fails_and_nothing_is_injected = None
     test_missing_secret_metadata_is_a_clear_fault = None
+    test_cold_migration_and_resize_attest_on_the_target = None
+    test_cold_migration_to_a_tampered_host_fails = None
+    test_evacuate_attests_on_the_new_host = None
+    test_rescue_and_unrescue_attest_again = None
