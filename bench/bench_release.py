@@ -27,8 +27,8 @@ import requests  # noqa: E402
 
 from barbican_tee.client import guest  # noqa: E402
 from bench import common  # noqa: E402
+from openstack_tee_demo.sp_model import snp as sp_model  # noqa: E402
 from tests.functional.barbican import fixture  # noqa: E402
-from tests.sp_model import snp as sp_model  # noqa: E402
 
 MEASUREMENT = hashlib.sha384(b"bench guest").digest()
 

@@ -274,7 +274,30 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_measure)
     rewrap.add_parser(sub)
     serve.add_parser(sub)
+    d = sub.add_parser(
+        "demo", help="the end-to-end demonstration (a real barbican-api, "
+                     "Nova in-process, the software secure processor)")
+    d.add_argument("--workers", type=int, default=2, metavar="W",
+                   help="barbican-api gunicorn workers (default 2)")
+    d.set_defaults(func=cmd_demo)
     return parser
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``openstack-tee demo``: needs Nova's test harness and the model."""
+    if args.workers < 1:
+        print("openstack-tee demo: --workers must be at least 1",
+              file=sys.stderr)
+        return EXIT_UNUSABLE
+    try:
+        from openstack_tee_demo import demo
+    except ImportError as exc:
+        print("openstack-tee demo: the demonstration needs nova==34.0.0 "
+              "with its test harness, openstack-placement and "
+              f"wsgi-intercept ({exc})", file=sys.stderr)
+        return EXIT_UNUSABLE
+    status: int = demo.run(workers=args.workers)
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,11 +30,11 @@ from barbican_tee.client import guest
 from barbican_tee.client import rest
 from barbican_tee.cmd import tee_guest
 from barbican_tee import server
+from openstack_tee_demo.sp_model import configfs
+from openstack_tee_demo.sp_model import sev as sp_sev
+from openstack_tee_demo.sp_model import snp as sp_model
 from tests import base
 from tests.functional.barbican import fixture
-from tests.sp_model import configfs
-from tests.sp_model import sev as sp_sev
-from tests.sp_model import snp as sp_model
 
 MEASUREMENT = hashlib.sha384(b"openstack-tee test guest").digest()
 OWNER = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"

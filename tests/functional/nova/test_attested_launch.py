@@ -3,62 +3,24 @@ software secure processor behind Nova's libvirt fixture."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 import tempfile
 from typing import Any
-import uuid
 
 import fixtures
-from nova.tests.fixtures import libvirt as fakelibvirt
 from nova.tests.functional.api import client
 from oslo_config import cfg
 from oslo_utils.fixture import uuidsentinel as uuids
 import requests
 
+from openstack_tee_demo import flows
+from openstack_tee_demo import nova_harness as base
+from openstack_tee_demo import sev_model
+from openstack_tee_demo.sp_model import sev as sp_sev
 from tests.functional.barbican import fixture as barbican_fixture
-from tests.functional.nova import base
-from tests.functional.nova import sev_model
-from tests.sp_model import sev as sp_sev
 
-SEV_CAPS = (fakelibvirt.virConnect.
-            _domain_capability_features_with_launch_security_SEV)
-LUKS_KEY_GUID = uuid.UUID("736869e5-84f0-4973-92ec-06879ce3da0b")
-
-
-def _headers(project: str, roles: str = "admin,member,reader"
-             ) -> dict[str, str]:
-    return {"X-Project-Id": project, "X-User-Id": "owner",
-            "X-Roles": roles, "Content-Type": "application/json"}
-
-
-def owner_secret(url: str, project: str,
-                 policy: dict[str, Any]) -> tuple[str, bytes]:
-    """The owner's side: a sealed key of ``project``, bound to ``policy``."""
-    stores = requests.get(f"{url}/v1/secret-stores", timeout=30,
-                          headers=_headers(project)).json()
-    sealed = [s for s in stores["secret_stores"]
-              if "tee" in s["name"].lower()][0]
-    requests.post(sealed["secret_store_ref"] + "/preferred",
-                  headers=_headers(project), timeout=30).raise_for_status()
-    key = os.urandom(32)
-    resp = requests.post(f"{url}/v1/secrets", headers=_headers(project),
-                         timeout=30, json={
-                             "payload": base64.b64encode(key).decode(),
-                             "payload_content_type":
-                                 "application/octet-stream",
-                             "payload_content_encoding": "base64"})
-    resp.raise_for_status()
-    secret_id = resp.json()["secret_ref"].rsplit("/", 1)[1]
-    created = requests.post(f"{url}/v1/tee/policies", timeout=30,
-                            headers=_headers(project), json=policy)
-    created.raise_for_status()
-    requests.put(f"{url}/v1/tee/secrets/{secret_id}/policy",
-                 headers=_headers(project), timeout=30,
-                 json={"policy_id": created.json()["id"]}
-                 ).raise_for_status()
-    return secret_id, key
+LUKS_KEY_GUID = sev_model.LUKS_KEY_GUID
 
 
 class AttestedLaunchTest(base.TEEServersTestBase):
@@ -97,18 +59,11 @@ class AttestedLaunchTest(base.TEEServersTestBase):
 
     def _sealed_secret(self) -> tuple[str, bytes]:
         digest = hashlib.sha256(sev_model.DEFAULT_FIRMWARE).hexdigest()
-        return owner_secret(self.barbican.url, self.owner,
+        return flows.owner_secret(self.barbican.url, self.owner,
                             {"tee": "amd-sev", "measurements": [digest]})
 
     def _start(self, hostname: str, firmware: bytes | None = None) -> None:
-        with mock_caps():
-            self.start_compute(
-                hostname=hostname,
-                qemu_version=base.versionutils.convert_version_to_int(
-                    base.nova_host.MIN_QEMU_SEV_ES_VERSION))
-        if firmware is not None:
-            conn = self.computes[hostname].driver._host.get_connection()
-            conn.tee_firmware = firmware
+        self.start_sev_compute(hostname, firmware)
 
     def _boot(self, host: str | None = None,
               expected: str = "ACTIVE") -> dict[str, Any]:
@@ -126,9 +81,7 @@ class AttestedLaunchTest(base.TEEServersTestBase):
                 api.post_server({"server": body}), expected)
 
     def _domain(self, server: dict[str, Any]) -> Any:
-        conn = self.computes[server["OS-EXT-SRV-ATTR:host"]].driver._host.\
-            get_connection()
-        return conn.lookupByUUIDString(server["id"])
+        return self.domain(server)
 
     def test_boot_injects_the_secret_before_the_guest_runs(self) -> None:
         self._start("good")
@@ -289,11 +242,7 @@ class AttestedLaunchTest(base.TEEServersTestBase):
         self.assertIn("attestation_no_secret", server["fault"]["message"])
 
 
-def mock_caps() -> Any:
-    from unittest import mock
-
-    return mock.patch.object(fakelibvirt.virConnect,
-                             "_domain_capability_features", new=SEV_CAPS)
+mock_caps = base.sev_caps
 
 
 class SNPReleaseLifecycleTest(base.TEEServersTestBase):
@@ -322,7 +271,7 @@ class SNPReleaseLifecycleTest(base.TEEServersTestBase):
         super().setUp()
         self.flags(barbican_url=self.barbican.url,
                    barbican_noauth_project="nova-service", group="tee")
-        self.secret_id, self.key = owner_secret(
+        self.secret_id, self.key = flows.owner_secret(
             self.barbican.url, self.api.project_id,
             {"tee": "amd-sev-snp", "measurements": [self.MEASUREMENT.hex()]})
         self.start_tee_compute("snphost", self.snp)
@@ -333,12 +282,7 @@ class SNPReleaseLifecycleTest(base.TEEServersTestBase):
         body = self._build_server(image_uuid=uuids.tee_snp_image,
                                   flavor_id=flavor, networks="none")
         body["metadata"] = metadata
-        from unittest import mock
-
-        with mock.patch.object(
-                fakelibvirt.virConnect, "_domain_capability_features",
-                new=fakelibvirt.virConnect.
-                _domain_capability_features_with_launch_security_SEV_SNP):
+        with base.snp_caps():
             return self._wait_for_state_change(
                 self.api.post_server({"server": body}), expected)
 
@@ -347,28 +291,11 @@ class SNPReleaseLifecycleTest(base.TEEServersTestBase):
 
         The report is made by the software secure processor.
         """
-        from barbican_tee.client import guest
         from nova_tee.virt.libvirt import driver as tee_driver
 
-        url = self.barbican.url
-        nonce = requests.post(f"{url}/v1/tee/challenge", timeout=30,
-                              json={"secret_id": self.secret_id}
-                              ).json()["nonce"]
-        key = guest.make_key()
-        report = self.snp.report(
-            measurement=self.MEASUREMENT,
-            report_data=guest.report_data(nonce, key),
-            host_data=tee_driver.host_data(instance_uuid))
-        vcek = ("-----BEGIN CERTIFICATE-----\n"
-                + base64.encodebytes(self.snp.vcek_der).decode()
-                + "-----END CERTIFICATE-----\n")
-        return requests.post(f"{url}/v1/tee/release", timeout=30, json={
-            "secret_id": self.secret_id, "nonce": nonce,
-            "public_key": guest.public_jwk(key),
-            "evidence": {"format": "amd-sev-snp-report",
-                         "report": base64.b64encode(report).decode(),
-                         "vcek": vcek,
-                         "cert_chain": self.snp.bundle_pem().decode()}})
+        guest = flows.SNPGuest(self.snp, self.MEASUREMENT,
+                               tee_driver.host_data(instance_uuid))
+        return guest.release(self.barbican.url, self.secret_id)[0]
 
     def test_only_the_bound_instance_and_only_while_it_lives(self) -> None:
         server = self._boot({"tee_secret": self.secret_id})
@@ -392,12 +319,7 @@ class SNPReleaseLifecycleTest(base.TEEServersTestBase):
         body = self._build_server(image_uuid=uuids.tee_snp_image,
                                   flavor_id=flavor, networks="none")
         body["metadata"] = {"tee_secret": self.secret_id}
-        from unittest import mock
-
-        with mock.patch.object(
-                fakelibvirt.virConnect, "_domain_capability_features",
-                new=fakelibvirt.virConnect.
-                _domain_capability_features_with_launch_security_SEV_SNP):
+        with base.snp_caps():
             posted = other_project.post_server({"server": body})
             api, self.api = self.api, self.admin_api  # sees every project
             try:

@@ -10,9 +10,9 @@ from nova.tests.functional.api import client
 from oslo_utils.fixture import uuidsentinel as uuids
 
 from nova_tee.virt.libvirt import driver as tee_driver
-from tests.functional.nova import base
+from openstack_tee_demo import nova_harness as base
+from openstack_tee_demo.sp_model import snp as sp_model
 from tests import libvirt_schema
-from tests.sp_model import snp as sp_model
 
 SNP_CAPS = (fakelibvirt.virConnect.
             _domain_capability_features_with_launch_security_SEV_SNP)

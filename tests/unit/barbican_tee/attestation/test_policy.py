@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from barbican_tee.attestation import errors
 from barbican_tee.attestation import policy
 from barbican_tee.attestation import snp
+from openstack_tee_demo.sp_model import snp as sp_model
 from tests import base
-from tests.sp_model import snp as sp_model
 
 MEASUREMENT = bytes(range(48))
 

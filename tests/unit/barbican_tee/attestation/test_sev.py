@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from barbican_tee.attestation import errors
 from barbican_tee.attestation import sev
 from barbican_tee.attestation import sev_certs
+from openstack_tee_demo.sp_model import sev as sp_model
 from tests import base
-from tests.sp_model import sev as sp_model
 
 VECTORS = json.loads(base.read_fixture("virtee-sev",
                                        "sev_legacy_test_vectors.json"))

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from barbican_tee.attestation import errors
 from barbican_tee.attestation import sev_certs
+from openstack_tee_demo.sp_model import sev as sp_model
 from tests import base
-from tests.sp_model import sev as sp_model
 
 NAMES = ("cek", "oca", "pek", "pdh")
 

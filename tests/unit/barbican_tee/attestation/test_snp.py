@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from barbican_tee.attestation import errors
 from barbican_tee.attestation import snp
 from barbican_tee.attestation import snp_certs
+from openstack_tee_demo.sp_model import snp as sp_model
 from tests import base
-from tests.sp_model import snp as sp_model
 
 VLEK_TIME = datetime.datetime(2025, 6, 1, tzinfo=datetime.UTC)
 

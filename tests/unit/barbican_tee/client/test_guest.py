@@ -34,9 +34,9 @@ from barbican_tee.client import guest
 from barbican_tee.client import rest
 from barbican_tee.client import tsm
 from barbican_tee.cmd import tee_guest
+from openstack_tee_demo.sp_model import configfs
+from openstack_tee_demo.sp_model import snp as sp_snp
 from tests import base
-from tests.sp_model import configfs
-from tests.sp_model import snp as sp_snp
 
 TOKEN = "good-token"
 

@@ -10,8 +10,8 @@ import hypothesis
 from hypothesis import strategies as st
 
 from barbican_tee.client import snp_certs
+from openstack_tee_demo.sp_model import snp as sp_snp
 from tests import base
-from tests.sp_model import snp as sp_snp
 
 _DER = serialization.Encoding.DER
 

@@ -9,9 +9,9 @@ import fixtures
 from barbican_tee.attestation import snp
 from barbican_tee.client import snp_certs
 from barbican_tee.client import tsm
+from openstack_tee_demo.sp_model import configfs
+from openstack_tee_demo.sp_model import snp as sp_snp
 from tests import base
-from tests.sp_model import configfs
-from tests.sp_model import snp as sp_snp
 
 
 class TestTSM(base.TestCase):

@@ -4,8 +4,8 @@ Nova's fake libvirt has no node SEV info, no launch measurement and no
 secret injection, and starts domains running even when asked to start
 them paused. This fixture adds those to every fake connection and domain,
 computed by the software model of the AMD secure processor
-(tests/sp_model/sev.py): the launch digest is SHA-256 of the host's
-firmware bytes (``connection.tee_firmware``), the measurement is the
+(openstack_tee_demo/sp_model/sev.py): the launch digest is SHA-256 of
+the host's firmware bytes (``connection.tee_firmware``), the measurement is the
 firmware's HMAC with the TIK unwrapped from the domain's own
 ``<dhCert>``/``<session>``, and an injected packet is checked and
 decrypted as the firmware would.
@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import base64
 from typing import Any
+import uuid
 
 import fixtures
 from lxml import etree
 from nova.tests.fixtures import libvirt as fakelibvirt
 
-from tests.sp_model import sev as sp_sev
+from openstack_tee_demo.sp_model import sev as sp_sev
 
 DEFAULT_FIRMWARE = b"OVMF.fd of the cloud" * 512
+# The GUID under which an SEV guest's firmware finds an injected disk key.
+LUKS_KEY_GUID = uuid.UUID("736869e5-84f0-4973-92ec-06879ce3da0b")
 
 
 class SEVModelFixture(fixtures.Fixture):

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 import fixtures
 
 from barbican_tee.client import snp_certs
-from tests.sp_model import snp as sp_snp
+from openstack_tee_demo.sp_model import snp as sp_snp
 
 
 def _atomic_write(path: str, data: bytes) -> None:

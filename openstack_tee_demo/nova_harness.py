@@ -3,8 +3,9 @@
 In-process Nova API (through a paste file with our extra-spec filter),
 placement, scheduler, conductor and compute with Nova's libvirt fixture;
 the compute driver is loaded by name through the ``libvirt_tee`` shim, as
-an operator's nova.conf would. The secure processor behind each host is the
-software model (tests/sp_model), which answers the firmware status ioctl.
+an operator's nova.conf would. The secure processor behind each host is
+the software model (openstack_tee_demo/sp_model), which answers the
+firmware status ioctl.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from sqlalchemy import exc as sa_exc
 
 from nova_tee.api import middleware
 from nova_tee.virt.libvirt import capabilities
-from tests.sp_model import snp as sp_model
+from openstack_tee_demo.sp_model import snp as sp_model
 
 IMAGES = {
     "amd-sev": uuids.tee_sev_image,
@@ -35,6 +36,22 @@ IMAGES = {
     "amd-sev-snp": uuids.tee_snp_image,
     "intel-tdx": uuids.tee_tdx_image,
 }
+
+
+def sev_caps() -> Any:
+    """Nova's fake domain capabilities of an SEV (not SNP) host."""
+    return mock.patch.object(
+        fakelibvirt.virConnect, "_domain_capability_features",
+        new=fakelibvirt.virConnect.
+        _domain_capability_features_with_launch_security_SEV)
+
+
+def snp_caps() -> Any:
+    """Nova's fake domain capabilities of an SEV-SNP host."""
+    return mock.patch.object(
+        fakelibvirt.virConnect, "_domain_capability_features",
+        new=fakelibvirt.virConnect.
+        _domain_capability_features_with_launch_security_SEV_SNP)
 
 
 def _nova_paste_file() -> str:
@@ -128,10 +145,7 @@ class TEEServersTestBase(base.ServersTestBase):
         """An SEV/SNP host whose secure processor is the software model."""
         sp = sp or sp_model.SecureProcessor(label="nova-functional")
         self.sp[hostname] = sp
-        with mock.patch.object(
-                fakelibvirt.virConnect, "_domain_capability_features",
-                new=fakelibvirt.virConnect.
-                _domain_capability_features_with_launch_security_SEV_SNP):
+        with snp_caps():
             self.start_compute(
                 hostname=hostname,
                 libvirt_version=versionutils.convert_version_to_int(
@@ -142,6 +156,19 @@ class TEEServersTestBase(base.ServersTestBase):
         status = capabilities.parse_snp_status(sp.snp_platform_status())
         driver.firmware_reader = lambda: status
         self._refresh(hostname)
+        return hostname
+
+    def start_sev_compute(self, hostname: str,
+                          firmware: bytes | None = None) -> str:
+        """An SEV host; ``firmware`` is the OVMF its model measures."""
+        with sev_caps():
+            self.start_compute(
+                hostname=hostname,
+                qemu_version=versionutils.convert_version_to_int(
+                    nova_host.MIN_QEMU_SEV_ES_VERSION))
+        if firmware is not None:
+            conn = self.computes[hostname].driver._host.get_connection()
+            conn.tee_firmware = firmware
         return hostname
 
     def _refresh(self, hostname: str) -> None:
@@ -155,9 +182,13 @@ class TEEServersTestBase(base.ServersTestBase):
         extra.update({f"tee:{k}": v for k, v in tee.items()})
         return str(self._create_flavor(extra_spec=extra))
 
-    def domain_xml(self, server: dict[str, Any]) -> str:
+    def domain(self, server: dict[str, Any]) -> Any:
+        """The fake libvirt domain of ``server`` on its current host."""
         hostname = server["OS-EXT-SRV-ATTR:host"]
         conn = self.computes[hostname].driver._host.get_connection()
-        dom = conn.lookupByUUIDString(server["id"])
-        xml: str = dom.tee_xml
+        return conn.lookupByUUIDString(server["id"])
+
+    def domain_xml(self, server: dict[str, Any]) -> str:
+        """The XML the domain was defined with (``<launchSecurity>`` too)."""
+        xml: str = self.domain(server).tee_xml
         return xml
