@@ -249,6 +249,22 @@ def _check_range(vcpu_range: collections.abc.Iterable[int]) -> list[int]:
     return counts
 
 
+def parse_vcpu_range(value: str) -> range:
+    """``N`` or ``N-M`` (inclusive), as command lines take vCPU counts."""
+    lo, sep, hi = str(value).partition("-")
+    try:
+        first = int(lo)
+        last = int(hi) if sep else first
+    except ValueError:
+        raise _fail("measure_bad_range",
+                    f"vCPUs {value!r} is not N or N-M") from None
+    if not 1 <= first <= last:
+        raise _fail("measure_bad_range",
+                    f"vCPUs {value!r} is not an increasing range starting "
+                    "at 1 or more")
+    return range(first, last + 1)
+
+
 def _load(cls: Any, source: FirmwareSource, what: str,
           **kwargs: Any) -> Any:
     """Parse a firmware image with sevsnpmeasure's parser class ``cls``.

@@ -184,24 +184,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return status
 
 
-def _vcpu_range(value: str) -> range:
-    lo, sep, hi = value.partition("-")
-    try:
-        first = int(lo)
-        last = int(hi) if sep else first
-    except ValueError:
-        raise _Unusable("measure_bad_range",
-                        f"--vcpus {value!r} is not N or N-M") from None
-    if not 1 <= first <= last:
-        raise _Unusable("measure_bad_range",
-                        f"--vcpus {value!r} is not an increasing range "
-                        "starting at 1 or more")
-    return range(first, last + 1)
-
-
 def cmd_measure(args: argparse.Namespace) -> int:
     try:
-        counts = _vcpu_range(args.vcpus)
+        counts = measure.parse_vcpu_range(args.vcpus)
         features = measure.DEFAULT_GUEST_FEATURES
         if args.guest_features is not None:
             try:

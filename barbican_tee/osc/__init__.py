@@ -1,0 +1,1 @@
+"""The OpenStack CLI plugin: ``openstack tee ...``."""

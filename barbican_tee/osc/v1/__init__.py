@@ -1,0 +1,1 @@
+"""``openstack tee`` commands, version 1 of the TEE API."""

@@ -1,0 +1,218 @@
+"""``openstack tee policy ...`` and ``openstack tee secret bind``.
+
+The real ``openstack`` command (python-openstackclient with our plugin
+loaded through its entry point) against a real barbican-api. There is no
+Keystone here: ``--os-auth-type none`` with ``--os-tee-endpoint`` and
+``--os-tee-noauth-project``, the plugin's development mode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+from barbican_tee.attestation import measure
+from openstack_tee_demo import demo
+from openstack_tee_demo import flows
+from openstack_tee_demo.sp_model import snp as sp_snp
+from tests import base
+from tests.functional.barbican import fixture
+
+PROJECT = "osc-project"
+
+
+def _openstack() -> str:
+    exe = shutil.which("openstack", path=os.path.dirname(sys.executable))
+    if exe is None:
+        raise AssertionError("python-openstackclient is not installed next "
+                             f"to {sys.executable}")
+    return exe
+
+
+class OpenStackCLITest(base.TestCase):
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.sp = sp_snp.SecureProcessor(label="osc")
+        cls.tmp = tempfile.mkdtemp()
+        root = os.path.join(cls.tmp, "ark.pem")
+        with open(root, "wb") as f:
+            f.write(cls.sp.bundle_pem())
+        cls.barbican = fixture.BarbicanServer(workers=1, trust_root=root)
+        cls.barbican.setUp()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.barbican.cleanUp()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+        super().tearDownClass()
+
+    def run_cli(self, *args: str, project: str = PROJECT
+                ) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("OS_")}
+        env.update({"OS_AUTH_TYPE": "none",
+                    "OS_TEE_ENDPOINT": self.barbican.url,
+                    "OS_TEE_NOAUTH_PROJECT": project})
+        return subprocess.run([_openstack(), *args], capture_output=True,
+                              text=True, check=False, env=env, timeout=120)
+
+    def json_cli(self, *args: str, project: str = PROJECT) -> Any:
+        proc = self.run_cli(*args, "-f", "json", project=project)
+        self.assertEqual(0, proc.returncode, proc.stderr)
+        return json.loads(proc.stdout)
+
+    def failing(self, *args: str) -> str:
+        proc = self.run_cli(*args)
+        self.assertEqual(1, proc.returncode, proc.stdout)
+        return proc.stderr
+
+    def test_create_from_firmware_show_list_delete(self) -> None:
+        created = self.json_cli(
+            "tee", "policy", "create", "web-tier", "--tee", "amd-sev-snp",
+            "--from-firmware", demo.OVMF, "--vcpus", "1-2",
+            "--vcpu-type", "EPYC-v4", "--kernel", os.devnull,
+            "--initrd", os.devnull, "--append", "console=ttyS0",
+            "--min-tcb", "snp=22", "--min-tcb", "microcode=213",
+            "--guest-policy", "debug=false", "--signer", "vcek")
+        calc = measure.ReferenceCalculator(
+            demo.OVMF, mode="snp", vcpu_type="EPYC-v4", kernel=os.devnull,
+            initrd=os.devnull, append="console=ttyS0")
+        expected = [calc.digest(1).hex(), calc.digest(2).hex()]
+        self.assertEqual(expected, created["measurements"].split("\n"))
+        self.assertIn("snp=22", created["min_tcb"])
+        self.assertIn("microcode=213", created["min_tcb"])
+        self.assertEqual("debug=False", created["guest_policy"])
+        policy_id = created["id"]
+        # What the service stored, through the REST contract.
+        stored = flows.requests.get(
+            f"{self.barbican.url}/v1/tee/policies/{policy_id}",
+            headers=flows.headers(PROJECT), timeout=30).json()
+        self.assertEqual(expected, stored["measurements"])
+        self.assertEqual(22, stored["min_tcb"]["snp"])
+        self.assertEqual(["vcek"], stored["signers"])
+
+        shown = self.json_cli("tee", "policy", "show", policy_id)
+        self.assertEqual("web-tier", shown["name"])
+        self.assertEqual(created["measurements"], shown["measurements"])
+        listed = self.json_cli("tee", "policy", "list")
+        self.assertIn({"ID": policy_id, "Name": "web-tier",
+                       "TEE": "amd-sev-snp", "Measurements": 2}, listed)
+        # Another project sees none of it.
+        self.assertEqual([], self.json_cli("tee", "policy", "list",
+                                           project="someone-else"))
+
+        proc = self.run_cli("tee", "policy", "delete", policy_id)
+        self.assertEqual(0, proc.returncode, proc.stderr)
+        self.assertNotIn(policy_id, [p["ID"] for p in self.json_cli(
+            "tee", "policy", "list")])
+        err = self.failing("tee", "policy", "show", policy_id)
+        self.assertIn("not_found", err)
+
+    def test_measurements_given_and_tdx(self) -> None:
+        mrtd = "ab" * 48
+        created = self.json_cli(
+            "tee", "policy", "create", "td", "--tee", "intel-tdx",
+            "--measurement", mrtd, "--tcb-status", "UpToDate",
+            "--tcb-status", "SWHardeningNeeded", "--mr-owner", "cd" * 48)
+        self.assertEqual(mrtd, created["measurements"])
+        self.assertEqual("UpToDate\nSWHardeningNeeded",
+                         created["tcb_statuses"])
+        self.assertEqual("cd" * 48, created["mr_owner"])
+
+    def test_bad_input_is_refused_before_anything_is_stored(self) -> None:
+        before = self.json_cli("tee", "policy", "list")
+        for args, code in (
+                (("--tee", "amd-sev-snp", "--measurement", "abcd"),
+                 "policy_measurements"),
+                (("--tee", "intel-tdx", "--from-firmware", demo.OVMF,
+                  "--vcpus", "1"), "give --measurement (MRTD)"),
+                (("--tee", "amd-sev-snp", "--from-firmware", demo.OVMF,
+                  "--vcpus", "3-1", "--vcpu-type", "EPYC-v4"),
+                 "measure_bad_range"),
+                (("--tee", "amd-sev-snp", "--from-firmware", demo.OVMF,
+                  "--vcpus", "1"), "measure_bad_vcpu_type"),
+                (("--tee", "amd-sev-snp", "--vcpus", "1"),
+                 "go with --from-firmware"),
+                (("--tee", "amd-sev-snp", "--min-tcb", "turbo=9"),
+                 "--min-tcb takes KEY=VALUE"),
+                (("--tee", "amd-sev-snp", "--guest-policy", "debug=maybe"),
+                 "is not true or false")):
+            with self.subTest(code=code):
+                err = self.failing("tee", "policy", "create", "bad", *args)
+                self.assertIn(code, err)
+        self.assertEqual(before, self.json_cli("tee", "policy", "list"))
+
+    def test_delete_reports_each_failure(self) -> None:
+        policy_id = self.json_cli("tee", "policy", "create", "p", "--tee",
+                                  "amd-sev", "--measurement",
+                                  "00" * 32)["id"]
+        proc = self.run_cli("tee", "policy", "delete", "no-such-policy",
+                            policy_id)
+        self.assertEqual(1, proc.returncode)
+        self.assertIn("cannot delete policy no-such-policy", proc.stderr)
+        self.assertIn("1 of 2 policies could not be deleted", proc.stderr)
+        # The other one was deleted all the same.
+        self.assertNotIn(policy_id, [p["ID"] for p in self.json_cli(
+            "tee", "policy", "list")])
+
+    def test_secret_bind_changes_what_is_released(self) -> None:
+        project = "osc-bind"
+        old, new = b"\x11" * 48, b"\x22" * 48
+        secret_id, key = flows.owner_secret(
+            self.barbican.url, project,
+            {"tee": "amd-sev-snp", "measurements": [old.hex()]})
+        old_guest = flows.SNPGuest(self.sp, old, b"\x00" * 32)
+        new_guest = flows.SNPGuest(self.sp, new, b"\x00" * 32)
+        resp, _ = old_guest.release(self.barbican.url, secret_id)
+        self.assertEqual(200, resp.status_code, resp.text)
+        policy_id = self.json_cli("tee", "policy", "create", "next",
+                                  "--tee", "amd-sev-snp", "--measurement",
+                                  new.hex(), project=project)["id"]
+        href = f"{self.barbican.url}/v1/secrets/{secret_id}"
+        bound = self.json_cli("tee", "secret", "bind", href, "--policy",
+                              policy_id, project=project)
+        self.assertEqual(secret_id, bound["secret_id"])
+        self.assertEqual(policy_id, bound["policy_id"])
+        # The release now follows the new policy.
+        resp, _ = old_guest.release(self.barbican.url, secret_id)
+        self.assertEqual(403, resp.status_code)
+        self.assertEqual("policy_measurement", flows.error_code(resp))
+        resp, _ = new_guest.release(self.barbican.url, secret_id)
+        self.assertEqual(200, resp.status_code, resp.text)
+        self.assertEqual(key, new_guest.open(resp))
+        # Someone else's policy or a policy that does not exist: refused,
+        # and the binding stays as it was.
+        other = self.json_cli("tee", "policy", "create", "theirs", "--tee",
+                              "amd-sev-snp", "--measurement", old.hex(),
+                              project="osc-other")["id"]
+        for policy in (other, "00000000-0000-0000-0000-000000000000"):
+            proc = self.run_cli("tee", "secret", "bind", secret_id,
+                                "--policy", policy, project=project)
+            self.assertEqual(1, proc.returncode, proc.stdout)
+            self.assertIn(f"cannot bind secret {secret_id}", proc.stderr)
+        resp, _ = old_guest.release(self.barbican.url, secret_id)
+        self.assertEqual("policy_measurement", flows.error_code(resp))
+
+    def test_a_secret_outside_the_sealed_store_cannot_be_bound(self) -> None:
+        project = "osc-plain"
+        plain = flows.requests.post(
+            f"{self.barbican.url}/v1/secrets", timeout=30,
+            headers=flows.headers(project),
+            json={"name": "plain", "payload": "not sealed",
+                  "payload_content_type": "text/plain"})
+        plain.raise_for_status()
+        policy_id = self.json_cli("tee", "policy", "create", "p", "--tee",
+                                  "amd-sev-snp", "--measurement", "33" * 48,
+                                  project=project)["id"]
+        proc = self.run_cli("tee", "secret", "bind",
+                            plain.json()["secret_ref"], "--policy",
+                            policy_id, project=project)
+        self.assertEqual(1, proc.returncode, proc.stdout)
+        self.assertIn("secret_not_sealed", proc.stderr)
