@@ -76,7 +76,10 @@ RULES = [
         "packets (nova-compute's service user)."),
 ]
 
-_UUID = r"[0-9a-fA-F-]{36}"
+# A canonical UUID: anything else in a path is no route (404), never a
+# failed conversion further down.
+_UUID = (r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+         r"[0-9a-fA-F]{12}")
 PUBLIC_ROUTES = ("challenge", "release")
 _ROUTES = [
     ("POST", re.compile(r"^/v1/tee/policies/?$"), "create_policy"),
@@ -338,6 +341,15 @@ class TEEAPIFilter:
             parsed = policy_mod.Policy.from_dict(body)
         except errors.InvalidInput as exc:
             raise APIError(400, exc.code, exc.message) from None
+        if not parsed.measurements and not (
+                parsed.tee == "amd-sev-snp" and parsed.id_key_digests):
+            # Without a launch measurement (or an owner-signed SNP ID
+            # block) every genuine guest of the model would qualify.
+            raise APIError(400, "policy_measurements",
+                           "a policy must allow at least one launch "
+                           "measurement (for SEV-SNP, or name the ID key "
+                           "digests of an owner-signed ID block): without "
+                           "one any genuine guest would get the secret")
         policy_id = str(uuid.uuid4())
         self.store.create_policy(policy_id, ctx.project_id,
                                  parsed.to_dict())
@@ -626,6 +638,11 @@ class TEEAPIFilter:
         if row["expires_at"] < db.utcnow():
             raise APIError(403, "sev_session_expired",
                            "the launch session expired")
+        # The instance may have been deleted since the session was made.
+        bound = self._instance_check(row["secret_id"])
+        if bound is None or bound["instance_uuid"] != row["instance_uuid"]:
+            raise APIError(403, "instance_not_bound",
+                           "the secret is not bound to this instance")
         if body.get("policy", row["policy"]) != row["policy"]:
             raise APIError(403, "sev_policy",
                            "the launched policy differs from the session's")

@@ -88,8 +88,10 @@ class Policy:
         """Validate a policy document (REST body or CLI --policy file)."""
         if not isinstance(data, Mapping):
             raise _bad("policy must be a JSON object", "policy_malformed")
-        known = {f.name for f in dataclasses.fields(cls)} | {"id",
-                                                             "policy_ref"}
+        # What GET adds (id, policy_ref, created) is accepted and ignored,
+        # so a policy shown by the API can be sent back as it is.
+        known = {f.name for f in dataclasses.fields(cls)} | {
+            "id", "policy_ref", "created"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise _bad(f"unknown policy fields: {', '.join(unknown)}",

@@ -294,7 +294,8 @@ class ReleaseTest(_ServerTestBase):
         self.assertEqual(204, resp.status_code, resp.text)
         self._refused("policy_deleted", secret_id)
         # A lax policy of the same project, swapped in behind the API's back.
-        strict, lax = self._policy(), self._policy(measurements=[])
+        strict, lax = self._policy(), self._policy(
+            measurements=[(b"\x03" * 48).hex()])
         self._bind(secret_id, strict)
         with sqlite3.connect(self.db) as conn:
             conn.execute("UPDATE tee_bindings SET policy_id = ? WHERE "
@@ -309,6 +310,43 @@ class ReleaseTest(_ServerTestBase):
                          (MEASUREMENT.hex(), strict))
         self._refused("policy_tampered", secret_id,
                       measurement=b"\x03" * 48)
+
+    def test_a_policy_must_pin_the_guest(self) -> None:
+        resp = requests.post(f"{self.url}/v1/tee/policies", timeout=30,
+                             headers=self._headers(OWNER),
+                             json={"tee": "amd-sev-snp", "min_tcb": {
+                                 "snp": 8}})
+        self.assertEqual(400, resp.status_code)
+        self.assertEqual("policy_measurements",
+                         resp.json()["error"]["code"])
+        # An owner-signed ID block pins an SNP guest as well.
+        self._policy(measurements=[], id_key_digests=["ab" * 48])
+        # What GET shows can be sent back as it is.
+        shown = requests.get(
+            f"{self.url}/v1/tee/policies/{self._policy()}", timeout=30,
+            headers=self._headers(OWNER)).json()
+        resp = requests.post(f"{self.url}/v1/tee/policies", json=shown,
+                             headers=self._headers(OWNER), timeout=30)
+        self.assertEqual(201, resp.status_code, resp.text)
+
+    def test_ids_that_are_not_uuids_are_no_route(self) -> None:
+        bad = "0000000-00000-0000-0000-000000000000"  # 36, not a UUID
+        good = "1b4ec3a4-0e3a-4b7e-9d61-6c1c0d1d3a01"
+        for method, path in (
+                ("GET", f"policies/{bad}"),
+                ("DELETE", f"policies/{bad}"),
+                ("PUT", f"secrets/{bad}/policy"),
+                ("PUT", f"instances/{bad}/secrets/{good}"),
+                ("PUT", f"instances/{good}/secrets/{bad}"),
+                ("DELETE", f"instances/{bad}"),
+                ("POST", f"sev/sessions/{bad}/measurement")):
+            with self.subTest(method=method, path=path):
+                resp = requests.request(
+                    method, f"{self.url}/v1/tee/{path}", json={},
+                    headers=self._headers(OWNER, "admin,service"),
+                    timeout=30)
+                self.assertEqual(404, resp.status_code, resp.text)
+                self.assertEqual("not_found", resp.json()["error"]["code"])
 
     def test_policies_are_project_scoped(self) -> None:
         policy_id = self._policy()
@@ -426,6 +464,33 @@ class SEVPreAttestationTest(_ServerTestBase):
         self.assertEqual(403, resp.status_code, resp.text)
         self.assertEqual("sev_measurement_mismatch",
                          resp.json()["error"]["code"])
+        self.assertNotIn("secret", resp.json())
+
+    def test_no_packet_once_the_instance_is_deleted(self) -> None:
+        secret_id, _ = self._sev_secret()
+        resp = self._session(secret_id)
+        self.assertEqual(201, resp.status_code, resp.text)
+        body = resp.json()
+        launch = self.sev.launch_start(base64.b64decode(body["dh_cert"]),
+                                       base64.b64decode(body["session"]),
+                                       self.POLICY)
+        launch.launch_update_data(self.FIRMWARE)
+        measurement = launch.launch_measure()
+        # The instance is deleted while its guest waits, paused.
+        resp = requests.delete(
+            f"{self.url}/v1/tee/instances/{self.INSTANCE}", timeout=30,
+            headers=self._headers("nova-service-project", "service"))
+        self.assertEqual(204, resp.status_code, resp.text)
+        major, minor = self.sev.api
+        resp = requests.post(
+            f"{self.url}/v1/tee/sev/sessions/{body['session_id']}"
+            "/measurement", timeout=30,
+            headers=self._headers("nova-service-project", "service"),
+            json={"measurement": base64.b64encode(measurement).decode(),
+                  "api_major": major, "api_minor": minor,
+                  "build_id": self.sev.build_id, "policy": self.POLICY})
+        self.assertEqual(403, resp.status_code, resp.text)
+        self.assertEqual("instance_deleted", resp.json()["error"]["code"])
         self.assertNotIn("secret", resp.json())
 
     def test_sessions_need_the_service_role_and_a_trusted_chain(
