@@ -110,11 +110,21 @@ def _ca_pem(der: bytes, name: str) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
 
-def build_evidence(report: tsm.Report) -> dict[str, Any]:
-    """The ``evidence`` object of the REST contract for one report."""
+def build_evidence(report: tsm.Report,
+                   collateral: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
+    """The ``evidence`` object of the REST contract for one report.
+
+    ``collateral`` (TDX only) is Intel PCS's QuoteCollateralV3 for the
+    platform, which the service verifies the quote with.
+    """
     if report.provider == "tdx_guest":
-        return {"format": FORMAT_TDX,
-                "quote": base64.b64encode(report.outblob).decode("ascii")}
+        tdx: dict[str, Any] = {
+            "format": FORMAT_TDX,
+            "quote": base64.b64encode(report.outblob).decode("ascii")}
+        if collateral is not None:
+            tdx["collateral"] = collateral
+        return tdx
     if report.provider != "sev_guest":
         raise GuestError("unsupported_provider",
                          f"no evidence format for provider "
@@ -166,8 +176,12 @@ def decrypt(token: str, key: jwc_jwk.JWK) -> bytes:
 
 def fetch_key(client: rest.TEEClient, secret_id: str,
               reporter: tsm.TSMReporter | None = None,
-              privlevel: int | None = None) -> bytes:
-    """Run the whole runtime-attestation flow; return the secret."""
+              privlevel: int | None = None,
+              collateral: dict[str, Any] | None = None) -> bytes:
+    """Run the whole runtime-attestation flow; return the secret.
+
+    ``collateral``: see :func:`build_evidence` (needed for TDX).
+    """
     reporter = reporter or tsm.TSMReporter()
     # Fail before asking for a nonce when there is no configfs-tsm.
     reporter.check()
@@ -175,6 +189,6 @@ def fetch_key(client: rest.TEEClient, secret_id: str,
     nonce, _expires = client.challenge(secret_id)
     data = report_data(nonce, key)
     report = reporter.get_report(data, privlevel=privlevel)
-    evidence = build_evidence(report)
+    evidence = build_evidence(report, collateral)
     token = client.release(secret_id, nonce, evidence, public_jwk(key))
     return decrypt(token, key)

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+import json
 import os
 import sys
+from typing import Any
 from typing import BinaryIO
 from typing import NoReturn
 from typing import TextIO
@@ -65,7 +67,29 @@ def _parser() -> argparse.ArgumentParser:
                        metavar="S", help="HTTP timeout in seconds")
     fetch.add_argument("--privlevel", type=int, choices=range(4),
                        help="SEV-SNP VMPL to request the report at")
+    fetch.add_argument("--collateral", metavar="FILE",
+                       help="TDX: Intel PCS collateral (QuoteCollateralV3 "
+                            "JSON) for this platform, sent with the quote")
     return parser
+
+
+def _collateral(path: str | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read())
+    except OSError as exc:
+        raise _OutputError("collateral_unreadable",
+                           f"cannot read {path}: {exc.strerror}") from None
+    except ValueError:
+        raise _OutputError("collateral_invalid",
+                           f"{path} is not JSON") from None
+    if not isinstance(doc, dict):
+        raise _OutputError("collateral_invalid",
+                           f"{path} is not a JSON object "
+                           "(QuoteCollateralV3)")
+    return doc
 
 
 def _write_new_file(path: str, data: bytes) -> None:
@@ -110,9 +134,10 @@ def _fetch(args: argparse.Namespace, stdout: BinaryIO,
     except ValueError as exc:
         print(f"{PROG}: error [bad_endpoint]: {exc}", file=err)
         return EXIT_ERROR
+    collateral = _collateral(args.collateral)
     reporter = tsm.TSMReporter(args.tsm_root)
     key = guest.fetch_key(client, args.secret, reporter,
-                          privlevel=args.privlevel)
+                          privlevel=args.privlevel, collateral=collateral)
     if args.out is None:
         stdout.write(key)
         stdout.flush()

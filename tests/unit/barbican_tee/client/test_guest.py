@@ -357,6 +357,25 @@ class TestTeeGuest(_Base):
         self.assertEqual(3, rc)
         self.assertIn("secret_not_found", err.getvalue())
 
+    def test_unusable_collateral_file_spends_no_nonce(self) -> None:
+        missing = os.path.join(self.tmp, "missing.json")
+        not_json = os.path.join(self.tmp, "collateral.txt")
+        a_list = os.path.join(self.tmp, "list.json")
+        with open(not_json, "w") as f:
+            f.write("tcb_info: yes")
+        with open(a_list, "w") as f:
+            f.write("[]")
+        for path, code in ((missing, "collateral_unreadable"),
+                           (not_json, "collateral_invalid"),
+                           (a_list, "collateral_invalid")):
+            with self.subTest(code=code):
+                rc, out, err = self._run("--collateral", path)
+                self.assertEqual(1, rc)
+                self.assertIn(code, err)
+                self.assertEqual(b"", out)
+        self.assertEqual(set(), self.service.nonces)
+        self.assertEqual([], self.service.released)
+
     def test_usage_error(self) -> None:
         err = io.StringIO()
         with fixtures.MonkeyPatch("sys.stderr", err):
@@ -394,6 +413,14 @@ class TestGuestPieces(base.TestCase):
         ev = guest.build_evidence(tsm.Report("tdx_guest", b"quote", None, 1))
         self.assertEqual({"format": "intel-tdx-quote",
                           "quote": base64.b64encode(b"quote").decode()}, ev)
+
+    def test_tdx_evidence_with_collateral(self) -> None:
+        collateral = {"tcb_info": "{}", "qe_identity": "{}"}
+        ev = guest.build_evidence(tsm.Report("tdx_guest", b"quote", None, 1),
+                                  collateral)
+        self.assertEqual({"format": "intel-tdx-quote",
+                          "quote": base64.b64encode(b"quote").decode(),
+                          "collateral": collateral}, ev)
 
     def test_snp_evidence_without_auxblob(self) -> None:
         ev = guest.build_evidence(tsm.Report("sev_guest", b"r", None, 1))
