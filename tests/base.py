@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 
 from oslotest import base
 
@@ -18,6 +20,15 @@ def fixture_path(*parts: str) -> str:
 def read_fixture(*parts: str) -> bytes:
     with open(fixture_path(*parts), "rb") as f:
         return f.read()
+
+
+def installed_command(name: str) -> str:
+    """The console script ``name`` installed next to this Python."""
+    exe = shutil.which(name, path=os.path.dirname(sys.executable))
+    if exe is None:
+        raise AssertionError(f"{name} is not installed next to "
+                             f"{sys.executable}")
+    return exe
 
 
 class TestCase(base.BaseTestCase):

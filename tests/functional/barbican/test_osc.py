@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from typing import Any
 
@@ -24,14 +23,6 @@ from tests import base
 from tests.functional.barbican import fixture
 
 PROJECT = "osc-project"
-
-
-def _openstack() -> str:
-    exe = shutil.which("openstack", path=os.path.dirname(sys.executable))
-    if exe is None:
-        raise AssertionError("python-openstackclient is not installed next "
-                             f"to {sys.executable}")
-    return exe
 
 
 class OpenStackCLITest(base.TestCase):
@@ -60,8 +51,9 @@ class OpenStackCLITest(base.TestCase):
         env.update({"OS_AUTH_TYPE": "none",
                     "OS_TEE_ENDPOINT": self.barbican.url,
                     "OS_TEE_NOAUTH_PROJECT": project})
-        return subprocess.run([_openstack(), *args], capture_output=True,
-                              text=True, check=False, env=env, timeout=120)
+        return subprocess.run([base.installed_command("openstack"), *args],
+                              capture_output=True, text=True, check=False,
+                              env=env, timeout=120)
 
     def json_cli(self, *args: str, project: str = PROJECT) -> Any:
         proc = self.run_cli(*args, "-f", "json", project=project)

@@ -437,16 +437,18 @@ class SEVPreAttestationTest(_ServerTestBase):
                                        base64.b64decode(body["session"]),
                                        self.POLICY)
         launch.launch_update_data(firmware)
-        measurement = launch.launch_measure()
+        return self._measurement(body["session_id"],
+                                 launch.launch_measure()), launch
+
+    def _measurement(self, session_id: str, measurement: bytes) -> Any:
         major, minor = self.sev.api
-        resp = requests.post(
-            f"{self.url}/v1/tee/sev/sessions/{body['session_id']}"
-            "/measurement", timeout=30,
+        return requests.post(
+            f"{self.url}/v1/tee/sev/sessions/{session_id}/measurement",
+            timeout=30,
             headers=self._headers("nova-service-project", "service"),
             json={"measurement": base64.b64encode(measurement).decode(),
                   "api_major": major, "api_minor": minor,
                   "build_id": self.sev.build_id, "policy": self.POLICY})
-        return resp, launch
 
     def test_injected_packet_decrypts_only_for_the_right_firmware(
             self) -> None:
@@ -481,14 +483,7 @@ class SEVPreAttestationTest(_ServerTestBase):
             f"{self.url}/v1/tee/instances/{self.INSTANCE}", timeout=30,
             headers=self._headers("nova-service-project", "service"))
         self.assertEqual(204, resp.status_code, resp.text)
-        major, minor = self.sev.api
-        resp = requests.post(
-            f"{self.url}/v1/tee/sev/sessions/{body['session_id']}"
-            "/measurement", timeout=30,
-            headers=self._headers("nova-service-project", "service"),
-            json={"measurement": base64.b64encode(measurement).decode(),
-                  "api_major": major, "api_minor": minor,
-                  "build_id": self.sev.build_id, "policy": self.POLICY})
+        resp = self._measurement(body["session_id"], measurement)
         self.assertEqual(403, resp.status_code, resp.text)
         self.assertEqual("instance_deleted", resp.json()["error"]["code"])
         self.assertNotIn("secret", resp.json())

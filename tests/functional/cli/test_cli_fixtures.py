@@ -6,26 +6,18 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 
 from tests import base
 from tests.functional.cli import fixture_cases
 
 
-def _command() -> list[str]:
-    exe = shutil.which("openstack-tee", path=os.path.dirname(sys.executable))
-    if exe is None:
-        raise AssertionError("openstack-tee is not installed next to "
-                             f"{sys.executable}")
-    return [exe]
-
-
 class VerifyCommandTest(base.TestCase):
 
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(_command() + list(args), capture_output=True,
-                              text=True, check=False)
+        return subprocess.run(
+            [base.installed_command("openstack-tee"), *args],
+            capture_output=True, text=True, check=False)
 
     def test_fixture_cases(self) -> None:
         tmp = tempfile.mkdtemp()

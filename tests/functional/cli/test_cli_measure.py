@@ -5,19 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 
 from tests import base
 from tests.unit.barbican_tee.attestation import test_measure
-
-
-def _command() -> str:
-    exe = shutil.which("openstack-tee", path=os.path.dirname(sys.executable))
-    if exe is None:
-        raise AssertionError("openstack-tee is not installed next to "
-                             f"{sys.executable}")
-    return exe
 
 
 class MeasureCommandTest(base.TestCase):
@@ -30,8 +21,9 @@ class MeasureCommandTest(base.TestCase):
         open(self.empty, "wb").close()
 
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([_command(), "measure", *args],
-                              capture_output=True, text=True, check=False)
+        return subprocess.run(
+            [base.installed_command("openstack-tee"), "measure", *args],
+            capture_output=True, text=True, check=False)
 
     def test_published_vectors(self) -> None:
         ran = 0

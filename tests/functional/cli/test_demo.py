@@ -7,7 +7,6 @@ import re
 import subprocess
 
 from tests import base
-from tests.functional.cli import test_cli_measure
 
 VERDICTS = {
     "SNP guest placed on the up-to-date host": "snp-current",
@@ -27,7 +26,8 @@ class DemoCommandTest(base.TestCase):
         # Nova's harness runs with its default (eventlet) concurrency, as
         # in the Nova functional tests.
         env.pop("OS_NOVA_DISABLE_EVENTLET_PATCHING", None)
-        proc = subprocess.run([test_cli_measure._command(), "demo"],
+        proc = subprocess.run([base.installed_command("openstack-tee"),
+                               "demo"],
                               capture_output=True, text=True, check=False,
                               env=env, timeout=600)
         self.assertEqual(0, proc.returncode, proc.stdout + proc.stderr)
