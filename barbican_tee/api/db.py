@@ -1,16 +1,21 @@
 """The attestation tables, in Barbican's own database.
 
-Policies, secret-policy bindings and nonces live next to Barbican's tables
-(same ``[database] connection``), so every API worker sees the same state.
-Policy and binding rows carry an HMAC (key derived from the sealed store's
-KEK) over their content: a row edited in the database makes release fail,
-never succeed. Nonces are consumed with one ``DELETE``, whose row count is
-the single-use guarantee across workers.
+Policies and nonces live next to Barbican's tables (same ``[database]
+connection``), so every API worker sees the same state. Policy rows carry
+an HMAC (key derived from the sealed store's KEK) over their content, and
+the sealed record of every secret pins the exact policy it is bound to:
+a row edited in the database makes release fail, never succeed. Which
+policy and which instance a secret is bound to is kept in the secret's own
+sealed record (Barbican's secret store metadata, see
+:mod:`barbican_tee.plugin.store`), never in a row that could be deleted
+or rolled back on its own. Nonces are consumed with one ``DELETE``, whose
+row count is the single-use guarantee across workers.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 from typing import Any
 
@@ -30,8 +35,12 @@ POLICIES = sa.Table(
     sa.Column("mac", sa.String(64), nullable=False),
 )
 
+# The binding tables of earlier releases: only `openstack-tee rewrap` reads
+# them, once, to carry their bindings into the sealed records.
+LEGACY_METADATA = sa.MetaData()
+
 BINDINGS = sa.Table(
-    "tee_bindings", METADATA,
+    "tee_bindings", LEGACY_METADATA,
     sa.Column("secret_id", sa.String(36), primary_key=True),
     sa.Column("policy_id", sa.String(36), nullable=False),
     sa.Column("project_id", sa.String(255), nullable=False),
@@ -40,7 +49,7 @@ BINDINGS = sa.Table(
 )
 
 INSTANCE_BINDINGS = sa.Table(
-    "tee_instance_bindings", METADATA,
+    "tee_instance_bindings", LEGACY_METADATA,
     sa.Column("secret_id", sa.String(36), primary_key=True),
     sa.Column("instance_uuid", sa.String(36), nullable=False, index=True),
     sa.Column("project_id", sa.String(255), nullable=False),
@@ -121,6 +130,16 @@ def _policy_mac_input(row: dict[str, Any]) -> bytes:
                        row["document"]], separators=(",", ":")).encode()
 
 
+def policy_pin(row: dict[str, Any]) -> str:
+    """What a sealed record pins of its policy: hex SHA-256 of its content.
+
+    The same bytes as the row's MAC input (id, project, document), so a
+    row that authenticates and matches the pin is the very policy the
+    owner bound, not a restored or replaced one.
+    """
+    return hashlib.sha256(_policy_mac_input(row)).hexdigest()
+
+
 def _instance_mac_input(row: dict[str, Any]) -> bytes:
     return json.dumps(["instance", row["secret_id"], row["instance_uuid"],
                        row["project_id"], bool(row["retired"])],
@@ -176,37 +195,8 @@ class Store:
                 POLICIES.c.id == policy_id))
         return bool(result.rowcount)
 
-    # -- bindings -------------------------------------------------------
-    def bind(self, secret_id: str, policy_id: str, project_id: str) -> None:
-        row = {"secret_id": secret_id, "policy_id": policy_id,
-               "project_id": project_id}
-        kid = self.keyring.current.kid
-        row["mac_kek"] = kid
-        row["mac"] = self.keyring.mac(kid, _binding_mac_input(row)).hex()
-        with self.engine.begin() as conn:
-            conn.execute(BINDINGS.delete().where(
-                BINDINGS.c.secret_id == secret_id))
-            conn.execute(BINDINGS.insert().values(**row))
-
-    def get_binding(self, secret_id: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(BINDINGS.select().where(
-                BINDINGS.c.secret_id == secret_id)).mappings().first()
-        return dict(row) if row else None
-
-    def binding_intact(self, row: dict[str, Any]) -> bool:
-        return self.keyring.check_mac(row["mac_kek"],
-                                      _binding_mac_input(row),
-                                      bytes.fromhex(row["mac"]))
-
-    def unbind(self, secret_id: str) -> bool:
-        with self.engine.begin() as conn:
-            result = conn.execute(BINDINGS.delete().where(
-                BINDINGS.c.secret_id == secret_id))
-        return bool(result.rowcount)
-
     def remac_rows(self) -> tuple[int, int]:
-        """Re-MAC policy and binding rows under the current KEK.
+        """Re-MAC policy rows under the current KEK.
 
         Only rows that authenticate under their recorded key are
         re-MACed: a tampered row stays tampered. Returns (re-MACed,
@@ -214,87 +204,49 @@ class Store:
         """
         kid = self.keyring.current.kid
         done = refused = 0
-        for table, key, mac_input in (
-                (POLICIES, POLICIES.c.id, _policy_mac_input),
-                (BINDINGS, BINDINGS.c.secret_id, _binding_mac_input)):
-            with self.engine.begin() as conn:
-                rows = conn.execute(table.select().where(
-                    table.c.mac_kek != kid)).mappings().all()
-                for row in rows:
-                    data = mac_input(dict(row))
-                    if not self.keyring.check_mac(
-                            row["mac_kek"], data, bytes.fromhex(row["mac"])):
-                        refused += 1
-                        continue
-                    conn.execute(table.update().where(
-                        key == row[key.name]).values(
-                        mac_kek=kid, mac=self.keyring.mac(kid, data).hex()))
-                    done += 1
+        with self.engine.begin() as conn:
+            rows = conn.execute(POLICIES.select().where(
+                POLICIES.c.mac_kek != kid)).mappings().all()
+            for row in rows:
+                data = _policy_mac_input(dict(row))
+                if not self.keyring.check_mac(
+                        row["mac_kek"], data, bytes.fromhex(row["mac"])):
+                    refused += 1
+                    continue
+                conn.execute(POLICIES.update().where(
+                    POLICIES.c.id == row["id"]).values(
+                    mac_kek=kid, mac=self.keyring.mac(kid, data).hex()))
+                done += 1
         return done, refused
 
-    # -- instance bindings ----------------------------------------------
-    def bind_instance(self, secret_id: str, instance_uuid: str,
-                      project_id: str) -> str | None:
-        """Tie a secret to one instance.
+    # -- bindings of earlier releases (read by rewrap only) ----------------
+    def legacy_binding(self, secret_id: str
+                       ) -> tuple[str | None, str | None, bool]:
+        """(policy id, instance uuid, retired) from the old tables.
 
-        Returns the uuid the secret is already tied to if that is another
-        instance (then nothing changes), else None.
+        Only rows that still authenticate count; no tables, no binding.
         """
-        row = {"secret_id": secret_id, "instance_uuid": instance_uuid,
-               "project_id": project_id, "retired": False}
-        kid = self.keyring.current.kid
-        row["mac_kek"] = kid
-        row["mac"] = self.keyring.mac(kid, _instance_mac_input(row)).hex()
-        with self.engine.begin() as conn:
-            current = conn.execute(INSTANCE_BINDINGS.select().where(
-                INSTANCE_BINDINGS.c.secret_id == secret_id)
-            ).mappings().first()
-            if current is not None:
-                if current["instance_uuid"] != instance_uuid or (
-                        current["retired"]):
-                    return str(current["instance_uuid"])
-                conn.execute(INSTANCE_BINDINGS.delete().where(
-                    INSTANCE_BINDINGS.c.secret_id == secret_id))
-            conn.execute(INSTANCE_BINDINGS.insert().values(**row))
-        return None
-
-    def instance_binding(self, secret_id: str) -> dict[str, Any] | None:
+        inspector = sa.inspect(self.engine)
+        policy_id = instance = None
+        retired = False
         with self.engine.connect() as conn:
-            row = conn.execute(INSTANCE_BINDINGS.select().where(
-                INSTANCE_BINDINGS.c.secret_id == secret_id)
-            ).mappings().first()
-        return dict(row) if row else None
-
-    def instance_binding_intact(self, row: dict[str, Any]) -> bool:
-        return self.keyring.check_mac(row["mac_kek"],
-                                      _instance_mac_input(row),
-                                      bytes.fromhex(row["mac"]))
-
-    def retire_instance(self, instance_uuid: str) -> int:
-        """Mark the deleted instance's secrets as released to no one."""
-        count = 0
-        with self.engine.begin() as conn:
-            rows = conn.execute(INSTANCE_BINDINGS.select().where(
-                INSTANCE_BINDINGS.c.instance_uuid == instance_uuid)
-            ).mappings().all()
-            for row in rows:
-                if not self.instance_binding_intact(dict(row)):
-                    continue  # a tampered row stays tampered
-                new = dict(row, retired=True, mac_kek=self.keyring.current.kid)
-                new["mac"] = self.keyring.mac(
-                    new["mac_kek"], _instance_mac_input(new)).hex()
-                conn.execute(INSTANCE_BINDINGS.update().where(
-                    INSTANCE_BINDINGS.c.secret_id == row["secret_id"]
-                ).values(retired=True, mac_kek=new["mac_kek"],
-                         mac=new["mac"]))
-                count += 1
-        return count
-
-    def clear_instance_binding(self, secret_id: str) -> None:
-        """The owner re-binds the secret: start over."""
-        with self.engine.begin() as conn:
-            conn.execute(INSTANCE_BINDINGS.delete().where(
-                INSTANCE_BINDINGS.c.secret_id == secret_id))
+            if inspector.has_table(BINDINGS.name):
+                row = conn.execute(BINDINGS.select().where(
+                    BINDINGS.c.secret_id == secret_id)).mappings().first()
+                if row is not None and self.keyring.check_mac(
+                        row["mac_kek"], _binding_mac_input(dict(row)),
+                        bytes.fromhex(row["mac"])):
+                    policy_id = str(row["policy_id"])
+            if inspector.has_table(INSTANCE_BINDINGS.name):
+                row = conn.execute(INSTANCE_BINDINGS.select().where(
+                    INSTANCE_BINDINGS.c.secret_id == secret_id)
+                ).mappings().first()
+                if row is not None and self.keyring.check_mac(
+                        row["mac_kek"], _instance_mac_input(dict(row)),
+                        bytes.fromhex(row["mac"])):
+                    instance = str(row["instance_uuid"])
+                    retired = bool(row["retired"])
+        return policy_id, instance, retired
 
     # -- nonces ---------------------------------------------------------
     def add_nonce(self, nonce: str, secret_id: str,
@@ -393,6 +345,19 @@ class Store:
                 & (_STORE_META.c.value == plugin_path)
                 & (_STORE_META.c.deleted == sa.false()))).all()
         return [str(r[0]) for r in rows]
+
+    def secrets_with_metadata(self, key: str, value: str) -> list[str]:
+        """Live secrets whose store metadata has ``key`` = ``value``.
+
+        An index only: every caller opens each record and checks what it
+        says before acting on it.
+        """
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(_STORE_META.c.secret_id).where(
+                (_STORE_META.c.key == key)
+                & (_STORE_META.c.value == value)
+                & (_STORE_META.c.deleted == sa.false()))).all()
+        return sorted({str(r[0]) for r in rows})
 
     def replace_store_metadata(self, secret_id: str,
                                old: dict[str, str],

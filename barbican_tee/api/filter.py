@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 from collections.abc import Callable
 from collections.abc import Iterable
 import datetime
@@ -69,7 +70,9 @@ RULES = [
         "Delete one of the project's attestation policies."),
     oslo_policy.RuleDefault(
         "tee:secret:bind", "role:admin or role:member or role:creator",
-        "Bind a sealed secret of the project to one of its policies."),
+        "Bind a sealed secret of the project to one of its policies, or "
+        "unbind it. Barbican's own secret_acls:put_patch rule for that "
+        "secret (its ACLs and creator) must allow it too."),
     oslo_policy.RuleDefault(
         "tee:sev:session", "role:service or role:admin",
         "Create SEV launch sessions and trade measurements for secret "
@@ -90,6 +93,8 @@ _ROUTES = [
      "delete_policy"),
     ("PUT", re.compile(rf"^/v1/tee/secrets/(?P<id>{_UUID})/policy$"),
      "bind_secret"),
+    ("DELETE", re.compile(rf"^/v1/tee/secrets/(?P<id>{_UUID})/policy$"),
+     "unbind_secret"),
     ("POST", re.compile(r"^/v1/tee/challenge/?$"), "challenge"),
     ("POST", re.compile(r"^/v1/tee/release/?$"), "release"),
     ("PUT", re.compile(rf"^/v1/tee/instances/(?P<instance>{_UUID})/"
@@ -107,6 +112,8 @@ SEV_SESSION_TTL = 600
 _PAYLOAD = re.compile(rf"^/v1/secrets/(?P<id>{_UUID})(?P<payload>/payload)?"
                       r"/?$")
 _MAX_BODY = 256 * 1024
+# Secrets whose newest record generation each worker remembers.
+_GENERATIONS_KEPT = 100_000
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -126,6 +133,45 @@ def _b64url(data: bytes) -> str:
 
 def _b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _check_barbican_hooks() -> None:
+    """Fail at startup if Barbican no longer has what binding relies on.
+
+    The binding routes evaluate Barbican's own secret ACL rule with
+    Barbican's code (``barbican.api.controllers``); if a Barbican release
+    renames it, binding must not silently skip the check: barbican-api
+    refuses to start instead, naming what is missing.
+    """
+    import inspect
+
+    from barbican.api import controllers
+    from barbican.model import repositories
+
+    missing = []
+    enforce = getattr(controllers, "_do_enforce_rbac", None)
+    if enforce is None or list(inspect.signature(enforce).parameters)[
+            :4] != ["inst", "req", "action_name", "ctx"]:
+        missing.append("barbican.api.controllers._do_enforce_rbac(inst, "
+                       "req, action_name, ctx)")
+    if not hasattr(getattr(controllers, "ACLMixin", None),
+                   "get_acl_tuple"):
+        missing.append("barbican.api.controllers.ACLMixin.get_acl_tuple")
+    repo = getattr(repositories, "get_secret_repository", None)
+    if repo is None or not hasattr(repositories, "clear"):
+        missing.append("barbican.model.repositories.get_secret_repository"
+                       "/clear")
+    if missing:
+        raise RuntimeError(
+            "openstack-tee cannot enforce Barbican's secret ACLs on "
+            "binding with this Barbican: missing " + "; ".join(missing))
+
+
+def _session_label(session_id: str, secret_id: str, instance_uuid: str,
+                   launch_policy: int) -> str:
+    """What a sealed SEV launch session is for (its AAD)."""
+    return (f"sev-session:{session_id}:{secret_id}:{instance_uuid}:"
+            f"{int(launch_policy)}")
 
 
 def expected_report_data(nonce: str, public_jwk: jwk.JWK) -> bytes:
@@ -160,6 +206,15 @@ class TEEAPIFilter:
         self.enforcer = oslo_policy.Enforcer(conf)
         self.enforcer.register_defaults(RULES)
         self.notifier = self._make_notifier(conf)
+        if routes != "public":
+            _check_barbican_hooks()
+        # The highest record generation this worker has seen per secret:
+        # a record rolled back as a whole behind a live worker's back is
+        # refused by it (a whole-database rollback across restarts is the
+        # documented limit, see the admin guide's trust model).
+        self._generations: collections.OrderedDict[str, int] = (
+            collections.OrderedDict())
+        self._generations_lock = threading.Lock()
 
     @classmethod
     def factory(cls, global_config: dict[str, str],
@@ -376,30 +431,208 @@ class TEEAPIFilter:
 
     def delete_policy(self, environ: dict[str, Any],
                       id: str) -> tuple[int, Any]:  # noqa: A002
+        """Delete a policy; the secrets bound to it are unbound first.
+
+        Unbinding another user's secret needs the rights Barbican requires
+        to change that secret's ACL: without them on every bound secret,
+        nothing changes.
+        """
         ctx = self._context(environ, "tee:policy:delete")
         self._own_policy(ctx, id)
+        bound = self.store.secrets_with_metadata("tee_policy", id)
+        for secret_id in bound:
+            if not self._may_change_secret(environ, ctx, secret_id):
+                raise APIError(403, "policy_in_use",
+                               "the policy is bound to secrets whose "
+                               "binding you may not change; their owners "
+                               "(or a project admin) must unbind them "
+                               "first")
+        for secret_id in bound:
+            try:
+                self._change_binding(
+                    secret_id, ctx.project_id,
+                    lambda rec: rec.binding.policy_id == id,
+                    policy_id=None, policy_pin=None, instance_uuid=None,
+                    retired=False)
+            except APIError as exc:
+                # A record that does not open releases to no one anyway.
+                LOG.warning("openstack-tee: secret %s left as it is while "
+                            "deleting policy %s: %s", secret_id, id,
+                            exc.code)
         self.store.delete_policy(id)
         return 204, None
 
-    def bind_secret(self, environ: dict[str, Any],
-                    id: str) -> tuple[int, Any]:  # noqa: A002
-        ctx = self._context(environ, "tee:secret:bind")
-        body = self._json(environ)
-        secret_id = str(uuid.UUID(id))
+    def _secret_to_change(self, environ: dict[str, Any], ctx: Any,
+                          secret_id: str) -> None:
+        """404 unless the project's; 403 unless Barbican lets ctx change it.
+        """
         if self.store.secret_project(secret_id) != ctx.project_id:
             raise APIError(404, "secret_not_found",
                            f"no secret {secret_id} in this project")
+        if not self._may_change_secret(environ, ctx, secret_id):
+            raise APIError(403, "secret_forbidden",
+                           "Barbican's rules for this secret (its ACL and "
+                           "creator) do not let you change who may "
+                           "receive it")
         if not self._is_sealed(secret_id):
             raise APIError(409, "secret_not_sealed",
                            "only secrets in the tee_sealed store can be "
                            "bound: any other secret is readable through "
                            "the payload API, so a policy would protect "
                            "nothing")
+
+    def bind_secret(self, environ: dict[str, Any],
+                    id: str) -> tuple[int, Any]:  # noqa: A002
+        ctx = self._context(environ, "tee:secret:bind")
+        body = self._json(environ)
+        secret_id = str(uuid.UUID(id))
+        self._secret_to_change(environ, ctx, secret_id)
         policy_id = str(body.get("policy_id", ""))
-        self._own_policy(ctx, policy_id)
-        self.store.bind(secret_id, policy_id, ctx.project_id)
-        self.store.clear_instance_binding(secret_id)
+        row = self._own_policy(ctx, policy_id)
+        # A new binding starts over: no instance, not retired.
+        self._change_binding(secret_id, ctx.project_id, None,
+                             policy_id=policy_id,
+                             policy_pin=db.policy_pin(row),
+                             instance_uuid=None, retired=False)
         return 200, {"secret_id": secret_id, "policy_id": policy_id}
+
+    def unbind_secret(self, environ: dict[str, Any],
+                      id: str) -> tuple[int, Any]:  # noqa: A002
+        ctx = self._context(environ, "tee:secret:bind")
+        secret_id = str(uuid.UUID(id))
+        self._secret_to_change(environ, ctx, secret_id)
+        self._change_binding(secret_id, ctx.project_id, None,
+                             policy_id=None, policy_pin=None,
+                             instance_uuid=None, retired=False)
+        return 204, None
+
+    def _may_change_secret(self, environ: dict[str, Any], ctx: Any,
+                           secret_id: str) -> bool:
+        """Whether Barbican's own rules let ``ctx`` change the secret's ACL.
+
+        Evaluated by Barbican's code with Barbican's policy (including an
+        operator's overrides), on the target Barbican itself builds from
+        the secret's ACLs, project and creator: binding decides who may
+        receive the secret, which is what its ACL decides.
+        """
+        from barbican.api import controllers
+        from barbican.model import repositories
+        from oslo_policy import policy as policy_exc
+        import webob  # type: ignore[import-untyped]
+
+        try:
+            secret = repositories.get_secret_repository().get_secret_by_id(
+                entity_id=secret_id, suppress_exception=True)
+            if secret is None:
+                return False
+            holder = controllers.ACLMixin()
+            holder.secret = secret
+            controllers._do_enforce_rbac(  # noqa: SLF001
+                holder, webob.Request(environ), "secret_acls:put_patch",
+                ctx)
+            return True
+        except policy_exc.PolicyNotAuthorized:
+            return False
+        finally:
+            repositories.clear()
+
+    # -- the sealed record: who may receive a secret -------------------------
+    def _open_record(self, secret_id: str, meta: dict[str, str] | None = None
+                     ) -> tuple[dict[str, str], bytes, sealed_store.Record]:
+        """The secret's sealed record, authenticated, and its plaintext."""
+        if meta is None:
+            meta = self.store.store_metadata(secret_id)
+        if meta.get("plugin_name") != sealed_store.PLUGIN_PATH:
+            raise APIError(403, "secret_not_sealed",
+                           "the secret is not in the sealed store")
+        try:
+            plaintext, record = sealed_store.open_secret(
+                self.keyring, meta, secret_id)
+        except sealed_store.SealedSecretError as exc:
+            raise APIError(403, exc.code, str(exc)) from None
+        self._check_generation(secret_id, record.binding.generation)
+        return meta, plaintext, record
+
+    def _check_generation(self, secret_id: str, generation: int) -> None:
+        """Refuse a record older than one this worker has already seen."""
+        with self._generations_lock:
+            seen = self._generations.get(secret_id, -1)
+            if generation < seen:
+                raise APIError(403, "binding_rolled_back",
+                               "the secret's sealed record is older than "
+                               "one this service has already seen: it was "
+                               "rolled back in the database")
+            self._generations[secret_id] = generation
+            self._generations.move_to_end(secret_id)
+            while len(self._generations) > _GENERATIONS_KEPT:
+                self._generations.popitem(last=False)
+
+    def _change_binding(self, secret_id: str, project_id: str,
+                        check: Callable[[sealed_store.Record], bool] | None,
+                        **changes: Any) -> sealed_store.Record:
+        """Re-seal the secret's record with ``changes``, next generation.
+
+        ``check`` sees the current record; False leaves it as it is
+        (409). The write is a compare-and-swap of the record's rows, so
+        concurrent changes never mix; the loser tries again.
+        """
+        for _ in range(5):
+            meta, _plain, record = self._open_record(secret_id)
+            del _plain
+            if record.project_id != project_id:
+                raise APIError(403, "sealed_record_moved",
+                               "the sealed record belongs to another "
+                               "project")
+            if check is not None and not check(record):
+                raise APIError(409, "binding_changed",
+                               "the secret's binding is not what this "
+                               "change expects")
+            try:
+                new, updated = sealed_store.rebind(self.keyring, meta,
+                                                   secret_id, **changes)
+            except sealed_store.SealedSecretError as exc:
+                raise APIError(403, exc.code, str(exc)) from None
+            if self.store.replace_store_metadata(secret_id, meta, new):
+                self._check_generation(secret_id,
+                                       updated.binding.generation)
+                return updated
+        raise APIError(409, "binding_conflict",
+                       "the secret's binding kept changing; retry")
+
+    def _record_policy(self, record: sealed_store.Record
+                       ) -> tuple[policy_mod.Policy, str]:
+        """The policy the record pins, verified, and its id."""
+        binding = record.binding
+        if binding.policy_id is None:
+            raise APIError(403, "secret_no_policy",
+                           "the secret is not bound to an attestation "
+                           "policy")
+        row = self.store.get_policy(binding.policy_id)
+        if row is None:
+            raise APIError(403, "policy_deleted",
+                           "the secret's attestation policy was deleted")
+        if not self.store.policy_intact(row) or (
+                row["project_id"] != record.project_id) or (
+                not hmac.compare_digest(db.policy_pin(row),
+                                        binding.policy_pin or "")):
+            raise APIError(403, "policy_tampered",
+                           "the attestation policy does not authenticate "
+                           "or is not the one the secret was bound to")
+        try:
+            return (policy_mod.Policy.from_dict(json.loads(row["document"])),
+                    str(row["id"]))
+        except errors.InvalidInput:
+            raise APIError(403, "policy_tampered",
+                           "the stored policy is not valid") from None
+
+    @staticmethod
+    def _live_instance(record: sealed_store.Record) -> str | None:
+        """The instance the record is tied to, unless it was deleted."""
+        if record.binding.retired:
+            raise APIError(403, "instance_deleted",
+                           "the instance this secret was bound to was "
+                           "deleted; it is released to no one")
+        return record.binding.instance_uuid
 
     # -- routes: attested release --------------------------------------------
     def challenge(self, environ: dict[str, Any]) -> tuple[int, Any]:
@@ -449,24 +682,18 @@ class TEEAPIFilter:
                            "new one")
         if code is not None:
             raise APIError(403, code, "unknown or already used nonce")
-        policy, policy_id = self._bound_policy_row(secret_id)
-        bound = self._instance_check(secret_id)
-        report_data = self._verify(evidence, policy,
-                                   bound["instance_uuid"] if bound else None)
+        # The record says who may receive the secret: it must open for
+        # this very secret, and it pins the policy and the instance.
+        _meta, plaintext, record = self._open_record(secret_id)
+        policy, policy_id = self._record_policy(record)
+        instance = self._live_instance(record)
+        report_data = self._verify(evidence, policy, instance)
         expected = expected_report_data(nonce, public)
         if not hmac.compare_digest(report_data, expected):
             raise APIError(403, "report_data_mismatch",
                            "report_data is not SHA-512(nonce || key "
                            "thumbprint): the evidence was not made for "
                            "this challenge and key")
-        meta = self.store.store_metadata(secret_id)
-        if meta.get("plugin_name") != sealed_store.PLUGIN_PATH:
-            raise APIError(403, "secret_not_sealed",
-                           "the secret is not in the sealed store")
-        try:
-            plaintext = sealed_store.unseal(self.keyring, meta)
-        except sealed_store.SealedSecretError as exc:
-            raise APIError(403, exc.code, str(exc)) from None
         token = jwe.JWE(plaintext, recipient=public, protected={
             "alg": "ECDH-ES+A256KW", "enc": "A256GCM",
             "kid": public.thumbprint()})
@@ -489,35 +716,44 @@ class TEEAPIFilter:
             raise APIError(403, "instance_project_mismatch",
                            "the instance's project does not own the "
                            "secret")
-        other = self.store.bind_instance(secret_id, str(uuid.UUID(
-            instance)), project)
-        if other is not None:
+        instance_uuid = str(uuid.UUID(instance))
+        _meta, _plain, record = self._open_record(secret_id)
+        del _plain
+        current = record.binding
+        if current.instance_uuid == instance_uuid and not current.retired:
+            return 200, {"secret_id": secret_id, "instance_uuid": instance}
+        if current.instance_uuid is not None or current.retired:
             raise APIError(409, "secret_bound_to_other_instance",
-                           f"the secret is bound to instance {other} (or "
-                           "retired with it; its owner can bind it to a "
-                           "policy again)")
+                           f"the secret is bound to instance "
+                           f"{current.instance_uuid} (or retired with it; "
+                           "its owner can bind it to a policy again)")
+        self._change_binding(
+            secret_id, project,
+            lambda rec: rec.binding.instance_uuid is None
+            and not rec.binding.retired, instance_uuid=instance_uuid)
         return 200, {"secret_id": secret_id, "instance_uuid": instance}
 
     def unbind_instance(self, environ: dict[str, Any],
                         instance: str) -> tuple[int, Any]:
+        """The instance was deleted: its secrets go to no one any more."""
         self._context(environ, "tee:sev:session")
-        self.store.retire_instance(str(uuid.UUID(instance)))
+        instance_uuid = str(uuid.UUID(instance))
+        for secret_id in self.store.secrets_with_metadata("tee_instance",
+                                                          instance_uuid):
+            meta = self.store.store_metadata(secret_id)
+            project = meta.get("tee_project", "")
+            try:
+                self._change_binding(
+                    secret_id, project,
+                    lambda rec: rec.binding.instance_uuid == instance_uuid
+                    and not rec.binding.retired, retired=True)
+            except APIError as exc:
+                # Not tied to it after all, or a record that does not open
+                # (released to no one anyway).
+                LOG.info("openstack-tee: secret %s not retired with "
+                         "instance %s: %s", secret_id, instance_uuid,
+                         exc.code)
         return 204, None
-
-    def _instance_check(self, secret_id: str) -> dict[str, Any] | None:
-        """The secret's instance binding (verified), if it has one."""
-        row = self.store.instance_binding(secret_id)
-        if row is None:
-            return None
-        if not self.store.instance_binding_intact(row):
-            raise APIError(403, "binding_tampered",
-                           "the secret's instance binding does not "
-                           "authenticate")
-        if row["retired"]:
-            raise APIError(403, "instance_deleted",
-                           "the instance this secret was bound to was "
-                           "deleted; it is released to no one")
-        return row
 
     def sev_session(self, environ: dict[str, Any]) -> tuple[int, Any]:
         """Guest owner side of LAUNCH_START for nova-compute."""
@@ -534,11 +770,12 @@ class TEEAPIFilter:
                 launch_policy, bool) or not 0 <= launch_policy < 1 << 32:
             raise APIError(400, "sev_policy", "policy must be the SEV "
                            "guest policy as an integer")
-        bound = self._instance_check(secret_id)
-        if bound is None or bound["instance_uuid"] != instance_uuid:
+        _meta, _plain, record = self._open_record(secret_id)
+        del _plain
+        if self._live_instance(record) != instance_uuid:
             raise APIError(403, "instance_not_bound",
                            "the secret is not bound to this instance")
-        policy = self._bound_policy(secret_id)
+        policy, _policy_id = self._record_policy(record)
         if policy.tee not in ("amd-sev", "amd-sev-es"):
             raise APIError(403, "policy_tee_mismatch",
                            f"the secret's policy is for {policy.tee}, not "
@@ -559,7 +796,10 @@ class TEEAPIFilter:
             raise APIError(403, exc.code, exc.message) from None
         session_id = str(uuid.uuid4())
         state = json.dumps(launch.to_state()).encode()
-        sealed = sealed_store.seal(self.keyring, state, "sev-session")
+        sealed = sealed_store.seal(
+            self.keyring, state, _session_label(session_id, secret_id,
+                                                instance_uuid,
+                                                launch_policy))
         self.store.add_sev_session({
             "id": session_id, "secret_id": secret_id,
             "instance_uuid": instance_uuid, "policy": launch_policy,
@@ -638,17 +878,26 @@ class TEEAPIFilter:
         if row["expires_at"] < db.utcnow():
             raise APIError(403, "sev_session_expired",
                            "the launch session expired")
+        # The session row's fields are under the sealed state's AAD: a row
+        # pointed at another secret or instance does not open.
+        try:
+            state = sealed_store.unseal(
+                self.keyring, json.loads(row["sealed_state"]),
+                _session_label(row["id"], row["secret_id"],
+                               row["instance_uuid"], row["policy"]))
+        except (sealed_store.SealedSecretError, ValueError):
+            raise APIError(403, "sev_session_tampered",
+                           "the launch session does not authenticate"
+                           ) from None
         # The instance may have been deleted since the session was made.
-        bound = self._instance_check(row["secret_id"])
-        if bound is None or bound["instance_uuid"] != row["instance_uuid"]:
+        _meta, secret, record = self._open_record(row["secret_id"])
+        if self._live_instance(record) != row["instance_uuid"]:
             raise APIError(403, "instance_not_bound",
                            "the secret is not bound to this instance")
         if body.get("policy", row["policy"]) != row["policy"]:
             raise APIError(403, "sev_policy",
                            "the launched policy differs from the session's")
-        policy = self._bound_policy(row["secret_id"])
-        state = sealed_store.unseal(self.keyring,
-                                    json.loads(row["sealed_state"]))
+        policy, _policy_id = self._record_policy(record)
         launch = sev.LaunchSession.from_state(json.loads(state))
         try:
             api_major = int(body["api_major"])
@@ -667,48 +916,14 @@ class TEEAPIFilter:
                                       build_id, list(policy.measurements))
         except (errors.InvalidInput, errors.VerificationFailed) as exc:
             raise APIError(403, exc.code, exc.message) from None
-        meta = self.store.store_metadata(row["secret_id"])
         try:
-            secret = sealed_store.unseal(self.keyring, meta)
             packet = launch.build_secret_packet(
                 measurement, {SEV_LUKS_KEY_GUID: secret}, api_major,
                 api_minor)
-        except sealed_store.SealedSecretError as exc:
-            raise APIError(403, exc.code, str(exc)) from None
         except (errors.InvalidInput, errors.VerificationFailed) as exc:
             raise APIError(403, exc.code, exc.message) from None
         return {"secret_header": packet.header_b64,
                 "secret": packet.payload_b64}
-
-    def _bound_policy(self, secret_id: str) -> policy_mod.Policy:
-        return self._bound_policy_row(secret_id)[0]
-
-    def _bound_policy_row(self, secret_id: str
-                          ) -> tuple[policy_mod.Policy, str]:
-        """The secret's verified policy and its id."""
-        binding = self.store.get_binding(secret_id)
-        if binding is None:
-            raise APIError(403, "secret_no_policy",
-                           "the secret is not bound to an attestation "
-                           "policy")
-        if not self.store.binding_intact(binding):
-            raise APIError(403, "binding_tampered",
-                           "the secret's policy binding does not "
-                           "authenticate")
-        row = self.store.get_policy(binding["policy_id"])
-        if row is None:
-            raise APIError(403, "policy_deleted",
-                           "the secret's attestation policy was deleted")
-        if not self.store.policy_intact(row) or (
-                row["project_id"] != binding["project_id"]):
-            raise APIError(403, "policy_tampered",
-                           "the attestation policy does not authenticate")
-        try:
-            return (policy_mod.Policy.from_dict(json.loads(row["document"])),
-                    str(row["id"]))
-        except errors.InvalidInput:
-            raise APIError(403, "policy_tampered",
-                           "the stored policy is not valid") from None
 
     @staticmethod
     def _public_key(value: Any) -> jwk.JWK:

@@ -192,6 +192,10 @@ class TEEClient:
                             {"policy_id": policy_id})
         return self._dict(doc, "bind secret") if doc is not None else {}
 
+    def unbind_secret(self, secret_id: str) -> None:
+        """``DELETE /v1/tee/secrets/{secret_id}/policy``."""
+        self._request("DELETE", self._url("secrets", secret_id, "policy"))
+
     # -- evidence-authenticated routes -----------------------------------
     def challenge(self, secret_id: str) -> tuple[str, str]:
         """``POST /v1/tee/challenge`` -> ``(nonce, expires_at)``."""

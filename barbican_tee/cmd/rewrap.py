@@ -6,11 +6,19 @@ the old KEK file can be retired. Sealed secrets are re-sealed and the
 attestation tables' row MACs recomputed; what is already under the current
 KEK is skipped, so it is safe to run again after an interruption. Rows
 that do not authenticate are left as they are and counted as failed.
+
+It also upgrades the secrets sealed by earlier releases (record version 1,
+not yet bound to their secret) to version 2: each is sealed to the secret
+whose rows hold it, with the binding its old, still authenticating,
+binding rows gave. Run it right after the upgrade, from a database you
+trust at that moment; until then such secrets are refused with
+``sealed_record_unbound``.
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from oslo_config import cfg
 
@@ -43,7 +51,12 @@ def rewrap(conf: cfg.ConfigOpts) -> tuple[int, int, int]:
     for secret_id in store.sealed_secret_ids(sealed_store.PLUGIN_PATH):
         meta = store.store_metadata(secret_id)
         try:
-            new = sealed_store.reseal(ring, meta)
+            if meta.get("tee_v", sealed_store.BLOB_VERSION) == (
+                    sealed_store.BLOB_VERSION):
+                new: dict[str, str] | None = _upgrade(
+                    ring, store, meta, secret_id)
+            else:
+                new = sealed_store.reseal(ring, meta, secret_id)
         except sealed_store.SealedSecretError:
             failed += 1
             continue
@@ -55,6 +68,30 @@ def rewrap(conf: cfg.ConfigOpts) -> tuple[int, int, int]:
             failed += 1
     remaced, refused = store.remac_rows()
     return done + remaced, current, failed + refused
+
+
+def _upgrade(ring: keyring_mod.Keyring, store: Any, meta: dict[str, str],
+             secret_id: str) -> dict[str, str]:
+    """A version 1 record sealed to its secret, old binding carried over."""
+    from barbican_tee.api import db
+    from barbican_tee.plugin import store as sealed_store
+
+    project = store.secret_project(secret_id)
+    if project is None:
+        raise sealed_store.SealedSecretError("the secret is gone",
+                                             "sealed_record_corrupt")
+    policy_id, instance, retired = store.legacy_binding(secret_id)
+    pin = None
+    row = store.get_policy(policy_id) if policy_id else None
+    if row is not None and store.policy_intact(row) and (
+            row["project_id"] == project):
+        pin = db.policy_pin(row)
+    else:
+        policy_id = None
+    binding = sealed_store.Binding(
+        generation=1, policy_id=policy_id, policy_pin=pin,
+        instance_uuid=instance, retired=retired)
+    return sealed_store.upgrade_v1(ring, meta, secret_id, project, binding)
 
 
 def run(args: argparse.Namespace) -> int:

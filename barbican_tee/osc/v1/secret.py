@@ -1,4 +1,4 @@
-"""``openstack tee secret bind``."""
+"""``openstack tee secret bind`` and ``unbind``."""
 
 from __future__ import annotations
 
@@ -47,3 +47,26 @@ class BindSecret(command.ShowOne):
                       if isinstance(v, (str, int))})
         columns = tuple(sorted(shown))
         return columns, tuple(shown[c] for c in columns)
+
+
+class UnbindSecret(command.Command):
+    """Unbind a sealed secret from its attestation policy.
+
+    The secret is then released to no one until it is bound again.
+    """
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = super().get_parser(prog_name)
+        parser.add_argument("secret", metavar="<secret>",
+                            help="secret ID or href")
+        return parser
+
+    def take_action(self, parsed_args: argparse.Namespace) -> None:
+        client: rest.TEEClient = self.app.client_manager.tee
+        sid = secret_id(parsed_args.secret)
+        try:
+            client.unbind_secret(sid)
+        except rest.TEEClientError as exc:
+            raise exceptions.CommandError(
+                f"cannot unbind secret {sid}: {exc.code}: {exc.message}"
+            ) from None

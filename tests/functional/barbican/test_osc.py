@@ -1,4 +1,4 @@
-"""``openstack tee policy ...`` and ``openstack tee secret bind``.
+"""``openstack tee policy ...`` and ``openstack tee secret bind|unbind``.
 
 The real ``openstack`` command (python-openstackclient with our plugin
 loaded through its entry point) against a real barbican-api. There is no
@@ -191,6 +191,16 @@ class OpenStackCLITest(base.TestCase):
             self.assertIn(f"cannot bind secret {secret_id}", proc.stderr)
         resp, _ = old_guest.release(self.barbican.url, secret_id)
         self.assertEqual("policy_measurement", flows.error_code(resp))
+        # Unbound, it goes to no one, until bound again.
+        proc = self.run_cli("tee", "secret", "unbind", href,
+                            project=project)
+        self.assertEqual(0, proc.returncode, proc.stderr)
+        resp, _ = new_guest.release(self.barbican.url, secret_id)
+        self.assertEqual("secret_no_policy", flows.error_code(resp))
+        proc = self.run_cli("tee", "secret", "unbind", secret_id,
+                            project="osc-other")
+        self.assertEqual(1, proc.returncode, proc.stdout)
+        self.assertIn(f"cannot unbind secret {secret_id}", proc.stderr)
 
     def test_a_secret_outside_the_sealed_store_cannot_be_bound(self) -> None:
         project = "osc-plain"
