@@ -7,9 +7,16 @@ Routes (see ARCHITECTURE.md, "REST contract"):
 * ``POST /v1/tee/challenge`` and ``POST /v1/tee/release`` (no token: the
   evidence authenticates; rate limited per secret and per client address)
 
-It also answers ``GET /v1/secrets/{id}/payload`` (and a non-JSON ``GET
-/v1/secrets/{id}``) for a sealed secret with 403, for every role: the only
-way out is an attested release. Everything else passes to Barbican.
+It also answers every ``GET`` that Barbican would route to a sealed
+secret's payload (``/v1/secrets/{id}/payload``, with or without an
+extension or trailing slash, and ``/v1/secrets/{id}`` when the Accept
+header asks for more than JSON, decided as Barbican decides it) with 403,
+for every role: the only way out is an attested release. Everything else
+passes to Barbican.
+
+Every error body has Barbican's shape (``code``, ``title``,
+``description``, which python-barbicanclient prints) and, in ``error``,
+this API's stable machine-readable code.
 
 Every release decision is logged and sent as an oslo.messaging notification
 (``tee.release.granted`` / ``tee.release.denied``) with the secret id, the
@@ -26,20 +33,25 @@ from collections.abc import Iterable
 import datetime
 import hashlib
 import hmac
+import http
 import json
 import os
+import posixpath
 import re
 import threading
 import time
 from typing import Any
 import uuid
 
+from barbican.api import controllers as barbican_controllers
+from cryptography.hazmat.primitives.asymmetric import ec
 from jwcrypto import jwe
 from jwcrypto import jwk
 from oslo_config import cfg
 from oslo_log import log as logging
 import oslo_messaging
 from oslo_policy import policy as oslo_policy
+import webob  # type: ignore[import-untyped]
 
 from barbican_tee.api import db
 from barbican_tee.attestation import errors
@@ -109,13 +121,47 @@ _ROUTES = [
 # "luks-key" of libvirt's virt-qemu-sev-validate).
 SEV_LUKS_KEY_GUID = "736869e5-84f0-4973-92ec-06879ce3da0b"
 SEV_SESSION_TTL = 600
-_PAYLOAD = re.compile(rf"^/v1/secrets/(?P<id>{_UUID})(?P<payload>/payload)?"
-                      r"/?$")
+_SECRET_ID = re.compile(_UUID)
 _MAX_BODY = 256 * 1024
 # Secrets whose newest record generation each worker remembers.
 _GENERATIONS_KEPT = 100_000
+# JSON bodies nest at most this deep (a policy or evidence needs a few
+# levels); deeper input is refused before it can exhaust the stack.
+_MAX_DEPTH = 32
+# A JWK coordinate of P-384: 48 bytes, base64url without padding.
+_P384_COORDINATE = re.compile(r"[A-Za-z0-9_-]{64}")
+_REASONS = {413: "Payload Too Large"}
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def _payload_secret(path: str, environ: dict[str, Any]) -> str | None:
+    """The secret whose payload Barbican would answer ``GET path`` with.
+
+    Barbican (pecan) routes ``/v1/secrets/{id}/payload`` to the payload
+    and ``/v1/secrets/{id}`` to the payload unless the Accept header is
+    missing, ``application/json`` or ``*/*``. Pecan first strips a file
+    extension it knows from the last segment (``/payload.txt``,
+    ``/{id}.json``) and ignores empty segments (``//``, a trailing
+    slash). This matches a superset: every segment loses anything from
+    its first dot, dot segments are resolved and empty ones dropped, and
+    anything under ``/payload`` counts, so no spelling reaches the store.
+    A path it over-matches is one Barbican answers with 404 anyway.
+    """
+    segments = [part.split(".", 1)[0]
+                for part in posixpath.normpath(path).split("/")]
+    segments = [part for part in segments if part]
+    if len(segments) < 3 or segments[:2] != ["v1", "secrets"] or (
+            not _SECRET_ID.fullmatch(segments[2])):
+        return None
+    secret_id = segments[2].lower()
+    if len(segments) == 3:
+        # The same test Barbican's SecretController.on_get makes.
+        if barbican_controllers.is_json_request_accept(
+                webob.Request(environ)):
+            return None
+        return secret_id
+    return secret_id if segments[3] == "payload" else None
 
 
 class APIError(Exception):
@@ -260,16 +306,14 @@ class TEEAPIFilter:
                                       path)
             return self.app(environ, start_response)
         if method == "GET" and self.routes != "public":
-            match = _PAYLOAD.match(path)
-            if match and (match.group("payload") or "json" not in
-                          environ.get("HTTP_ACCEPT", "application/json")):
-                if self._is_sealed(match.group("id")):
-                    return self._reply(start_response, 403, {"error": {
-                        "code": "secret_sealed",
-                        "message": "This secret is sealed: it is released "
-                                   "only to an attested guest, through POST "
-                                   "/v1/tee/release, for every role "
-                                   "including admin."}})
+            secret_id = _payload_secret(path, environ)
+            if secret_id is not None and self._is_sealed(secret_id):
+                return self._error(
+                    start_response, APIError(
+                        403, "secret_sealed", "This secret is sealed: it "
+                        "is released only to an attested guest, through "
+                        "POST /v1/tee/release, for every role including "
+                        "admin."))
         return self.app(environ, start_response)
 
     @staticmethod
@@ -293,57 +337,112 @@ class TEEAPIFilter:
                     status, body = getattr(self, name)(
                         environ, **match.groupdict())
                 except APIError as exc:
-                    status = exc.status
-                    body = {"error": {"code": exc.code,
-                                      "message": str(exc)}}
-                    if len(exc.codes) > 1:
-                        body["error"]["codes"] = exc.codes
+                    return self._error(start_response, exc)
                 except Exception:  # noqa: BLE001 - never leak internals
                     LOG.exception("openstack-tee: %s %s failed", method,
                                   path)
-                    status, body = 500, {"error": {
-                        "code": "internal_error",
-                        "message": "The attestation service failed; see "
-                                   "the barbican-api log."}}
+                    return self._error(start_response, APIError(
+                        500, "internal_error", "The attestation service "
+                        "failed; see the barbican-api log."))
                 return self._reply(start_response, status, body)
-        return self._reply(start_response, 404, {"error": {
-            "code": "not_found", "message": f"no route {method} {path}"}})
+        return self._error(start_response, APIError(
+            404, "not_found", f"no route {method} {path}"))
 
     @staticmethod
-    def _reply(start_response: Callable[..., Any], status: int,
+    def _reason(status: int) -> str:
+        try:
+            return _REASONS.get(status) or http.HTTPStatus(status).phrase
+        except ValueError:
+            return ""
+
+    @classmethod
+    def _error(cls, start_response: Callable[..., Any],
+               exc: APIError) -> list[bytes]:
+        """An error in Barbican's shape, with our stable code in it.
+
+        python-barbicanclient (and so ``openstack secret ...``) prints
+        ``title: description``; this API's clients read ``error.code``.
+        """
+        error: dict[str, Any] = {"code": exc.code, "message": str(exc)}
+        if len(exc.codes) > 1:
+            error["codes"] = exc.codes
+        return cls._reply(start_response, exc.status, {
+            "code": exc.status, "title": cls._reason(exc.status),
+            "description": str(exc), "error": error})
+
+    @classmethod
+    def _reply(cls, start_response: Callable[..., Any], status: int,
                body: dict[str, Any] | None) -> list[bytes]:
-        reasons = {200: "OK", 201: "Created", 204: "No Content",
-                   400: "Bad Request", 401: "Unauthorized",
-                   403: "Forbidden", 404: "Not Found", 409: "Conflict",
-                   413: "Payload Too Large", 429: "Too Many Requests",
-                   500: "Internal Server Error"}
         data = b"" if body is None else json.dumps(body).encode()
         headers = [("Content-Length", str(len(data)))]
         if body is not None:
             headers.append(("Content-Type", "application/json"))
-        start_response(f"{status} {reasons.get(status, '')}", headers)
+        start_response(f"{status} {cls._reason(status)}", headers)
         return [data]
 
     # -- helpers ------------------------------------------------------------
     @staticmethod
-    def _json(environ: dict[str, Any]) -> dict[str, Any]:
+    def _body(environ: dict[str, Any]) -> bytes:
+        """The request body, at most ``_MAX_BODY`` bytes of it."""
+        too_large = APIError(413, "body_too_large", "request bodies are "
+                             f"limited to {_MAX_BODY} bytes")
+        stream = environ["wsgi.input"]
+        declared = environ.get("CONTENT_LENGTH")
         try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
-        if length > _MAX_BODY:
-            raise APIError(413, "body_too_large",
-                           f"request bodies are limited to {_MAX_BODY} "
-                           "bytes")
-        raw = environ["wsgi.input"].read(length) if length else b""
+            if declared:
+                if not re.fullmatch(r"[0-9]+", declared):
+                    raise APIError(400, "body_length_invalid",
+                                   "Content-Length is not a byte count")
+                if int(declared) > _MAX_BODY:
+                    raise too_large
+                return bytes(stream.read(int(declared)))
+            if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING",
+                                            "").lower():
+                return b""
+            # Chunked: the server gives the decoded body; read until its
+            # end, one byte past the limit at most.
+            chunks: list[bytes] = []
+            size = 0
+            while size <= _MAX_BODY:
+                chunk = bytes(stream.read(_MAX_BODY + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        except OSError:
+            # A body cut short or a malformed chunk (the server's errors
+            # are IOErrors).
+            raise APIError(400, "body_unreadable",
+                           "the request body could not be read") from None
+        if size > _MAX_BODY:
+            raise too_large
+        return b"".join(chunks)
+
+    @staticmethod
+    def _json(environ: dict[str, Any]) -> dict[str, Any]:
+        raw = TEEAPIFilter._body(environ)
+        too_deep = APIError(400, "body_too_deep", "JSON in request bodies "
+                            f"nests at most {_MAX_DEPTH} levels deep")
         try:
             body = json.loads(raw or b"{}")
+        except RecursionError:
+            raise too_deep from None
         except ValueError:
             raise APIError(400, "body_not_json",
                            "the request body is not JSON") from None
         if not isinstance(body, dict):
             raise APIError(400, "body_not_object",
                            "the request body must be a JSON object")
+        # Iteratively, so that checking the depth cannot recurse.
+        pending: list[tuple[Any, int]] = [(body, 1)]
+        while pending:
+            value, depth = pending.pop()
+            if isinstance(value, dict):
+                value = list(value.values())
+            if isinstance(value, list):
+                if depth > _MAX_DEPTH:
+                    raise too_deep
+                pending.extend((item, depth + 1) for item in value)
         return body
 
     def _context(self, environ: dict[str, Any], rule: str) -> Any:
@@ -927,17 +1026,35 @@ class TEEAPIFilter:
 
     @staticmethod
     def _public_key(value: Any) -> jwk.JWK:
+        """The guest's key, a point on P-384, checked before any use.
+
+        A point off the curve (or at zero, or a coordinate of the wrong
+        size) would fail only in the JWE after the nonce is spent.
+        """
         if not isinstance(value, dict) or value.get("kty") != "EC" or (
                 value.get("crv") != "P-384") or "d" in value:
             raise APIError(400, "public_key_invalid",
                            "public_key must be a public EC P-384 JWK")
+        invalid = APIError(400, "public_key_invalid", "public_key is not "
+                           "a point on P-384 (x and y: 48 bytes each, "
+                           "base64url without padding)")
+        coords: list[int] = []
+        for name in ("x", "y"):
+            text = value.get(name)
+            if not isinstance(text, str) or (
+                    not _P384_COORDINATE.fullmatch(text)):
+                raise invalid
+            coords.append(int.from_bytes(_b64url_decode(text), "big"))
         try:
-            return jwk.JWK(**{k: value[k] for k in ("kty", "crv", "x",
-                                                    "y")})
+            ec.EllipticCurvePublicNumbers(
+                coords[0], coords[1], ec.SECP384R1()).public_key()
+        except ValueError:
+            raise invalid from None
+        try:
+            return jwk.JWK(kty="EC", crv="P-384", x=value["x"],
+                           y=value["y"])
         except Exception:  # noqa: BLE001 - jwcrypto raises many kinds
-            raise APIError(400, "public_key_invalid",
-                           "public_key is not a valid EC P-384 "
-                           "JWK") from None
+            raise invalid from None
 
     def _verify(self, evidence: dict[str, Any], policy: policy_mod.Policy,
                 instance_uuid: str | None = None) -> bytes:

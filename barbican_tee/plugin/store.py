@@ -39,6 +39,7 @@ import json
 import os
 from typing import Any
 
+from barbican.common import exception
 from barbican.plugin.interface import secret_store as ss
 from barbican.plugin import store_crypto
 from cryptography.exceptions import InvalidTag
@@ -66,11 +67,22 @@ _SYMMETRIC = {ss.KeyAlgorithm.AES, ss.KeyAlgorithm.HMACSHA1,
 PLUGIN_PATH = "barbican_tee.plugin.store.TEESealedSecretStore"
 
 
-class SealedSecretError(Exception):
-    """A sealed secret cannot be opened (the message never has secrets)."""
+class SealedSecretError(
+        exception.BarbicanHTTPException):  # type: ignore[misc]
+    """A sealed secret cannot be opened (the message never has secrets).
+
+    A Barbican HTTP exception, so that when Barbican itself meets it (the
+    payload API reaching ``get_secret``) the client gets a 403 with this
+    message, not a 500.
+    """
+
+    status_code = 403
 
     def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
+        # Not BarbicanException's constructor: it %-formats the message.
+        Exception.__init__(self, message)
+        self.message = message
+        self.client_message = message
         self.code = code
 
 
