@@ -191,9 +191,9 @@ def _check_barbican_hooks() -> None:
     """
     import inspect
 
-    from barbican.api import controllers
     from barbican.model import repositories
 
+    controllers = barbican_controllers
     missing = []
     enforce = getattr(controllers, "_do_enforce_rbac", None)
     if enforce is None or list(inspect.signature(enforce).parameters)[
@@ -614,23 +614,20 @@ class TEEAPIFilter:
         the secret's ACLs, project and creator: binding decides who may
         receive the secret, which is what its ACL decides.
         """
-        from barbican.api import controllers
         from barbican.model import repositories
-        from oslo_policy import policy as policy_exc
-        import webob  # type: ignore[import-untyped]
 
         try:
             secret = repositories.get_secret_repository().get_secret_by_id(
                 entity_id=secret_id, suppress_exception=True)
             if secret is None:
                 return False
-            holder = controllers.ACLMixin()
+            holder = barbican_controllers.ACLMixin()
             holder.secret = secret
-            controllers._do_enforce_rbac(  # noqa: SLF001
+            barbican_controllers._do_enforce_rbac(  # noqa: SLF001
                 holder, webob.Request(environ), "secret_acls:put_patch",
                 ctx)
             return True
-        except policy_exc.PolicyNotAuthorized:
+        except oslo_policy.PolicyNotAuthorized:
             return False
         finally:
             repositories.clear()
