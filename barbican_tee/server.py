@@ -313,11 +313,20 @@ def preflight(layout: Layout) -> None:
                  env=server_env(layout))
 
 
+# gevent workers: a connection waiting for a slow client's request costs a
+# greenlet, not a worker, so W half-open connections (a slowloris) no
+# longer stop W sync workers from answering anyone. Each worker still
+# handles one request's CPU work at a time, as a sync worker would.
+WORKER_CLASS = "gevent"
+WORKER_CONNECTIONS = 1000
+
+
 def gunicorn_argv(port: int, workers: int) -> list[str]:
     return [sys.executable, "-m", "gunicorn",
             "--bind", f"{HOST}:{port}",
             "--workers", str(workers),
-            "--worker-class", "sync",
+            "--worker-class", WORKER_CLASS,
+            "--worker-connections", str(WORKER_CONNECTIONS),
             "--timeout", "120",
             "--graceful-timeout", "5",
             "barbican_tee.wsgi:application"]
