@@ -4,8 +4,8 @@ Used by ``openstack-tee serve``, the functional tests and the demo. It
 writes ``barbican.conf`` and a paste file into a data directory, creates
 the keys the stores need, upgrades the database with ``barbican-manage``,
 checks once in a separate process that the app and every configured store
-plugin load (:func:`preflight`), and runs gunicorn on 127.0.0.1 with
-:mod:`barbican_tee.wsgi` as the application.
+plugin load (:func:`preflight`), and runs gunicorn (gevent workers) on
+127.0.0.1 with :mod:`barbican_tee.wsgi` as the application.
 
 Barbican 23.0.0 logs a store or crypto plugin whose module or constructor
 fails and carries on with the others, so a server could come up storing

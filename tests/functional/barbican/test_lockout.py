@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import json
 import os
 import socket
 import sqlite3
@@ -56,8 +57,10 @@ def _session(source: str) -> requests.Session:
 
 
 def _respell(nonce: str) -> str:
-    """The same bytes, spelled with one of the last character's unused bits
-    set (a nonce's 41 bytes leave 2 of its 330 bits unused)."""
+    """The same bytes, with an unused bit of the last character set.
+
+    A nonce's 41 bytes leave 2 of its 55 characters' 330 bits unused.
+    """
     digits = string.ascii_uppercase + string.ascii_lowercase + string.digits
     digits += "-_"
     return nonce[:-1] + digits[digits.index(nonce[-1]) ^ 1]
@@ -142,7 +145,7 @@ class LockoutTest(test_release._ServerTestBase):
         attacker, other = self._client(2), self._client(3)
         # X-Forwarded-For naming the guest's address: were it trusted, the
         # flood would be charged to the guest.
-        spoof = {"X-Forwarded-For": "127.0.%d.1" % self.ADDRESS}
+        spoof = {"X-Forwarded-For": f"127.0.{self.ADDRESS}.1"}
         seen: list[tuple[int, str]] = []
         for i in range(PER_CLIENT + 6):
             if i % 3 == 0:
@@ -325,9 +328,9 @@ class SlowClientTest(base.TestCase):
         for i in range(4 * self.WORKERS):
             sock = socket.create_connection(("127.0.0.1", port), timeout=30)
             self.addCleanup(sock.close)
-            head = (f"POST /v1/tee/challenge HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                    f"Content-Type: application/json\r\n")
-            body = ('{"secret_id": "%s"}' % uuid.uuid4()).encode()
+            head = ("POST /v1/tee/challenge HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    "Content-Type: application/json\r\n")
+            body = json.dumps({"secret_id": str(uuid.uuid4())}).encode()
             if i % 2 == 0:
                 sock.sendall(head.encode())
             else:
