@@ -4,8 +4,8 @@ Used by ``openstack-tee serve``, the functional tests and the demo. It
 writes ``barbican.conf`` and a paste file into a data directory, creates
 the keys the stores need, upgrades the database with ``barbican-manage``,
 checks once in a separate process that the app and every configured store
-plugin load (:func:`preflight`), and runs gunicorn on 127.0.0.1 with
-:mod:`barbican_tee.wsgi` as the application.
+plugin load (:func:`preflight`), and runs gunicorn (gevent workers) on
+127.0.0.1 with :mod:`barbican_tee.wsgi` as the application.
 
 Barbican 23.0.0 logs a store or crypto plugin whose module or constructor
 fails and carries on with the others, so a server could come up storing
@@ -313,11 +313,20 @@ def preflight(layout: Layout) -> None:
                  env=server_env(layout))
 
 
+# gevent workers: a connection waiting for a slow client's request costs a
+# greenlet, not a worker, so W half-open connections (a slowloris) no
+# longer stop W sync workers from answering anyone. Each worker still
+# handles one request's CPU work at a time, as a sync worker would.
+WORKER_CLASS = "gevent"
+WORKER_CONNECTIONS = 1000
+
+
 def gunicorn_argv(port: int, workers: int) -> list[str]:
     return [sys.executable, "-m", "gunicorn",
             "--bind", f"{HOST}:{port}",
             "--workers", str(workers),
-            "--worker-class", "sync",
+            "--worker-class", WORKER_CLASS,
+            "--worker-connections", str(WORKER_CONNECTIONS),
             "--timeout", "120",
             "--graceful-timeout", "5",
             "barbican_tee.wsgi:application"]

@@ -1,15 +1,17 @@
 """The attestation tables, in Barbican's own database.
 
-Policies and nonces live next to Barbican's tables (same ``[database]
-connection``), so every API worker sees the same state. Policy rows carry
-an HMAC (key derived from the sealed store's KEK) over their content, and
-the sealed record of every secret pins the exact policy it is bound to:
-a row edited in the database makes release fail, never succeed. Which
-policy and which instance a secret is bound to is kept in the secret's own
-sealed record (Barbican's secret store metadata, see
-:mod:`barbican_tee.plugin.store`), never in a row that could be deleted
-or rolled back on its own. Nonces are consumed with one ``DELETE``, whose
-row count is the single-use guarantee across workers.
+Policies, spent nonces and rate counters live next to Barbican's tables
+(same ``[database] connection``), so every API worker sees the same state.
+Policy rows carry an HMAC (key derived from the sealed store's KEK) over
+their content, and the sealed record of every secret pins the exact policy
+it is bound to: a row edited in the database makes release fail, never
+succeed. Which policy and which instance a secret is bound to is kept in the
+secret's own sealed record (Barbican's secret store metadata, see
+:mod:`barbican_tee.plugin.store`), never in a row that could be deleted or
+rolled back on its own. A challenge writes no row (its nonce authenticates
+itself, see :mod:`barbican_tee.api.nonce`); a release spends its nonce with
+one ``INSERT`` keyed by the nonce's digest, whose primary key is the
+single-use guarantee across workers.
 """
 
 from __future__ import annotations
@@ -60,11 +62,15 @@ INSTANCE_BINDINGS = sa.Table(
     sa.Column("mac", sa.String(64), nullable=False),
 )
 
-NONCES = sa.Table(
-    "tee_nonces", METADATA,
-    sa.Column("nonce", sa.String(64), primary_key=True),
-    sa.Column("secret_id", sa.String(36), nullable=False),
-    sa.Column("expires_at", sa.DateTime, nullable=False, index=True),
+# Nonces that a release has spent, until they expire (the nonce itself is
+# stateless: see barbican_tee.api.nonce). The digest is lowercase hex, so
+# comparisons are exact under any collation.
+SPENT_NONCES = sa.Table(
+    "tee_spent_nonces", METADATA,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    # Unix seconds: the nonce's own expiry, after which it is refused
+    # before this table is consulted.
+    sa.Column("expires_at", sa.BigInteger, nullable=False, index=True),
 )
 
 SEV_SESSIONS = sa.Table(
@@ -249,28 +255,26 @@ class Store:
         return policy_id, instance, retired
 
     # -- nonces ---------------------------------------------------------
-    def add_nonce(self, nonce: str, secret_id: str,
-                  expires_at: datetime.datetime) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(NONCES.delete().where(
-                NONCES.c.expires_at < utcnow()))
-            conn.execute(NONCES.insert().values(
-                nonce=nonce, secret_id=secret_id, expires_at=expires_at))
+    def spend_nonce(self, digest: str, expires_at: int,
+                    prune_before: int) -> bool:
+        """Record a verified nonce as spent; False if it already was.
 
-    def consume_nonce(self, nonce: str, secret_id: str) -> str | None:
-        """None if the nonce was live and is now spent, else a code."""
+        One ``INSERT`` on the primary key: of concurrent releases of one
+        nonce, in any worker, exactly one inserts the row. Rows of nonces
+        that expired before ``prune_before`` go in the same transaction
+        (an index range; an expired nonce is refused before this table is
+        read, so its row is no longer needed).
+        """
         with self.engine.begin() as conn:
-            row = conn.execute(NONCES.select().where(
-                NONCES.c.nonce == nonce)).mappings().first()
-            if row is None or row["secret_id"] != secret_id:
-                return "nonce_unknown"
-            result = conn.execute(NONCES.delete().where(
-                NONCES.c.nonce == nonce))
-            if result.rowcount != 1:
-                return "nonce_unknown"  # another worker spent it first
-            if row["expires_at"] < utcnow():
-                return "nonce_expired"
-        return None
+            try:
+                with conn.begin_nested():
+                    conn.execute(SPENT_NONCES.insert().values(
+                        digest=digest, expires_at=expires_at))
+            except sa.exc.IntegrityError:
+                return False
+            conn.execute(SPENT_NONCES.delete().where(
+                SPENT_NONCES.c.expires_at < prune_before))
+        return True
 
     # -- SEV launch sessions ---------------------------------------------
     def add_sev_session(self, row: dict[str, Any]) -> None:

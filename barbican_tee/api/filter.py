@@ -5,7 +5,7 @@ Routes (see ARCHITECTURE.md, "REST contract"):
 * ``POST/GET /v1/tee/policies``, ``GET/DELETE /v1/tee/policies/{id}``
 * ``PUT /v1/tee/secrets/{secret_id}/policy``
 * ``POST /v1/tee/challenge`` and ``POST /v1/tee/release`` (no token: the
-  evidence authenticates; rate limited per secret and per client address)
+  evidence authenticates; rate limited, see below)
 
 It also answers every ``GET`` that Barbican would route to a sealed
 secret's payload (``/v1/secrets/{id}/payload``, with or without an
@@ -21,6 +21,19 @@ this API's stable machine-readable code.
 Every release decision is logged and sent as an oslo.messaging notification
 (``tee.release.granted`` / ``tee.release.denied``) with the secret id, the
 failed check codes and the SHA-256 of the evidence; never key material.
+
+Rate limits, and why anonymous callers cannot lock the guest out: the
+challenge and the release take no token, so anyone who knows a secret's id
+can call them. Every call counts against its client address
+(``REMOTE_ADDR``, never a forwarded header a client can write) and is
+refused with 429 over ``[tee_api] release_rate_per_client``. The
+per-secret budget (``release_rate_per_secret``) is spent only by a release
+whose evidence verified and met the owner's policy, just before the key is
+unsealed: only a caller who would get the key anyway can use it up, so a
+flood of challenges or bad releases for a secret's id, from any number of
+addresses, leaves the genuine guest its budget. Challenges write nothing
+(the nonce authenticates itself, :mod:`barbican_tee.api.nonce`), so they
+cost no row whatever secret id they name, existing or not.
 """
 
 from __future__ import annotations
@@ -31,11 +44,11 @@ import collections
 from collections.abc import Callable
 from collections.abc import Iterable
 import datetime
+import functools
 import hashlib
 import hmac
 import http
 import json
-import os
 import posixpath
 import re
 import threading
@@ -54,6 +67,7 @@ from oslo_policy import policy as oslo_policy
 import webob  # type: ignore[import-untyped]
 
 from barbican_tee.api import db
+from barbican_tee.api import nonce as nonce_mod
 from barbican_tee.attestation import errors
 from barbican_tee.attestation import policy as policy_mod
 from barbican_tee.attestation import sev
@@ -459,18 +473,59 @@ class TEEAPIFilter:
                            f"policy does not allow {rule}")
         return ctx
 
-    def _rate(self, environ: dict[str, Any], secret_id: str) -> None:
-        window = int(time.time() // 60)
+    def _rate_client(self, environ: dict[str, Any]) -> None:
+        """Count a challenge or release against its client address.
+
+        REMOTE_ADDR as the WSGI server saw the connection: a forwarded
+        header would let a client charge another address, or none.
+        """
         client = environ.get("REMOTE_ADDR", "unknown")
-        ok = self.store.hit_many(
-            [(f"secret:{secret_id}",
-              self.conf.tee_api.release_rate_per_secret),
-             (f"client:{client}",
-              self.conf.tee_api.release_rate_per_client)], window)
-        if not ok:
+        if not self.store.hit(f"client:{client}", int(time.time() // 60),
+                              self.conf.tee_api.release_rate_per_client):
             raise APIError(429, "rate_limited",
-                           "too many attestation requests; retry in a "
-                           "minute")
+                           "too many attestation requests from this "
+                           "address; retry in a minute")
+
+    def _rate_secret(self, secret_id: str) -> None:
+        """Count a release that verified against the secret's budget.
+
+        Called only once the evidence met the owner's policy: a caller
+        who cannot get the key cannot spend the budget either.
+        """
+        if not self.store.hit(f"secret:{secret_id}", int(time.time() // 60),
+                              self.conf.tee_api.release_rate_per_secret):
+            raise APIError(429, "rate_limited",
+                           "too many releases of this secret; retry in a "
+                           "minute with a new challenge")
+
+    @functools.cached_property
+    def _nonce_key(self) -> bytes:
+        # A nonce issued under a KEK that is no longer current is refused
+        # (nonce_unknown): it lived at most nonce_ttl seconds anyway.
+        return self.keyring.current.derive("nonce")
+
+    def _issue_nonce(self, secret_id: str) -> tuple[str, int]:
+        expires = int(time.time()) + self.conf.tee_api.nonce_ttl
+        return nonce_mod.issue(self._nonce_key, secret_id, expires), expires
+
+    def _spend_nonce(self, nonce: str, secret_id: str) -> None:
+        """Refuse a nonce not issued for this secret, expired or spent.
+
+        The MAC and expiry are checked first, so only an authentic live
+        nonce costs a database row; then one INSERT records it as spent
+        (of concurrent releases of one nonce, exactly one wins).
+        """
+        now = int(time.time())
+        code, expires = nonce_mod.check(self._nonce_key, nonce, secret_id,
+                                        now)
+        if code == nonce_mod.EXPIRED:
+            raise APIError(403, code, "the challenge expired; ask for a "
+                           "new one")
+        if code is not None or not self.store.spend_nonce(
+                nonce_mod.spent_digest(nonce), expires,
+                now - nonce_mod.PRUNE_GRACE):
+            raise APIError(403, nonce_mod.UNKNOWN,
+                           "unknown or already used nonce")
 
     @staticmethod
     def _secret_id(body: dict[str, Any]) -> str:
@@ -734,18 +789,18 @@ class TEEAPIFilter:
     def challenge(self, environ: dict[str, Any]) -> tuple[int, Any]:
         body = self._json(environ)
         secret_id = self._secret_id(body)
-        self._rate(environ, secret_id)
-        nonce = _b64url(os.urandom(32))
-        expires = db.utcnow() + datetime.timedelta(
-            seconds=self.conf.tee_api.nonce_ttl)
-        self.store.add_nonce(nonce, secret_id, expires)
+        self._rate_client(environ)
+        # Nothing is written: the nonce carries its secret, expiry and MAC.
+        nonce, expires = self._issue_nonce(secret_id)
+        when = datetime.datetime.fromtimestamp(expires, datetime.UTC)
         return 201, {"nonce": nonce,
-                     "expires_at": expires.isoformat() + "Z"}
+                     "expires_at": when.replace(tzinfo=None).isoformat()
+                     + "Z"}
 
     def release(self, environ: dict[str, Any]) -> tuple[int, Any]:
         body = self._json(environ)
         secret_id = self._secret_id(body)
-        self._rate(environ, secret_id)
+        self._rate_client(environ)
         evidence = body.get("evidence")
         digest = hashlib.sha256(json.dumps(
             evidence, sort_keys=True).encode()).hexdigest()
@@ -772,12 +827,7 @@ class TEEAPIFilter:
                            "evidence must be an object with a format")
         # The nonce is spent first: a refused attempt cannot be retried
         # with the same challenge.
-        code = self.store.consume_nonce(nonce, secret_id)
-        if code == "nonce_expired":
-            raise APIError(403, code, "the challenge expired; ask for a "
-                           "new one")
-        if code is not None:
-            raise APIError(403, code, "unknown or already used nonce")
+        self._spend_nonce(nonce, secret_id)
         # The record says who may receive the secret: it must open for
         # this very secret, and it pins the policy and the instance.
         _meta, plaintext, record = self._open_record(secret_id)
@@ -790,6 +840,8 @@ class TEEAPIFilter:
                            "report_data is not SHA-512(nonce || key "
                            "thumbprint): the evidence was not made for "
                            "this challenge and key")
+        # Only a guest that could get the key anyway spends its budget.
+        self._rate_secret(secret_id)
         token = jwe.JWE(plaintext, recipient=public, protected={
             "alg": "ECDH-ES+A256KW", "enc": "A256GCM",
             "kid": public.thumbprint()})

@@ -1,6 +1,7 @@
 """``openstack-tee serve``: a local barbican-api with the whole suite.
 
-Barbican 23.0.0's own API under gunicorn, on sqlite in ``--data-dir``,
+Barbican 23.0.0's own API under gunicorn (gevent workers, so slow clients
+cannot hold every worker), on sqlite in ``--data-dir``,
 on 127.0.0.1 only, without Keystone: clients send ``X-Project-Id``,
 ``X-User-Id`` and ``X-Roles`` instead of a token. For development, tests
 and the demo; never a production deployment.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import os
 import tempfile
 
@@ -149,19 +148,22 @@ class RowMacTest(base.TestCase):
         self.assertNotEqual(db.policy_pin(row), db.policy_pin(
             dict(row, project_id="other")))
 
-    def test_nonce_single_use_and_expiry(self) -> None:
+    def test_spent_nonce_is_spent_once_and_pruned_after_expiry(
+            self) -> None:
         tmp = tempfile.mkdtemp()
         ring = keyring.Keyring.from_files(_kek(tmp, "k"), [])
         st = db.Store(db.make_engine(f"sqlite:///{tmp}/t.sqlite"), ring)
-        later = db.utcnow() + datetime.timedelta(minutes=5)
-        st.add_nonce("n1", "s1", later)
-        self.assertEqual("nonce_unknown", st.consume_nonce("n1", "s2"))
-        self.assertIsNone(st.consume_nonce("n1", "s1"))
-        self.assertEqual("nonce_unknown", st.consume_nonce("n1", "s1"))
-        st.add_nonce("n2", "s1", db.utcnow() - datetime.timedelta(
-            seconds=1))
-        self.assertEqual("nonce_expired", st.consume_nonce("n2", "s1"))
-        self.assertEqual("nonce_unknown", st.consume_nonce("n2", "s1"))
+        self.assertTrue(st.spend_nonce("a" * 64, 1000, 0))
+        self.assertFalse(st.spend_nonce("a" * 64, 1000, 0))
+        self.assertTrue(st.spend_nonce("b" * 64, 5000, 0))
+        # Spending another prunes the rows that expired before the cutoff
+        # (only those): "a" can be recorded again, "b" cannot.
+        self.assertTrue(st.spend_nonce("c" * 64, 5000, 2000))
+        self.assertTrue(st.spend_nonce("a" * 64, 1000, 0))
+        self.assertFalse(st.spend_nonce("b" * 64, 5000, 0))
+        with st.engine.connect() as conn:
+            rows = conn.execute(db.SPENT_NONCES.select()).all()
+        self.assertEqual(3, len(rows))
 
     def test_rate_limit(self) -> None:
         tmp = tempfile.mkdtemp()
