@@ -137,8 +137,14 @@ SEV_LUKS_KEY_GUID = "736869e5-84f0-4973-92ec-06879ce3da0b"
 SEV_SESSION_TTL = 600
 _SECRET_ID = re.compile(_UUID)
 _MAX_BODY = 256 * 1024
-# Secrets whose newest record generation each worker remembers.
+# The highest record generation this worker process has seen per secret,
+# shared by both filter instances of the pipeline (token and token-less
+# routes): a record rolled back as a whole behind a live worker's back is
+# refused by it. A whole-database rollback across restarts is the
+# documented limit (the admin guide's trust model).
 _GENERATIONS_KEPT = 100_000
+_GENERATIONS: collections.OrderedDict[str, int] = collections.OrderedDict()
+_GENERATIONS_LOCK = threading.Lock()
 # JSON bodies nest at most this deep (a policy or evidence needs a few
 # levels); deeper input is refused before it can exhaust the stack.
 _MAX_DEPTH = 32
@@ -268,13 +274,6 @@ class TEEAPIFilter:
         self.notifier = self._make_notifier(conf)
         if routes != "public":
             _check_barbican_hooks()
-        # The highest record generation this worker has seen per secret:
-        # a record rolled back as a whole behind a live worker's back is
-        # refused by it (a whole-database rollback across restarts is the
-        # documented limit, see the admin guide's trust model).
-        self._generations: collections.OrderedDict[str, int] = (
-            collections.OrderedDict())
-        self._generations_lock = threading.Lock()
 
     @classmethod
     def factory(cls, global_config: dict[str, str],
@@ -704,19 +703,20 @@ class TEEAPIFilter:
         self._check_generation(secret_id, record.binding.generation)
         return meta, plaintext, record
 
-    def _check_generation(self, secret_id: str, generation: int) -> None:
+    @staticmethod
+    def _check_generation(secret_id: str, generation: int) -> None:
         """Refuse a record older than one this worker has already seen."""
-        with self._generations_lock:
-            seen = self._generations.get(secret_id, -1)
+        with _GENERATIONS_LOCK:
+            seen = _GENERATIONS.get(secret_id, -1)
             if generation < seen:
                 raise APIError(403, "binding_rolled_back",
                                "the secret's sealed record is older than "
                                "one this service has already seen: it was "
                                "rolled back in the database")
-            self._generations[secret_id] = generation
-            self._generations.move_to_end(secret_id)
-            while len(self._generations) > _GENERATIONS_KEPT:
-                self._generations.popitem(last=False)
+            _GENERATIONS[secret_id] = generation
+            _GENERATIONS.move_to_end(secret_id)
+            while len(_GENERATIONS) > _GENERATIONS_KEPT:
+                _GENERATIONS.popitem(last=False)
 
     def _change_binding(self, secret_id: str, project_id: str,
                         check: Callable[[sealed_store.Record], bool] | None,
