@@ -539,10 +539,9 @@ class TEEAPIFilter:
             raise APIError(403, "instance_not_bound",
                            "the secret is not bound to this instance")
         policy = self._bound_policy(secret_id)
-        if policy.tee not in ("amd-sev", "amd-sev-es"):
-            raise APIError(403, "policy_tee_mismatch",
-                           f"the secret's policy is for {policy.tee}, not "
-                           "SEV pre-attestation")
+        # The host chose the launch policy: check it against the owner's
+        # before any session (and transport keys) exist.
+        self._sev_launch_ok(policy, launch_policy)
         try:
             pdh_raw = base64.b64decode(str(body.get("pdh", "")),
                                        validate=True)
@@ -667,6 +666,10 @@ class TEEAPIFilter:
                                       build_id, list(policy.measurements))
         except (errors.InvalidInput, errors.VerificationFailed) as exc:
             raise APIError(403, exc.code, exc.message) from None
+        # Again, now with the firmware version the measurement proves, and
+        # with the policy as sealed in the session (the owner's policy may
+        # have changed since the session was made).
+        self._sev_launch_ok(policy, launch.policy, api_major, api_minor)
         meta = self.store.store_metadata(row["secret_id"])
         try:
             secret = sealed_store.unseal(self.keyring, meta)
@@ -679,6 +682,17 @@ class TEEAPIFilter:
             raise APIError(403, exc.code, exc.message) from None
         return {"secret_header": packet.header_b64,
                 "secret": packet.payload_b64}
+
+    @staticmethod
+    def _sev_launch_ok(policy: policy_mod.Policy, launch_policy: int,
+                       api_major: int | None = None,
+                       api_minor: int | None = None) -> None:
+        result = policy_mod.evaluate_sev_launch(policy, launch_policy,
+                                                api_major, api_minor)
+        if not result.ok:
+            raise APIError(403, result.failures[0].code,
+                           "; ".join(f.message for f in result.failures),
+                           codes=result.codes)
 
     def _bound_policy(self, secret_id: str) -> policy_mod.Policy:
         return self._bound_policy_row(secret_id)[0]
