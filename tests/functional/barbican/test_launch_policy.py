@@ -171,6 +171,12 @@ class LaunchPolicyTest(test_release._ServerTestBase):
             tee="amd-sev", min_tcb={}, signers=[],
             guest_policy={"sev_nosend": True},
             measurements=[hashlib.sha256(self.FIRMWARE).hexdigest()]))
+        # Rebinding retires the instance binding; nova binds it again.
+        resp = requests.put(
+            f"{self.url}/v1/tee/instances/{instance}/secrets/{secret_id}",
+            headers=self._headers("nova-service-project", "service"),
+            json={"project_id": test_release.OWNER}, timeout=30)
+        self.assertEqual(200, resp.status_code, resp.text)
         launch = self.sev.launch_start(base64.b64decode(body["dh_cert"]),
                                        base64.b64decode(body["session"]),
                                        NOVA_SEV)
