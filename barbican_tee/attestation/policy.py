@@ -483,9 +483,10 @@ def evaluate_tdx(policy: Policy, claims: TdxClaimsLike) -> Result:
             claims.mr_owner, policy.mr_owner):
         out.append(Failure("policy_mr_owner",
                            "MROWNER does not match the policy"))
-    wrong = [f"RTMR{i}" for i, (pin, value) in enumerate(
-        zip(policy.rtmrs, claims.rtmrs)) if pin is not None
-        and not hmac.compare_digest(value, pin)]
+    # policy.rtmrs is () (nothing pinned) or four entries.
+    wrong = [f"RTMR{i}" for i, pin in enumerate(policy.rtmrs)
+             if pin is not None
+             and not hmac.compare_digest(claims.rtmrs[i], pin)]
     if wrong:
         out.append(Failure("policy_rtmr",
                            f"{', '.join(wrong)} do not match the policy"))

@@ -475,7 +475,7 @@ class SnpVerifier:
                  use_builtin_roots: bool = True,
                  crls: list[x509.CertificateRevocationList] | None = None,
                  cache_size: int = 256,
-                 tcb_floors: dict[Product, TcbVersion] | None = None,
+                 tcb_floors: dict[Product, TcbVersion | None] | None = None,
                  allow_stale_crls: bool = False) -> None:
         self._roots: list[snp_certs.ProductRoots] = []
         if use_builtin_roots:
