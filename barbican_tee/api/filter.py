@@ -924,10 +924,9 @@ class TEEAPIFilter:
             raise APIError(403, "instance_not_bound",
                            "the secret is not bound to this instance")
         policy, _policy_id = self._record_policy(record)
-        if policy.tee not in ("amd-sev", "amd-sev-es"):
-            raise APIError(403, "policy_tee_mismatch",
-                           f"the secret's policy is for {policy.tee}, not "
-                           "SEV pre-attestation")
+        # The host chose the launch policy: check it against the owner's
+        # before any session (and transport keys) exist.
+        self._sev_launch_ok(policy, launch_policy)
         try:
             pdh_raw = base64.b64decode(str(body.get("pdh", "")),
                                        validate=True)
@@ -1064,6 +1063,10 @@ class TEEAPIFilter:
                                       build_id, list(policy.measurements))
         except (errors.InvalidInput, errors.VerificationFailed) as exc:
             raise APIError(403, exc.code, exc.message) from None
+        # Again, now with the firmware version the measurement proves, and
+        # with the policy as sealed in the session (the owner's policy may
+        # have changed since the session was made).
+        self._sev_launch_ok(policy, launch.policy, api_major, api_minor)
         try:
             packet = launch.build_secret_packet(
                 measurement, {SEV_LUKS_KEY_GUID: secret}, api_major,
@@ -1072,6 +1075,17 @@ class TEEAPIFilter:
             raise APIError(403, exc.code, exc.message) from None
         return {"secret_header": packet.header_b64,
                 "secret": packet.payload_b64}
+
+    @staticmethod
+    def _sev_launch_ok(policy: policy_mod.Policy, launch_policy: int,
+                       api_major: int | None = None,
+                       api_minor: int | None = None) -> None:
+        result = policy_mod.evaluate_sev_launch(policy, launch_policy,
+                                                api_major, api_minor)
+        if not result.ok:
+            raise APIError(403, result.failures[0].code,
+                           "; ".join(f.message for f in result.failures),
+                           codes=result.codes)
 
     @staticmethod
     def _public_key(value: Any) -> jwk.JWK:

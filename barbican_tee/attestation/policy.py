@@ -22,6 +22,9 @@ from barbican_tee.attestation import snp
 
 TEE_MODELS = ("amd-sev", "amd-sev-es", "amd-sev-snp", "intel-tdx")
 SIGNERS = ("vcek", "vlek")
+# Strict defaults: a policy relaxes them only by saying so.
+DEFAULT_SIGNERS = ("vcek",)
+DEFAULT_VMPLS = (0,)
 TCB_FIELDS = ("bootloader", "tee", "snp", "microcode", "fmc")
 TDX_TCB_STATUSES = (
     "UpToDate", "SWHardeningNeeded", "ConfigurationNeeded",
@@ -55,16 +58,26 @@ class Result:
 class GuestPolicyRequirements:
     """What the guest policy bits must say.
 
-    ``debug``, ``migrate_ma`` and ``smt`` say whether the guest may have the
-    feature (False: the bit must be clear; None: either). ``single_socket``
-    True demands the bit. ``abi_minimum`` is (major, minor).
+    ``debug`` and ``migrate_ma`` say whether the guest may have the feature
+    (False, the default: the bit must be clear; True: either). ``smt``
+    False demands the bit clear, None: either. ``single_socket`` True
+    demands the bit. ``abi_minimum`` is (major, minor).
+
+    SEV and SEV-ES launch policy: ``debug`` True allows NODBG=0;
+    ``sev_key_sharing`` True allows NOKS=0; ``sev_nosend``, ``sev_domain``
+    and ``sev_only`` True demand the NOSEND, DOMAIN and SEV bits (False or
+    None: either).
     """
 
     debug: bool = False
-    migrate_ma: bool | None = None
+    migrate_ma: bool = False
     smt: bool | None = None
     single_socket: bool | None = None
     abi_minimum: tuple[int, int] | None = None
+    sev_key_sharing: bool = False
+    sev_nosend: bool | None = None
+    sev_domain: bool | None = None
+    sev_only: bool | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,11 +90,16 @@ class Policy:
     host_data: bytes | None = None
     id_key_digests: tuple[bytes, ...] = ()
     author_key_digests: tuple[bytes, ...] = ()
-    signers: tuple[str, ...] = ()
-    vmpl: int | None = None
+    signers: tuple[str, ...] = DEFAULT_SIGNERS
+    vmpl: tuple[int, ...] = DEFAULT_VMPLS
     tcb_statuses: tuple[str, ...] = ("UpToDate",)
     mr_config_id: bytes | None = None
     mr_owner: bytes | None = None
+    # TDX pins, None: any. rtmrs[i] pins RTMRi.
+    rtmrs: tuple[bytes | None, ...] = ()
+    mr_seam: bytes | None = None
+    xfam: int | None = None
+    td_attributes: int | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Policy:
@@ -105,15 +123,17 @@ class Policy:
         if not isinstance(name, str) or len(name) > 255:
             raise _bad("name must be a string of at most 255 characters",
                        "policy_name")
-        signers = tuple(_str_list(data.get("signers", []), "signers"))
+        # An absent, null or empty list is the strict default (VCEK only):
+        # a stored policy written before the default existed reads strict.
+        raw_signers = data.get("signers")
+        if raw_signers is None or raw_signers == []:
+            raw_signers = list(DEFAULT_SIGNERS)
+        signers = tuple(sorted(set(_str_list(raw_signers, "signers"))))
         for signer in signers:
             if signer not in SIGNERS:
                 raise _bad(f"signers must be among {', '.join(SIGNERS)}",
                            "policy_signers")
-        vmpl = data.get("vmpl")
-        if vmpl is not None and (not isinstance(vmpl, int) or isinstance(
-                vmpl, bool) or not 0 <= vmpl <= 3):
-            raise _bad("vmpl must be an integer from 0 to 3", "policy_vmpl")
+        vmpl = _vmpls(data.get("vmpl"))
         statuses = tuple(_str_list(data.get("tcb_statuses", ["UpToDate"]),
                                    "tcb_statuses"))
         for status in statuses:
@@ -144,6 +164,11 @@ class Policy:
             mr_config_id=_opt_hex(data.get("mr_config_id"), 48,
                                   "mr_config_id"),
             mr_owner=_opt_hex(data.get("mr_owner"), 48, "mr_owner"),
+            rtmrs=_rtmrs(data.get("rtmrs")),
+            mr_seam=_opt_hex(data.get("mr_seam"), 48, "mr_seam"),
+            xfam=_opt_u64(data.get("xfam"), "xfam"),
+            td_attributes=_opt_u64(data.get("td_attributes"),
+                                   "td_attributes"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -159,16 +184,27 @@ class Policy:
                 "smt": gp.smt, "single_socket": gp.single_socket,
                 "abi_minimum": (f"{gp.abi_minimum[0]}.{gp.abi_minimum[1]}"
                                 if gp.abi_minimum else None),
+                "sev_key_sharing": gp.sev_key_sharing,
+                "sev_nosend": gp.sev_nosend, "sev_domain": gp.sev_domain,
+                "sev_only": gp.sev_only,
             },
             "host_data": self.host_data.hex() if self.host_data else None,
             "id_key_digests": [d.hex() for d in self.id_key_digests],
             "author_key_digests": [d.hex() for d in self.author_key_digests],
             "signers": list(self.signers),
-            "vmpl": self.vmpl,
+            # One VMPL stays an integer, as before lists were accepted.
+            "vmpl": (self.vmpl[0] if len(self.vmpl) == 1
+                     else list(self.vmpl)),
             "tcb_statuses": list(self.tcb_statuses),
             "mr_config_id": (self.mr_config_id.hex()
                              if self.mr_config_id else None),
             "mr_owner": self.mr_owner.hex() if self.mr_owner else None,
+            "rtmrs": [r.hex() if r is not None else None
+                      for r in self.rtmrs],
+            "mr_seam": self.mr_seam.hex() if self.mr_seam else None,
+            "xfam": f"{self.xfam:#018x}" if self.xfam is not None else None,
+            "td_attributes": (f"{self.td_attributes:#018x}"
+                              if self.td_attributes is not None else None),
         }
 
 
@@ -205,6 +241,45 @@ def _opt_hex(value: Any, size: int, field: str) -> bytes | None:
     return _hex(value, size, field)
 
 
+def _vmpls(value: Any) -> tuple[int, ...]:
+    """``vmpl``: one VMPL or a list of them; absent or null is VMPL 0."""
+    if value is None:
+        return DEFAULT_VMPLS
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 3
+            for v in values):
+        raise _bad("vmpl must be an integer from 0 to 3 or a non-empty "
+                   "list of them", "policy_vmpl")
+    return tuple(sorted(set(values)))
+
+
+def _rtmrs(value: Any) -> tuple[bytes | None, ...]:
+    """``rtmrs``: up to four entries, RTMR0 first; null pins nothing."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > 4:
+        raise _bad("rtmrs must be a list of at most 4 entries (RTMR0 to "
+                   "RTMR3), each 48 bytes of hex or null", "policy_rtmrs")
+    pins = tuple(_opt_hex(v, 48, "rtmrs") for v in value)
+    if all(p is None for p in pins):
+        return ()
+    return pins + (None,) * (4 - len(pins))
+
+
+def _opt_u64(value: Any, field: str) -> int | None:
+    """A 64-bit TDX field as hex text, as the claims show it."""
+    if value is None:
+        return None
+    text = value[2:] if isinstance(value, str) and value[:2] in (
+        "0x", "0X") else value
+    if not isinstance(text, str) or len(text) != 16 or not all(
+            c in "0123456789abcdefABCDEF" for c in text):
+        raise _bad(f"{field} must be 16 hex digits (64 bits), e.g. "
+                   "0x0000000000000000", f"policy_{field}")
+    return int(text, 16)
+
+
 def _min_tcb(value: Any) -> snp.TcbVersion | None:
     if value in (None, {}):
         return None
@@ -228,12 +303,13 @@ def _guest_policy(value: Any) -> GuestPolicyRequirements:
     if not isinstance(value, Mapping):
         raise _bad("guest_policy must be an object", "policy_guest_policy")
     allowed = {"debug", "migrate_ma", "smt", "single_socket",
-               "abi_minimum"}
+               "abi_minimum", *_SEV_FLAGS}
     unknown = sorted(set(value) - allowed)
     if unknown:
         raise _bad(f"unknown guest_policy keys: {', '.join(unknown)}",
                    "policy_guest_policy")
-    for key in ("debug", "migrate_ma", "smt", "single_socket"):
+    for key in ("debug", "migrate_ma", "smt", "single_socket",
+                *_SEV_FLAGS):
         if value.get(key) is not None and not isinstance(value[key], bool):
             raise _bad(f"guest_policy.{key} must be true, false or null",
                        "policy_guest_policy")
@@ -249,12 +325,21 @@ def _guest_policy(value: Any) -> GuestPolicyRequirements:
             raise _bad("guest_policy.abi_minimum parts must be 0-255",
                        "policy_guest_policy")
         abi_tuple = (major, minor)
+    # debug, migrate_ma and sev_key_sharing relax a default: only an
+    # explicit true does (null, as older stored policies say, is strict).
     return GuestPolicyRequirements(
         debug=bool(value.get("debug", False)),
-        migrate_ma=value.get("migrate_ma"),
+        migrate_ma=bool(value.get("migrate_ma", False)),
         smt=value.get("smt"),
         single_socket=value.get("single_socket"),
-        abi_minimum=abi_tuple)
+        abi_minimum=abi_tuple,
+        sev_key_sharing=bool(value.get("sev_key_sharing", False)),
+        sev_nosend=value.get("sev_nosend"),
+        sev_domain=value.get("sev_domain"),
+        sev_only=value.get("sev_only"))
+
+
+_SEV_FLAGS = ("sev_key_sharing", "sev_nosend", "sev_domain", "sev_only")
 
 
 def _in(value: bytes, allowed: Iterable[bytes]) -> bool:
@@ -278,8 +363,20 @@ def evaluate_snp(policy: Policy, verified: snp.VerifiedReport) -> Result:
         out.append(Failure("policy_measurement",
                            "the launch measurement is not one the policy "
                            "allows"))
+    # The effective minimum is the field-wise maximum of the operator's
+    # floor for the product and the policy's min_tcb: a policy can only
+    # raise the floor. Each shortfall is named by whose minimum it misses.
+    below_floor: list[str] = []
+    if verified.tcb_floor is not None:
+        below_floor = verified.reported_tcb.meets(verified.tcb_floor)
+        if below_floor:
+            out.append(Failure(
+                "snp_tcb_below_floor",
+                f"reported TCB is below the operator's floor for "
+                f"{verified.product.value} in: {', '.join(below_floor)}"))
     if policy.min_tcb is not None:
-        low = verified.reported_tcb.meets(policy.min_tcb)
+        low = [name for name in verified.reported_tcb.meets(policy.min_tcb)
+               if name not in below_floor]
         if low:
             out.append(Failure("policy_tcb_below_minimum",
                                "reported TCB is below the policy minimum "
@@ -288,7 +385,7 @@ def evaluate_snp(policy: Policy, verified: snp.VerifiedReport) -> Result:
     if r.policy.debug and not gp.debug:
         out.append(Failure("policy_debug",
                            "the guest was launched with debugging allowed"))
-    if gp.migrate_ma is False and r.policy.migrate_ma:
+    if r.policy.migrate_ma and not gp.migrate_ma:
         out.append(Failure("policy_migrate_ma",
                            "the guest allows a migration agent"))
     if gp.smt is False and r.policy.smt:
@@ -317,15 +414,16 @@ def evaluate_snp(policy: Policy, verified: snp.VerifiedReport) -> Result:
         out.append(Failure("policy_author_key_digest",
                            "the author key digest is not one the policy "
                            "allows"))
-    if policy.signers and verified.signer.value not in policy.signers:
+    if verified.signer.value not in policy.signers:
         out.append(Failure("policy_signer",
                            f"the report is signed by a "
                            f"{verified.signer.value.upper()}, the policy "
                            f"allows {', '.join(policy.signers)}"))
-    if policy.vmpl is not None and r.vmpl != policy.vmpl:
+    if r.vmpl not in policy.vmpl:
         out.append(Failure("policy_vmpl",
                            f"the report is from VMPL {r.vmpl}, the policy "
-                           f"requires {policy.vmpl}"))
+                           "allows VMPL "
+                           f"{', '.join(str(v) for v in policy.vmpl)}"))
     return Result(tuple(out))
 
 
@@ -344,6 +442,18 @@ class TdxClaimsLike(Protocol):
 
     @property
     def tcb_status(self) -> str: ...
+
+    @property
+    def rtmrs(self) -> tuple[bytes, bytes, bytes, bytes]: ...
+
+    @property
+    def mr_seam(self) -> bytes: ...
+
+    @property
+    def xfam(self) -> int: ...
+
+    @property
+    def td_attributes(self) -> int: ...
 
 
 def evaluate_tdx(policy: Policy, claims: TdxClaimsLike) -> Result:
@@ -373,4 +483,109 @@ def evaluate_tdx(policy: Policy, claims: TdxClaimsLike) -> Result:
             claims.mr_owner, policy.mr_owner):
         out.append(Failure("policy_mr_owner",
                            "MROWNER does not match the policy"))
+    # policy.rtmrs is () (nothing pinned) or four entries.
+    wrong = [f"RTMR{i}" for i, pin in enumerate(policy.rtmrs)
+             if pin is not None
+             and not hmac.compare_digest(claims.rtmrs[i], pin)]
+    if wrong:
+        out.append(Failure("policy_rtmr",
+                           f"{', '.join(wrong)} do not match the policy"))
+    if policy.mr_seam is not None and not hmac.compare_digest(
+            claims.mr_seam, policy.mr_seam):
+        out.append(Failure("policy_mr_seam",
+                           "MRSEAM (the TDX module) does not match the "
+                           "policy"))
+    if policy.xfam is not None and claims.xfam != policy.xfam:
+        out.append(Failure("policy_xfam",
+                           f"XFAM is {claims.xfam:#018x}, the policy "
+                           f"requires {policy.xfam:#018x}"))
+    if policy.td_attributes is not None and (
+            claims.td_attributes != policy.td_attributes):
+        out.append(Failure("policy_td_attributes",
+                           f"the TD attributes are "
+                           f"{claims.td_attributes:#018x}, the policy "
+                           f"requires {policy.td_attributes:#018x}"))
+    return Result(tuple(out))
+
+
+# SEV and SEV-ES guest policy (AMD SEV API specification, publication
+# 55766, chapter 3 "Guest Policy"): bits 0-5 are flags, bits 16-23 and
+# 24-31 the lowest firmware API_MAJOR and API_MINOR a platform must have to
+# run the guest (checked by the firmware at LAUNCH_START and at
+# RECEIVE_START on a migration target).
+SEV_NODBG = 1 << 0
+SEV_NOKS = 1 << 1
+SEV_ES = 1 << 2
+SEV_NOSEND = 1 << 3
+SEV_DOMAIN = 1 << 4
+SEV_ONLY = 1 << 5
+
+
+def evaluate_sev_launch(policy: Policy, launch_policy: int,
+                        api_major: int | None = None,
+                        api_minor: int | None = None) -> Result:
+    """Every failed check of an SEV/SEV-ES launch policy.
+
+    ``launch_policy`` is the 32-bit guest policy the host chose for
+    LAUNCH_START; it is bound into the session (POLICY_MAC) and into the
+    launch measurement, so the firmware enforces what is checked here.
+    ``api_major``/``api_minor`` are the firmware version the launch
+    measurement reports (authenticated by its HMAC); None before launch.
+
+    The firmware version that matters is the launching platform's, which
+    the measurement proves. The policy's own API_MAJOR/API_MINOR fields
+    only bind platforms the guest may be sent to; they are checked against
+    ``abi_minimum`` only when NOSEND is clear (with NOSEND no other
+    platform ever receives the guest).
+    """
+    out: list[Failure] = []
+    if policy.tee not in ("amd-sev", "amd-sev-es"):
+        out.append(Failure("policy_tee_mismatch",
+                           f"the policy is for {policy.tee}, not SEV "
+                           "pre-attestation"))
+        return Result(tuple(out))
+    gp = policy.guest_policy
+
+    def bit(mask: int) -> bool:
+        return bool(launch_policy & mask)
+
+    if not bit(SEV_NODBG) and not gp.debug:
+        out.append(Failure("sev_policy_debug",
+                           "the launch policy allows debugging (NODBG=0)"))
+    if not bit(SEV_NOKS) and not gp.sev_key_sharing:
+        out.append(Failure("sev_policy_noks",
+                           "the launch policy allows sharing keys with "
+                           "other guests (NOKS=0)"))
+    if policy.tee == "amd-sev-es" and not bit(SEV_ES):
+        out.append(Failure("sev_policy_es",
+                           "the policy is for amd-sev-es but the launch "
+                           "policy lacks ES"))
+    if gp.sev_nosend and not bit(SEV_NOSEND):
+        out.append(Failure("sev_policy_nosend",
+                           "the policy requires NOSEND, the launch policy "
+                           "lacks it"))
+    if gp.sev_domain and not bit(SEV_DOMAIN):
+        out.append(Failure("sev_policy_domain",
+                           "the policy requires DOMAIN, the launch policy "
+                           "lacks it"))
+    if gp.sev_only and not bit(SEV_ONLY):
+        out.append(Failure("sev_policy_sev_only",
+                           "the policy requires the SEV bit, the launch "
+                           "policy lacks it"))
+    if gp.abi_minimum is not None:
+        pol_api = (launch_policy >> 16 & 0xFF, launch_policy >> 24 & 0xFF)
+        if not bit(SEV_NOSEND) and pol_api < gp.abi_minimum:
+            out.append(Failure(
+                "sev_policy_api_version",
+                f"the launch policy lets the guest be sent to a platform "
+                f"with firmware API {pol_api[0]}.{pol_api[1]}, below the "
+                f"policy's {gp.abi_minimum[0]}.{gp.abi_minimum[1]} (set "
+                f"NOSEND or the policy's API fields)"))
+        if api_major is not None and api_minor is not None and (
+                (api_major, api_minor) < gp.abi_minimum):
+            out.append(Failure(
+                "sev_api_version",
+                f"the platform's firmware API {api_major}.{api_minor} is "
+                f"below the policy's {gp.abi_minimum[0]}."
+                f"{gp.abi_minimum[1]}"))
     return Result(tuple(out))

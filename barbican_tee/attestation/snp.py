@@ -396,6 +396,9 @@ class VerifiedReport:
     signer: SignerKind
     reported_tcb: TcbVersion
     endorsement: snp_certs.EndorsementCert = dataclasses.field(repr=False)
+    # The operator's TCB floor for this product (``[tee_attestation]
+    # tcb_floor_*``), which a policy can only raise; None: no floor.
+    tcb_floor: TcbVersion | None = None
 
     def claims(self) -> dict[str, object]:
         """Claims as plain data, bytes as lowercase hex."""
@@ -471,12 +474,16 @@ class SnpVerifier:
                  extra_roots: list[snp_certs.ProductRoots] | None = None,
                  use_builtin_roots: bool = True,
                  crls: list[x509.CertificateRevocationList] | None = None,
-                 cache_size: int = 256) -> None:
+                 cache_size: int = 256,
+                 tcb_floors: dict[Product, TcbVersion | None] | None = None,
+                 allow_stale_crls: bool = False) -> None:
         self._roots: list[snp_certs.ProductRoots] = []
         if use_builtin_roots:
             self._roots.extend(snp_certs.builtin_roots().values())
         self._roots.extend(extra_roots or [])
         self._crls = list(crls or [])
+        self._allow_stale_crls = allow_stale_crls
+        self.tcb_floors = dict(tcb_floors or {})
         self._cache: dict[tuple[bytes, str, datetime.date],
                           _VerifiedKey] = {}
         self._cache_size = cache_size
@@ -492,9 +499,15 @@ class SnpVerifier:
             extra.append(snp_certs.roots_from_bundle(_read_file(path)))
         crls = [snp_certs.load_crl(_read_file(path))
                 for path in group.snp_crl_files]
+        floors = {
+            product: tcb_floor_from_conf(
+                getattr(group, f"tcb_floor_{product.name.lower()}"),
+                product)
+            for product in Product}
         return cls(extra_roots=extra,
                    use_builtin_roots=group.use_builtin_amd_roots,
-                   crls=crls)
+                   crls=crls, tcb_floors=floors,
+                   allow_stale_crls=group.snp_crl_allow_stale)
 
     # -- chain -----------------------------------------------------------
     def _trusted(self, product: Product | None) -> list[
@@ -516,6 +529,26 @@ class SnpVerifier:
             if snp_certs.ca_signed_by(cert, roots.ark):
                 return cert
         return None
+
+    def _check_crl_fresh(self, product: Product,
+                         at: datetime.datetime) -> None:
+        """Refuse on a configured CRL for ``product`` past next_update.
+
+        Checked on every report (verified endorsement keys are cached, the
+        clock is not): a stale CRL may miss a revocation.
+        """
+        if self._allow_stale_crls:
+            return
+        for roots in self._trusted(product):
+            for crl in self._crls:
+                if crl.issuer != roots.ark.subject:
+                    continue
+                next_update = crl.next_update_utc
+                if next_update is not None and at > next_update:
+                    raise errors.VerificationFailed(
+                        f"the {product.value} CRL expired at "
+                        f"{next_update.isoformat()}: fetch a fresh one "
+                        "from AMD's KDS", code="snp_crl_expired")
 
     def _check_revocation(self, roots: snp_certs.ProductRoots,
                           cert: x509.Certificate) -> None:
@@ -615,6 +648,7 @@ class SnpVerifier:
         cert, product = self.verify_endorsement(endorsement, chain, at,
                                                 expected_kind=kind)
         verify_report_signature(report, cert.public_key)
+        self._check_crl_fresh(product, _utc(at))
         cpuid_product = report.product_from_cpuid
         if cpuid_product is not None and cpuid_product is not product:
             raise errors.VerificationFailed(
@@ -626,7 +660,8 @@ class SnpVerifier:
         if kind is SignerKind.VCEK:
             self._check_chip_binding(cert, report, product)
         return VerifiedReport(report=report, product=product, signer=kind,
-                              reported_tcb=reported, endorsement=cert)
+                              reported_tcb=reported, endorsement=cert,
+                              tcb_floor=self.tcb_floors.get(product))
 
     @staticmethod
     def _check_tcb_binding(cert: snp_certs.EndorsementCert,
@@ -659,6 +694,30 @@ class SnpVerifier:
             raise errors.VerificationFailed(
                 "the VCEK's hwID does not match the report's chip_id",
                 code="snp_chip_mismatch")
+
+
+def tcb_floor_from_conf(value: dict[str, str],
+                        product: Product) -> TcbVersion | None:
+    """A ``tcb_floor_<product>`` option as a TcbVersion (None if empty)."""
+    if not value:
+        return None
+    allowed = {"bootloader", "tee", "snp", "microcode"}
+    if product is Product.TURIN:
+        allowed.add("fmc")
+    try:
+        parts = {k: int(v) for k, v in value.items()}
+    except (TypeError, ValueError):
+        parts = {"": -1}
+    if set(parts) - allowed or not all(0 <= v <= 255
+                                       for v in parts.values()):
+        raise errors.InvalidInput(
+            f"tcb_floor_{product.name.lower()} takes "
+            f"{', '.join(sorted(allowed))} as integers 0-255",
+            code="config_tcb_floor")
+    return TcbVersion(bootloader=parts.get("bootloader", 0),
+                      tee=parts.get("tee", 0), snp=parts.get("snp", 0),
+                      microcode=parts.get("microcode", 0),
+                      fmc=parts.get("fmc"))
 
 
 def _read_file(path: str) -> bytes:

@@ -9,6 +9,15 @@ GROUP = cfg.OptGroup(
     title="Attestation verification",
     help="What the SEV-SNP, SEV and TDX verifiers trust and accept.")
 
+# Default TCB floors, per product (see each option's help for where the
+# numbers come from; operators must review them).
+_MILAN_FLOOR = {"bootloader": "3", "tee": "0", "snp": "8",
+                "microcode": "115"}
+_GENOA_FLOOR = {"bootloader": "10", "tee": "0", "snp": "23",
+                "microcode": "84"}
+_TURIN_FLOOR = {"bootloader": "1", "tee": "0", "snp": "1",
+                "microcode": "1"}
+
 OPTS = [
     cfg.BoolOpt(
         "use_builtin_amd_roots",
@@ -37,7 +46,48 @@ OPTS = [
         default=[],
         help="CRLs from AMD's key distribution service (DER or PEM), one "
              "per product; an ASK or ASVK revoked there makes every report "
-             "it endorses fail with snp_cert_revoked."),
+             "it endorses fail with snp_cert_revoked. A configured CRL is "
+             "always checked; once past its nextUpdate every report of its "
+             "product fails with snp_crl_expired (see "
+             "snp_crl_allow_stale): refresh the files from "
+             "https://kdsintf.amd.com/vcek/v1/<product>/crl."),
+    cfg.BoolOpt(
+        "snp_crl_allow_stale",
+        default=False,
+        help="Keep using a configured CRL after its nextUpdate instead of "
+             "refusing every report of its product with snp_crl_expired. "
+             "Only as a stop-gap while a fresh CRL cannot be fetched: a "
+             "stale CRL can miss a revocation."),
+    cfg.DictOpt(
+        "tcb_floor_milan",
+        default=_MILAN_FLOOR,
+        help="Lowest SEV-SNP TCB (security patch levels, as "
+             "bootloader:N,tee:N,snp:N,microcode:N) a Milan host may "
+             "report for any key to be released. A policy's min_tcb can "
+             "only raise it, field by field (reports below it fail with "
+             "snp_tcb_below_floor). The default is the TCB Milan hosts "
+             "ran when SEV-SNP became generally available (Azure's "
+             "launch TCB, also the virtee/sev test report's): a non-zero "
+             "start, NOT AMD's current recommendation. Review it against "
+             "AMD's security bulletins (amd.com/en/resources/product-"
+             "security.html, e.g. AMD-SB-3019) and the TCB your hosts "
+             "report, and raise it. An empty value disables the floor."),
+    cfg.DictOpt(
+        "tcb_floor_genoa",
+        default=_GENOA_FLOOR,
+        help="Lowest SEV-SNP TCB a Genoa host may report (as "
+             "tcb_floor_milan). The default is the TCB of a production "
+             "Genoa host (Azure evidence in Trustee's test data): a "
+             "non-zero start, NOT AMD's current recommendation. Review "
+             "it against AMD's security bulletins and raise it."),
+    cfg.DictOpt(
+        "tcb_floor_turin",
+        default=_TURIN_FLOOR,
+        help="Lowest SEV-SNP TCB a Turin host may report (as "
+             "tcb_floor_milan, plus fmc:N). No published number backs "
+             "the default, which only demands bootloader, snp and "
+             "microcode SPLs of at least 1: set it from AMD's security "
+             "bulletins and your hosts before trusting Turin hosts."),
 ]
 
 

@@ -19,12 +19,15 @@ LOG = logging.getLogger(__name__)
 # The order ``show``/``create`` print a policy's fields in.
 COLUMNS = ("id", "name", "tee", "measurements", "min_tcb", "guest_policy",
            "host_data", "id_key_digests", "author_key_digests", "signers",
-           "vmpl", "tcb_statuses", "mr_config_id", "mr_owner", "policy_ref")
+           "vmpl", "tcb_statuses", "mr_config_id", "mr_owner", "rtmrs",
+           "mr_seam", "xfam", "td_attributes", "policy_ref")
 MEASURE_MODES = {"amd-sev-snp": measure.Mode.SNP,
                  "amd-sev-es": measure.Mode.SEV_ES,
                  "amd-sev": measure.Mode.SEV}
 TCB_COMPONENTS = ("bootloader", "tee", "snp", "microcode", "fmc")
-GUEST_POLICY_FLAGS = ("debug", "migrate_ma", "smt", "single_socket")
+GUEST_POLICY_FLAGS = ("debug", "migrate_ma", "smt", "single_socket",
+                      "sev_key_sharing", "sev_nosend", "sev_domain",
+                      "sev_only")
 
 
 def _format(value: Any) -> Any:
@@ -144,9 +147,11 @@ class CreatePolicy(command.ShowOne):
                                  f"{', '.join(TCB_COMPONENTS)}; repeat")
         parser.add_argument("--guest-policy", action="append",
                             metavar="<k=v>",
-                            help="SNP guest policy requirement: "
+                            help="guest policy requirement: "
                                  f"{', '.join(GUEST_POLICY_FLAGS)}=true|"
-                                 "false, abi_minimum=MAJOR.MINOR; repeat")
+                                 "false, abi_minimum=MAJOR.MINOR; repeat. "
+                                 "debug, migrate_ma and sev_key_sharing "
+                                 "are refused unless set true here")
         parser.add_argument("--host-data", metavar="<hex>",
                             help="required SNP HOST_DATA (32 bytes)")
         parser.add_argument("--id-key-digest", action="append",
@@ -157,9 +162,13 @@ class CreatePolicy(command.ShowOne):
                             help="allowed SNP author key digest (48 bytes)")
         parser.add_argument("--signer", action="append",
                             choices=policy_mod.SIGNERS,
-                            help="accepted SNP report signer; repeat")
-        parser.add_argument("--vmpl", type=int, metavar="<0-3>",
-                            help="required SNP VMPL")
+                            help="accepted SNP report signer; repeat "
+                                 "(default: vcek only; add --signer vlek "
+                                 "to accept VLEK-signed reports)")
+        parser.add_argument("--vmpl", type=int, action="append",
+                            metavar="<0-3>",
+                            help="accepted SNP VMPL; repeat (default: 0 "
+                                 "only)")
         parser.add_argument("--tcb-status", action="append",
                             choices=policy_mod.TDX_TCB_STATUSES,
                             help="accepted TDX TCB status (default "
@@ -168,6 +177,15 @@ class CreatePolicy(command.ShowOne):
                             help="required TDX MRCONFIGID (48 bytes)")
         parser.add_argument("--mr-owner", metavar="<hex>",
                             help="required TDX MROWNER (48 bytes)")
+        parser.add_argument("--rtmr", action="append", metavar="<i=hex>",
+                            help="required TDX RTMR<i> (i 0-3, 48 bytes); "
+                                 "repeat")
+        parser.add_argument("--mr-seam", metavar="<hex>",
+                            help="required TDX MRSEAM (48 bytes)")
+        parser.add_argument("--xfam", metavar="<hex>",
+                            help="required TDX XFAM (64 bits)")
+        parser.add_argument("--td-attributes", metavar="<hex>",
+                            help="required TDX TD attributes (64 bits)")
         return parser
 
     def document(self, args: argparse.Namespace) -> dict[str, Any]:
@@ -198,9 +216,14 @@ class CreatePolicy(command.ShowOne):
                            ("signers", args.signer), ("vmpl", args.vmpl),
                            ("tcb_statuses", args.tcb_status),
                            ("mr_config_id", args.mr_config_id),
-                           ("mr_owner", args.mr_owner)):
+                           ("mr_owner", args.mr_owner),
+                           ("mr_seam", args.mr_seam), ("xfam", args.xfam),
+                           ("td_attributes", args.td_attributes)):
             if value is not None:
                 doc[key] = value
+        rtmrs = _key_values(args.rtmr, "--rtmr", ("0", "1", "2", "3"))
+        if rtmrs:
+            doc["rtmrs"] = [rtmrs.get(str(i)) for i in range(4)]
         try:
             policy_mod.Policy.from_dict(doc)
         except errors.AttestationError as exc:

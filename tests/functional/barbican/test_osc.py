@@ -80,7 +80,9 @@ class OpenStackCLITest(base.TestCase):
         self.assertEqual(expected, created["measurements"].split("\n"))
         self.assertIn("snp=22", created["min_tcb"])
         self.assertIn("microcode=213", created["min_tcb"])
-        self.assertEqual("debug=False", created["guest_policy"])
+        # The strict defaults show as what they are.
+        self.assertEqual("debug=False, migrate_ma=False, "
+                         "sev_key_sharing=False", created["guest_policy"])
         policy_id = created["id"]
         # What the service stored, through the REST contract.
         stored = flows.requests.get(

@@ -346,6 +346,47 @@ class ModelReportsTest(base.TestCase):
         # The same CRL does not touch the VLEK's ASVK.
         verifier.verify(self.sp.report(signer="vlek"), self.sp.vlek_der)
 
+    def _crl(self, next_update: datetime.datetime
+             ) -> x509.CertificateRevocationList:
+        from cryptography.hazmat.primitives.asymmetric import padding
+        from cryptography.hazmat.primitives import hashes
+
+        return (x509.CertificateRevocationListBuilder()
+                .issuer_name(self.sp.ark.subject)
+                .last_update(next_update - datetime.timedelta(days=7))
+                .next_update(next_update)
+                .sign(self.sp.ark_key, hashes.SHA384(),
+                      rsa_padding=padding.PSS(
+                          mgf=padding.MGF1(hashes.SHA384()),
+                          salt_length=48)))
+
+    def test_stale_crl_refuses_unless_the_operator_allows_it(self) -> None:
+        now = datetime.datetime.now(datetime.UTC)
+        fresh = snp.SnpVerifier(extra_roots=[self.sp.roots()],
+                                crls=[self._crl(now + datetime.timedelta(
+                                    days=1))])
+        fresh.verify(self.sp.report(), self.sp.vcek_der)
+        stale_crl = self._crl(now - datetime.timedelta(hours=1))
+        stale = snp.SnpVerifier(extra_roots=[self.sp.roots()],
+                                crls=[stale_crl])
+        for signer, cert in (("vcek", self.sp.vcek_der),
+                             ("vlek", self.sp.vlek_der)):
+            with self.subTest(signer=signer):
+                with self.assertRaises(errors.VerificationFailed) as ctx:
+                    stale.verify(self.sp.report(signer=signer), cert)
+                self.assertEqual("snp_crl_expired", ctx.exception.code)
+        # Also once the endorsement key is cached: the clock moves on.
+        at = now - datetime.timedelta(hours=2)
+        fresh_then = snp.SnpVerifier(extra_roots=[self.sp.roots()],
+                                     crls=[stale_crl])
+        fresh_then.verify(self.sp.report(), self.sp.vcek_der, at=at)
+        with self.assertRaises(errors.VerificationFailed) as ctx:
+            fresh_then.verify(self.sp.report(), self.sp.vcek_der)
+        self.assertEqual("snp_crl_expired", ctx.exception.code)
+        snp.SnpVerifier(extra_roots=[self.sp.roots()], crls=[stale_crl],
+                        allow_stale_crls=True).verify(self.sp.report(),
+                                                      self.sp.vcek_der)
+
 
 class ParserPropertiesTest(base.TestCase):
     """Random input: only our exceptions may come out of the parsers."""
@@ -440,6 +481,38 @@ class FromConfTest(base.TestCase):
             snp.SnpVerifier.from_conf(conf).verify(snp.load_report(raw),
                                                    cert)
         self.assertEqual("snp_untrusted_root", ctx.exception.code)
+
+    def test_tcb_floors_from_config(self) -> None:
+        from oslo_config import cfg
+        from oslo_config import fixture as cfg_fixture
+
+        conf = self.useFixture(cfg_fixture.Config(cfg.ConfigOpts())).conf
+        verifier = snp.SnpVerifier.from_conf(conf)
+        milan = verifier.tcb_floors[snp_certs.Product.MILAN]
+        # Strict by default: no product without a non-zero floor.
+        for product in snp_certs.Product:
+            self.assertGreater(
+                sum(verifier.tcb_floors[product].as_dict().values()), 0)
+        self.assertEqual(snp.TcbVersion(bootloader=3, tee=0, snp=8,
+                                        microcode=115), milan)
+        # The model's default chip meets it.
+        sp = sp_model.SecureProcessor()
+        self.assertEqual([], sp.tcb.meets(milan))
+        conf.set_override("tcb_floor_genoa", {"snp": "30"},
+                          group="tee_attestation")
+        conf.set_override("tcb_floor_turin", {}, group="tee_attestation")
+        floors = snp.SnpVerifier.from_conf(conf).tcb_floors
+        self.assertEqual(snp.TcbVersion(bootloader=0, tee=0, snp=30,
+                                        microcode=0),
+                         floors[snp_certs.Product.GENOA])
+        self.assertIsNone(floors[snp_certs.Product.TURIN])
+        for bad in ({"snp": "x"}, {"snp": "256"}, {"cpu": "1"},
+                    {"fmc": "1"}):
+            conf.set_override("tcb_floor_milan", bad,
+                              group="tee_attestation")
+            with self.assertRaises(errors.InvalidInput) as ctx:
+                snp.SnpVerifier.from_conf(conf)
+            self.assertEqual("config_tcb_floor", ctx.exception.code)
 
 
 class TcbLayoutTest(base.TestCase):
