@@ -1,8 +1,11 @@
 #!/bin/bash
 # devstack plugin for openstack-tee: installs the distribution and wires it
-# into Nova (driver shim, TEEFilter, TEEWeigher, [tee], the extra-spec
-# paste filter) and Barbican (tee_sealed store, /v1/tee paste filters).
-# Every step is idempotent: running a phase twice changes nothing more.
+# into Nova (driver shim, TEEFilter, TEEWeigher, [tee], [tee_barbican], the
+# extra-spec paste filter) and Barbican (tee_sealed store, /v1/tee paste
+# filters). Every step is idempotent: running a phase twice changes nothing
+# more. Each part is configured only on a node that runs its service, so a
+# compute-only subnode gets the driver and the attestation credentials and
+# nothing else.
 
 function install_openstack_tee {
     setup_develop "$OPENSTACK_TEE_DIR"
@@ -23,14 +26,39 @@ function _openstack_tee_add_to_list {
 function _openstack_tee_add_multi {
     # _openstack_tee_add_multi FILE SECTION OPTION VALUE: add VALUE to a
     # multi-valued option unless it is already one of its values.
-    local file=$1 section=$2 option=$3 value=$4
-    if ! iniget_multiline "$file" "$section" "$option" | grep -qxF "$value"; then
+    # devstack's iniget_multiline prints all values on one line, separated
+    # by spaces (the values here are dotted paths, never with spaces).
+    local file=$1 section=$2 option=$3 value=$4 current
+    current=" $(iniget_multiline "$file" "$section" "$option") "
+    if [[ "$current" != *" $value "* ]]; then
         iniadd "$file" "$section" "$option" "$value"
     fi
 }
 
-function configure_openstack_tee_nova {
-    iniset "$NOVA_CPU_CONF" DEFAULT compute_driver libvirt_tee.TEELibvirtDriver
+function _openstack_tee_barbican_url {
+    # Barbican's public endpoint, as the barbican plugin registers it.
+    echo "${OPENSTACK_TEE_BARBICAN_URL:-${BARBICAN_HOST_HREF:-$SERVICE_PROTOCOL://$SERVICE_HOST/key-manager}}"
+}
+
+function configure_openstack_tee_nova_compute {
+    # start_nova_compute rebuilds $NOVA_CPU_CONF from the cell's nova.conf
+    # ($NOVA_CONF) after the post-config phase, so nova-compute's options
+    # go into $NOVA_CONF; written into $NOVA_CPU_CONF they would be lost.
+    if [[ "$VIRT_DRIVER" == "libvirt" ]]; then
+        iniset "$NOVA_CONF" DEFAULT compute_driver libvirt_tee.TEELibvirtDriver
+    else
+        warn $LINENO "openstack-tee: VIRT_DRIVER=$VIRT_DRIVER is not libvirt; compute_driver left unchanged"
+    fi
+    # Launch-time attestation: Barbican's endpoint, and the nova service
+    # user (it has the service role) as devstack configures service users.
+    iniset "$NOVA_CONF" tee barbican_url "$(_openstack_tee_barbican_url)"
+    configure_keystoneauth "$NOVA_CONF" nova tee_barbican
+    if is_service_enabled tls-proxy; then
+        iniset "$NOVA_CONF" tee_barbican cafile "$SSL_BUNDLE_FILE"
+    fi
+}
+
+function configure_openstack_tee_nova_scheduler {
     _openstack_tee_add_multi "$NOVA_CONF" filter_scheduler available_filters \
         nova.scheduler.filters.all_filters
     _openstack_tee_add_multi "$NOVA_CONF" filter_scheduler available_filters \
@@ -43,10 +71,32 @@ function configure_openstack_tee_nova {
         nova_tee.scheduler.TEEWeigher
     iniset "$NOVA_CONF" tee min_free_slots "$OPENSTACK_TEE_MIN_FREE_SLOTS"
     iniset "$NOVA_CONF" tee weight_multiplier "$OPENSTACK_TEE_WEIGHT_MULTIPLIER"
+}
+
+function configure_openstack_tee_nova_api {
+    # configure_nova copies api-paste.ini only onto nodes that run n-api.
     "$PYTHON" -m nova_tee.api.middleware "$NOVA_API_PASTE_INI"
 }
 
+function configure_openstack_tee_tempest_filters {
+    # devstack's configure_tempest gives tempest $NOVA_FILTERS as
+    # [compute-feature-enabled] scheduler_enabled_filters.
+    if [[ ",$NOVA_FILTERS," != *",TEEFilter,"* ]]; then
+        NOVA_FILTERS=${NOVA_FILTERS:+$NOVA_FILTERS,}TEEFilter
+    fi
+}
+
 function configure_openstack_tee_barbican {
+    # Barbican's own post-config copies a fresh paste file: it must have
+    # run before ours, so barbican's enable_plugin comes first.
+    local plugin barbican_first=False
+    for plugin in ${DEVSTACK_PLUGINS//,/ }; do
+        [[ "$plugin" == "openstack-tee" ]] && break
+        [[ "$plugin" == "barbican" ]] && barbican_first=True
+    done
+    if [[ "$barbican_first" != "True" ]]; then
+        die $LINENO "openstack-tee: put 'enable_plugin barbican' before 'enable_plugin openstack-tee' in local.conf"
+    fi
     if [[ ! -s "$OPENSTACK_TEE_KEK_FILE" ]]; then
         (umask 077 && head -c 32 /dev/urandom | base64 > "$OPENSTACK_TEE_KEK_FILE")
     fi
@@ -66,8 +116,17 @@ if is_service_enabled openstack-tee; then
         install_openstack_tee
     elif [[ "$1" == "stack" && "$2" == "post-config" ]]; then
         echo_summary "Configuring openstack-tee"
-        if is_service_enabled n-cpu n-sch n-api; then
-            configure_openstack_tee_nova
+        if is_service_enabled n-cpu; then
+            configure_openstack_tee_nova_compute
+        fi
+        if is_service_enabled n-sch; then
+            configure_openstack_tee_nova_scheduler
+        fi
+        if is_service_enabled n-sch tempest; then
+            configure_openstack_tee_tempest_filters
+        fi
+        if is_service_enabled n-api; then
+            configure_openstack_tee_nova_api
         fi
         if is_service_enabled barbican; then
             configure_openstack_tee_barbican
