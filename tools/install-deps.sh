@@ -4,7 +4,7 @@
 #   usage: tools/install-deps.sh VENV_DIR
 set -euo pipefail
 venv=${1:?usage: $0 VENV_DIR}
-pkgs="gcc git pkg-config python3-dev python3-venv libvirt-dev libxml2-utils libvirt-clients-qemu python3-libvirt python3-lxml python3-cryptography shellcheck"
+pkgs="gcc git pkg-config python3-dev python3-venv libvirt-dev libxml2-utils libvirt-clients-qemu python3-libvirt python3-lxml python3-cryptography shellcheck gawk"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     missing=""
     for p in $pkgs; do

@@ -1,8 +1,25 @@
-"""The devstack plugin, run phase by phase against stand-in functions."""
+"""The devstack plugin, run with devstack's and Barbican's real shell code.
+
+``stack-phases.sh`` sources devstack's functions, stackrc and lib/* and
+Barbican's devstack plugin from the fixtures (``DEVSTACK_FIXTURES``,
+default ``../shared/fixtures/devstack`` beside the checkout; see
+SOURCES.md there) and runs what stack.sh runs, in its order:
+``configure_nova`` (with ``create_nova_conf`` and
+``configure_nova_hypervisor``), the plugins' ``stack install`` and
+``stack post-config`` phases, lib/nova's ``start_nova_compute`` (which
+rebuilds nova-cpu.conf from the cell's nova.conf and local.conf) and the
+plugins' ``stack extra`` phase. Only commands that change the host or
+start services are stubbed: ``sudo``, ``run_process`` (so
+``start_nova_compute`` rebuilds nova-cpu.conf but starts nothing),
+``restart_service``, ``install_package``, ``setup_develop``,
+``configure_libvirt``, ``recreate_database``, ``barbican-manage`` and
+``sleep``; each records its call in ``WORK/calls``.
+"""
 
 from __future__ import annotations
 
 import configparser
+import filecmp
 import os
 import shutil
 import subprocess
@@ -11,129 +28,217 @@ import tempfile
 
 from tests import base
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))))
-INI = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ini.py")
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+HARNESS = os.path.join(HERE, "stack-phases.sh")
+FIXTURES = os.environ.get("DEVSTACK_FIXTURES", os.path.join(
+    os.path.dirname(ROOT), "shared", "fixtures", "devstack"))
 
-STANDINS = r"""
-calls=""
-function define_plugin { :; }
-function plugin_requires { :; }
-function echo_summary { echo "summary: $*"; }
-function is_service_enabled {
-    for s in "$@"; do [[ ",$ENABLED," == *",$s,"* ]] && return 0; done
-    return 1
-}
-function setup_develop { echo "setup_develop $*" >> "$WORK/calls"; }
-function iniset { "$PYTHON" "$INI" set "$@"; }
-function iniadd { "$PYTHON" "$INI" add "$@"; }
-function iniget { "$PYTHON" "$INI" get "$@"; }
-function iniget_multiline { "$PYTHON" "$INI" getmulti "$@"; }
+CONTROLLER_SERVICES = ("n-api,n-cpu,n-sch,n-cond,placement-client,barbican,"
+                       "openstack-tee,tempest,mysql,rabbit")
+SUBNODE_SERVICES = "n-cpu,placement-client,openstack-tee,rabbit"
+# HOST_IP of the node the harness stacks; a subnode's SERVICE_HOST is the
+# controller's address instead.
+HOST_IP = "192.0.2.10"
+CONTROLLER_IP = "192.0.2.1"
+
+# local.conf's post-config section for nova-cpu.conf, which
+# start_nova_compute merges after copying the cell's nova.conf.
+LOCAL_CONF = """[[post-config|$NOVA_CPU_CONF]]
+[DEFAULT]
+reserved_host_memory_mb = 1024
 """
+
+
+def _ini(path: str) -> configparser.RawConfigParser:
+    # strict=False: multi-valued options are repeated lines; the last wins
+    # here, the multi-valued ones are counted on the text instead.
+    parser = configparser.RawConfigParser(
+        strict=False, default_section="__no_default__")
+    with open(path) as f:
+        parser.read_string(f.read())
+    return parser
 
 
 class DevstackPluginTest(base.TestCase):
 
     def setUp(self) -> None:
         super().setUp()
+        if not os.path.isfile(os.path.join(FIXTURES, "devstack",
+                                           "functions")):
+            self.fail(f"devstack's code is required in {FIXTURES} (set "
+                      "DEVSTACK_FIXTURES)")
+        if shutil.which("gawk") is None:
+            self.fail("gawk is required (devstack's local.conf merging; "
+                      "tools/install-deps.sh installs it)")
         self.work = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, self.work)
-        self.nova = os.path.join(self.work, "nova.conf")
-        self.barbican = os.path.join(self.work, "barbican.conf")
-        self.nova_paste = os.path.join(self.work, "api-paste.ini")
-        self.barbican_paste = os.path.join(self.work, "barbican-paste.ini")
-        with open(self.nova, "w") as f:
-            f.write("[filter_scheduler]\nenabled_filters = ComputeFilter,"
-                    "ImagePropertiesFilter\n")
-        open(self.barbican, "w").close()
-        nova_paste = os.path.join(sys.prefix, "etc", "nova",
-                                  "api-paste.ini")
-        shutil.copy(nova_paste, self.nova_paste)
-        with open(self.barbican_paste, "w") as f:
-            f.write("[pipeline:barbican-api-keystone]\npipeline = cors "
-                    "request_id http_proxy_to_wsgi authtoken context "
-                    "microversion apiapp\n\n[app:apiapp]\n"
-                    "paste.app_factory = barbican.api.app:create_main_app\n")
+        self.etc = os.path.join(self.work, "etc")
+        with open(os.path.join(self.work, "local.conf"), "w") as f:
+            f.write(LOCAL_CONF)
 
-    def _phase(self, *phase: str) -> str:
-        env = dict(os.environ, WORK=self.work, INI=INI,
-                   PYTHON=sys.executable, DEST=self.work,
-                   ENABLED="openstack-tee,n-cpu,n-sch,n-api,barbican",
-                   NOVA_CONF=self.nova, NOVA_CPU_CONF=self.nova,
-                   NOVA_API_PASTE_INI=self.nova_paste,
-                   BARBICAN_CONF=self.barbican,
-                   BARBICAN_PASTE_CONF=self.barbican_paste,
-                   OPENSTACK_TEE_KEK_FILE=os.path.join(self.work, "kek"))
-        script = (STANDINS + f"source {ROOT}/devstack/settings\n"
-                  f"source {ROOT}/devstack/plugin.sh {' '.join(phase)}\n")
-        proc = subprocess.run(["bash", "-e", "-c", script], env=env,
-                              capture_output=True, text=True, check=False)
-        self.assertEqual(0, proc.returncode, proc.stdout + proc.stderr)
-        return proc.stdout
-
-    def _snapshot(self) -> dict[str, str]:
-        out = {}
-        for path in (self.nova, self.barbican, self.nova_paste,
-                     self.barbican_paste, os.path.join(self.work, "kek")):
-            with open(path) as f:
-                out[path] = f.read()
+    def _stack(self, services: str, post_config_runs: int = 1,
+               disabled: str = "", service_host: str = "",
+               plugins: str = "", expect_rc: int = 0) -> str:
+        env = dict(os.environ, DEVSTACK_FIXTURES=FIXTURES,
+                   OPENSTACK_TEE_ROOT=ROOT, PYTHON=sys.executable,
+                   NOVA_WHEEL_ETC=os.path.join(sys.prefix, "etc"),
+                   BARBICAN_WHEEL_ETC=os.path.join(sys.prefix, "etc"),
+                   HARNESS_DISABLED=disabled,
+                   HARNESS_SERVICE_HOST=service_host,
+                   HARNESS_PLUGINS=plugins)
+        proc = subprocess.run(
+            ["bash", HARNESS, self.work, services, str(post_config_runs)],
+            env=env, capture_output=True, text=True, check=False,
+            timeout=300)
+        out = proc.stdout + proc.stderr
+        if expect_rc == 0:
+            self.assertEqual(0, proc.returncode, out)
+        else:
+            self.assertNotEqual(0, proc.returncode, out)
         return out
 
-    def test_phases_configure_nova_and_barbican_idempotently(self) -> None:
-        self.assertIn("Installing openstack-tee",
-                      self._phase("stack", "install"))
+    def _path(self, *parts: str) -> str:
+        return os.path.join(self.etc, *parts)
+
+    def _read(self, *parts: str) -> str:
+        with open(self._path(*parts)) as f:
+            return f.read()
+
+    def _calls(self) -> str:
         with open(os.path.join(self.work, "calls")) as f:
-            self.assertIn("setup_develop", f.read())
-        self._phase("stack", "post-config")
-        first = self._snapshot()
-        self._phase("stack", "post-config")
-        self.assertEqual(first, self._snapshot())
+            return f.read()
 
-        with open(self.nova) as f:
-            nova = f.read()
-        self.assertIn("compute_driver = libvirt_tee.TEELibvirtDriver", nova)
-        self.assertIn("enabled_filters = ComputeFilter,ImagePropertiesFilter"
-                      ",TEEFilter", nova)
-        self.assertEqual(1, nova.count("nova_tee.scheduler.TEEFilter"))
-        self.assertIn("available_filters = nova.scheduler.filters."
-                      "all_filters", nova)
-        self.assertIn("weight_classes = nova_tee.scheduler.TEEWeigher",
-                      nova)
-        self.assertIn("[tee]", nova)
+    def _assert_compute_configured(self, service_host: str) -> None:
+        # nova-compute reads nova-cpu.conf as start_nova_compute left it.
+        cpu = _ini(self._path("nova", "nova-cpu.conf"))
+        self.assertEqual("libvirt_tee.TEELibvirtDriver",
+                         cpu.get("DEFAULT", "compute_driver"))
+        # local.conf's post-config section was merged by the rebuild.
+        self.assertEqual("1024", cpu.get("DEFAULT", "reserved_host_memory_mb"))
+        self.assertEqual(f"http://{service_host}/key-manager",
+                         cpu.get("tee", "barbican_url"))
+        # devstack's service-user convention (configure_keystoneauth) with
+        # the nova user, which create_service_user gives the service role.
+        self.assertEqual({
+            "auth_type": "password",
+            "auth_url": f"http://{service_host}/identity",
+            "username": "nova",
+            "password": "secretservice",
+            "user_domain_name": "Default",
+            "project_name": "service",
+            "project_domain_name": "Default",
+        }, {k: v for k, v in cpu.items("tee_barbican") if k != "interface"})
+        self.assertIn("run_process n-cpu", self._calls())
+        self.assertIn("nova-compute --config-file "
+                      f"{self._path('nova', 'nova-cpu.conf')}", self._calls())
 
-        barbican = configparser.RawConfigParser()
-        barbican.read(self.barbican)
+    def test_all_in_one(self) -> None:
+        self._stack(CONTROLLER_SERVICES)
+        self._assert_compute_configured(HOST_IP)
+
+        nova_text = self._read("nova", "nova.conf")
+        nova = _ini(self._path("nova", "nova.conf"))
+        self.assertEqual("libvirt_tee.TEELibvirtDriver",
+                         nova.get("DEFAULT", "compute_driver"))
+        self.assertEqual(
+            "ComputeFilter,ComputeCapabilitiesFilter,ImagePropertiesFilter,"
+            "ServerGroupAntiAffinityFilter,ServerGroupAffinityFilter,"
+            "SameHostFilter,DifferentHostFilter,TEEFilter",
+            nova.get("filter_scheduler", "enabled_filters"))
+        for line in ("available_filters = nova.scheduler.filters.all_filters",
+                     "available_filters = nova_tee.scheduler.TEEFilter",
+                     "weight_classes = nova.scheduler.weights.all_weighers",
+                     "weight_classes = nova_tee.scheduler.TEEWeigher"):
+            self.assertEqual(1, nova_text.count(line + "\n"), line)
+        self.assertEqual("1", nova.get("tee", "min_free_slots"))
+
+        # tempest is told about TEEFilter through $NOVA_FILTERS, which
+        # lib/tempest's configure_tempest writes to scheduler_enabled_filters.
+        with open(os.path.join(self.work, "tempest-vars")) as f:
+            self.assertTrue(f.read().rstrip().endswith(",TEEFilter"))
+
+        paste = _ini(self._path("nova", "api-paste.ini"))
+        self.assertIn("tee_extra_specs", paste.get(
+            "composite:openstack_compute_api_v21", "keystone"))
+
+        barbican = _ini(self._path("barbican", "barbican.conf"))
         self.assertEqual("tee_sealed", barbican.get(
             "secretstore:tee_sealed", "secret_store_plugin"))
+        self.assertEqual("software,tee_sealed", barbican.get(
+            "secretstore", "stores_lookup_suffix"))
+        # Barbican's own post-config ran first (its settings are there).
+        self.assertTrue(barbican.has_option("keystone_authtoken", "auth_url"))
         kek = barbican.get("tee_sealed", "kek_file")
+        self.assertEqual(self._path("barbican", "tee-kek"), kek)
         self.assertEqual(0o600, os.stat(kek).st_mode & 0o777)
 
-        paste = configparser.RawConfigParser()
-        paste.read(self.barbican_paste)
+        bpaste = _ini(self._path("barbican", "barbican-api-paste.ini"))
         self.assertEqual(
             "cors request_id http_proxy_to_wsgi tee_public authtoken "
             "context tee_api microversion apiapp",
-            paste.get("pipeline:barbican-api-keystone", "pipeline"))
-        nova_paste = configparser.RawConfigParser()
-        nova_paste.read(self.nova_paste)
-        self.assertIn("tee_extra_specs", nova_paste.get(
-            "composite:openstack_compute_api_v21", "keystone"))
+            bpaste.get("pipeline:barbican-api-keystone", "pipeline"))
+        self.assertEqual("barbican-api-keystone",
+                         bpaste.get("pipeline:barbican_api", "pipeline"))
 
-    def test_disabled_plugin_does_nothing(self) -> None:
-        with open(self.nova) as f:
-            nova_before = f.read()
-        script = (STANDINS + f"source {ROOT}/devstack/settings\n"
-                  f"source {ROOT}/devstack/plugin.sh stack post-config\n")
-        proc = subprocess.run(
-            ["bash", "-e", "-c", script], capture_output=True, text=True,
-            check=False, env=dict(os.environ, WORK=self.work, INI=INI,
-                                  PYTHON=sys.executable, DEST=self.work,
-                                  ENABLED="n-cpu", NOVA_CONF=self.nova,
-                                  NOVA_CPU_CONF=self.nova))
-        self.assertEqual(0, proc.returncode, proc.stderr)
-        with open(self.nova) as f:
-            self.assertEqual(nova_before, f.read())
-        self.assertFalse(os.path.exists(os.path.join(self.work, "kek")))
+    def test_compute_only_subnode(self) -> None:
+        # A subnode enables the plugins but not Barbican's service, and
+        # points at the controller.
+        self._stack(SUBNODE_SERVICES, disabled="barbican",
+                    service_host=CONTROLLER_IP)
+        self._assert_compute_configured(CONTROLLER_IP)
+        # configure_nova copies api-paste.ini only for n-api: none here,
+        # and the plugin did not create or edit one.
+        self.assertEqual(["nova-cpu.conf", "nova.conf"],
+                         sorted(os.listdir(self._path("nova"))))
+        nova_text = self._read("nova", "nova.conf")
+        self.assertNotIn("TEEFilter", nova_text)
+        self.assertNotIn("available_filters", nova_text)
+        self.assertNotIn("weight_classes", nova_text)
+        self.assertEqual([], os.listdir(self._path("barbican")))
+
+    def test_second_post_config_changes_nothing(self) -> None:
+        self._stack(CONTROLLER_SERVICES, post_config_runs=2)
+        first = os.path.join(self.work, "after-post-config-1")
+        second = os.path.join(self.work, "after-post-config-2")
+        files = []
+        for sub in ("nova", "barbican"):
+            names = sorted(os.listdir(os.path.join(first, sub)))
+            self.assertEqual(names,
+                             sorted(os.listdir(os.path.join(second, sub))))
+            files += [os.path.join(sub, n) for n in names
+                      if os.path.isfile(os.path.join(first, sub, n))]
+        self.assertIn(os.path.join("nova", "api-paste.ini"), files)
+        self.assertIn(os.path.join("barbican", "barbican-api-paste.ini"),
+                      files)
+        self.assertIn(os.path.join("barbican", "tee-kek"), files)
+        _, mismatch, errors = filecmp.cmpfiles(first, second, files,
+                                               shallow=False)
+        self.assertEqual(([], []), (mismatch, errors))
+        # And the final files have each value once.
+        nova_text = self._read("nova", "nova.conf")
+        self.assertEqual(1, nova_text.count(
+            "weight_classes = nova_tee.scheduler.TEEWeigher\n"))
+        self.assertEqual(1, nova_text.count(
+            "available_filters = nova_tee.scheduler.TEEFilter\n"))
+        self.assertEqual(1, _ini(self._path("nova", "nova.conf")).get(
+            "filter_scheduler", "enabled_filters").split(",").count(
+                "TEEFilter"))
+
+    def test_disabled_plugin_leaves_devstack_defaults(self) -> None:
+        self._stack(CONTROLLER_SERVICES.replace("openstack-tee,", ""))
+        cpu = self._read("nova", "nova-cpu.conf")
+        self.assertIn("compute_driver = libvirt.LibvirtDriver", cpu)
+        self.assertNotIn("[tee", cpu)
+        self.assertNotIn("libvirt_tee", cpu)
+        self.assertNotIn("tee_", self._read("nova", "api-paste.ini"))
+        self.assertFalse(os.path.exists(self._path("barbican", "tee-kek")))
+
+    def test_barbican_plugin_must_come_first(self) -> None:
+        out = self._stack(CONTROLLER_SERVICES,
+                          plugins="openstack-tee,barbican", expect_rc=1)
+        self.assertIn("put 'enable_plugin barbican' before 'enable_plugin "
+                      "openstack-tee'", out)
 
     def test_shellcheck(self) -> None:
         shellcheck = shutil.which("shellcheck")
@@ -141,8 +246,8 @@ class DevstackPluginTest(base.TestCase):
             self.fail("shellcheck is required (tools/install-deps.sh "
                       "installs it)")
         proc = subprocess.run(
-            [shellcheck, "-s", "bash", os.path.join(ROOT, "devstack",
-                                                    "plugin.sh"),
-             os.path.join(ROOT, "devstack", "settings")],
+            [shellcheck, "-s", "bash",
+             os.path.join(ROOT, "devstack", "plugin.sh"),
+             os.path.join(ROOT, "devstack", "settings"), HARNESS],
             capture_output=True, text=True, check=False)
         self.assertEqual(0, proc.returncode, proc.stdout)
