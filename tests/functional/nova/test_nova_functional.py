@@ -87,10 +87,6 @@ class TEESubstitution:
     def setUp(self) -> None:
         self.tee_computes: list[str] = []
         self.tee_schedulers = 0
-        # Runs after the test (cleanups are last in, first out): every
-        # test here starts a scheduler and at least one compute, each
-        # checked in start_service.
-        self.addCleanup(self._check_substituted)
         # Nova's REST API through a paste file that carries our filter
         # (set before Nova's setUp, which starts the API).
         tmp = self.useFixture(fixtures.TempDir()).path
@@ -101,6 +97,11 @@ class TEESubstitution:
             f.write(text)
         self.flags(api_paste_config=paste, group="wsgi")
         super().setUp()  # type: ignore[misc]
+        # Registered after Nova's cleanups (which clear the test's
+        # attributes), so it runs first, right after the test: every test
+        # here starts a scheduler and at least one compute, each checked
+        # in start_service.
+        self.addCleanup(self._check_substituted)
         # Nova's harness turns warnings into errors; SQLAlchemy 2.1
         # deprecates orm.noload, which Nova 34's instance queries use. Not
         # ours, and not a behaviour change: ignore that category only.
