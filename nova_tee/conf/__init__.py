@@ -14,10 +14,12 @@ SCHEDULER_OPTS = [
         "min_free_slots",
         default=1,
         min=1,
-        help="TEEFilter passes a host for a confidential guest only if it "
-             "has at least this many free encryption slots (ASIDs) of the "
-             "requested model. Raise it to keep headroom for rebuilds and "
-             "evacuations, which need a slot on the target."),
+        help="TEEFilter passes a host for a guest whose flavor has tee: "
+             "extra specs only if it has at least this many free "
+             "encryption slots (ASIDs) of the requested model. Raise it "
+             "to keep headroom for rebuilds and evacuations, which need a "
+             "slot on the target. Flavors without tee: keys are placed "
+             "by upstream's MEM_ENCRYPTION_CONTEXT inventory alone."),
     cfg.FloatOpt(
         "weight_multiplier",
         default=1.0,

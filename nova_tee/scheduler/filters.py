@@ -24,7 +24,12 @@ class TEEFilter(filters.BaseHostFilter):
     ``[tee] min_free_slots`` free encryption slots, and meet the flavor's
     ``tee:min_firmware`` and ``tee:min_tcb_*``. A host that does not report
     a value it is asked to meet fails: an unknown TCB is not a good one.
-    Requests for ordinary guests pass every host.
+
+    Only flavors with ``tee:`` keys are judged. Every other request,
+    upstream SEV/TDX flavors and images included, passes every host, as
+    it would without this filter. A host without ``tee.*`` stats (its
+    nova-compute does not run TEELibvirtDriver, or has not reported since
+    it was upgraded) fails ``tee:`` requests with a reason saying so.
     """
 
     RUN_ON_REBUILD = False
@@ -69,7 +74,13 @@ class TEEFilter(filters.BaseHostFilter):
     def _refusal(offer: tee_request.Offer,
                  need: tee_request.Need) -> str | None:
         if need.model not in offer.models:
-            return "does not offer the requested model"
+            if not offer.reported:
+                return ("reports no tee.* stats (its nova-compute does not "
+                        "run libvirt_tee.TEELibvirtDriver, or has not "
+                        "reported since it was upgraded), so it cannot "
+                        "meet the flavor's tee: extra specs")
+            return (f"does not offer {need.model} (it offers "
+                    f"{', '.join(sorted(offer.models)) or 'none'})")
         free = offer.free[need.model]
         if free < need.min_free:
             return (f"{free} free {need.model} slots, {need.min_free} "

@@ -38,6 +38,8 @@ class Offer:
     free: dict[str, int]
     firmware: tuple[int, ...] | None
     snp_tcb: tuple[int, ...] | None
+    # Whether the host reports our stats scheme at all (``tee.v``).
+    reported: bool = True
 
     @classmethod
     def from_stats(cls, stats: dict[str, str]) -> Offer:
@@ -49,7 +51,8 @@ class Offer:
                    firmware=tee_stats.parse_dotted(
                        stats.get(tee_stats.FW_KEY)),
                    snp_tcb=tcb if tcb is not None and len(tcb) >= 4
-                   else None)
+                   else None,
+                   reported=tee_stats.VERSION_KEY in stats)
 
 
 def image_props(spec_obj: Any) -> dict[str, Any]:
@@ -63,10 +66,19 @@ def image_props(spec_obj: Any) -> dict[str, Any]:
 
 def parse_need(spec_obj: Any, min_free: int
                ) -> tuple[Need | None, str | None]:
-    """(need, error) of a RequestSpec; error names conflicting keys."""
+    """(need, error) of a RequestSpec; error names conflicting keys.
+
+    Only a flavor with ``tee:`` keys asks anything of this suite. An
+    upstream SEV/TDX request (``hw:mem_encryption*`` alone, in the flavor
+    or the image) has no need here: upstream's placement traits and
+    ``MEM_ENCRYPTION_CONTEXT`` inventory already place it, on hosts with
+    or without our ``tee.*`` stats (mid-upgrade, or on another driver).
+    """
+    extra_specs = spec_obj.flavor.extra_specs
+    if not any(key.startswith(specs.PREFIX) for key in extra_specs):
+        return None, None
     try:
-        request = specs.request_from(spec_obj.flavor.extra_specs,
-                                     image_props(spec_obj))
+        request = specs.request_from(extra_specs, image_props(spec_obj))
     except specs.SpecError as exc:
         return None, str(exc)
     if request is None:
