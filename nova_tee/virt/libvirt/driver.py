@@ -285,7 +285,10 @@ def has_tee_request(instance: Any) -> bool:
     """
     if not _loaded(instance, "flavor"):
         return False
-    extra_specs = getattr(instance.flavor, "extra_specs", None) or {}
+    flavor = instance.flavor
+    if flavor is None or not _loaded(flavor, "extra_specs"):
+        return False
+    extra_specs = flavor.extra_specs or {}
     try:
         return any(str(k).startswith(specs.PREFIX) for k in extra_specs)
     except TypeError:  # not a mapping (a mock)
@@ -509,7 +512,9 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
         Reads nothing that is not loaded already, and nothing at all of a
         guest whose flavor has no ``tee:`` request (only those are bound).
         """
-        if _loaded(instance, "flavor") and not has_tee_request(instance):
+        if _loaded(instance, "flavor") and instance.flavor is not None and (
+                _loaded(instance.flavor, "extra_specs")
+                and not has_tee_request(instance)):
             return False
         if not (_loaded(instance, "task_state")
                 and instance.task_state == task_states.DELETING):
