@@ -103,10 +103,69 @@ class SubstitutionTest(base.TestCase):
         self.assertGreater(total, 100)
 
 
+class UpstreamXMLParityTest(upstream.LibvirtConnTestCase):
+    """A guest without ``tee:`` keys: upstream's domain XML, byte for byte.
+
+    Upstream's own test class and guest (UEFI, q35, as Nova's
+    ``_setup_mem_enc_guest`` makes it), written once by LibvirtDriver and
+    once by TEELibvirtDriver.
+    """
+
+    def _xml(self, cls: type, model: str, **tee: str) -> str:
+        drvr = cls(upstream.fake.FakeVirtAPI(), True)
+        drvr._host._supports_uefi = True
+        drvr._host._supports_amd_sev = True
+        drvr._host._supports_intel_tdx = True
+        extra_specs = {"hw:mem_encryption": "true",
+                       "hw:mem_encryption_model": model}
+        extra_specs.update(tee)
+        instance = upstream.objects.Instance(**self.test_instance)
+        if tee:  # as a booted server has; never read without tee: keys
+            instance.metadata = {}
+        instance.flavor = upstream.objects.Flavor(
+            id=42, name="m1.small", memory_mb=2048, vcpus=2, root_gb=10,
+            ephemeral_gb=0, swap=0, extra_specs=extra_specs,
+            flavorid="someflavor")
+        props = {"hw_firmware_type": "uefi", "hw_machine_type": "q35"}
+        if model in ("amd-sev-snp", "intel-tdx"):
+            props["hw_firmware_stateless"] = True
+        if model == "intel-tdx":
+            props["hw_video_model"] = "none"
+            self.flags(cpu_mode="host-passthrough", group="libvirt")
+        image_meta = upstream.objects.ImageMeta.from_dict({
+            "id": "d9c6aeee-8258-4bdb-bca4-39940461b182",
+            "name": "fakeimage", "disk_format": "raw",
+            "properties": props})
+        disk_info = upstream.blockinfo.get_disk_info(
+            upstream.CONF.libvirt.virt_type, instance, image_meta)
+        xml: str = drvr._get_guest_xml(
+            self.context, instance, upstream._fake_network_info(self),
+            disk_info, image_meta)
+        return xml
+
+    def test_upstream_xml_without_tee_keys(self) -> None:
+        for model in ("amd-sev", "amd-sev-es", "amd-sev-snp", "intel-tdx"):
+            ours = self._xml(tee_driver.TEELibvirtDriver, model)
+            self.assertIn("<launchSecurity", ours)
+            self.assertEqual(
+                self._xml(libvirt_driver.LibvirtDriver, model), ours, model)
+
+    def test_tee_keys_change_the_xml(self) -> None:
+        # The comparison above can fail: with a tee: key the XML is ours.
+        ours = self._xml(tee_driver.TEELibvirtDriver, "amd-sev-snp",
+                         **{"tee:attestation": "required"})
+        self.assertNotEqual(
+            self._xml(libvirt_driver.LibvirtDriver, "amd-sev-snp"), ours)
+        self.assertIn("<hostData>", ours)
+
+
 def load_tests(loader: unittest.TestLoader, standard: unittest.TestSuite,
                pattern: str | None) -> unittest.TestSuite:
     suite = unittest.TestSuite()
     suite.addTests(loader.loadTestsFromTestCase(SubstitutionTest))
+    for name in ("test_upstream_xml_without_tee_keys",
+                 "test_tee_keys_change_the_xml"):
+        suite.addTest(UpstreamXMLParityTest(name))
     for cls in SUBSTITUTED.values():
         for name in _selected(cls):
             suite.addTest(cls(name))
