@@ -26,6 +26,7 @@ from oslo_utils.fixture import uuidsentinel as uuids
 from oslo_utils import versionutils
 from sqlalchemy import exc as sa_exc
 
+from barbican_tee.attestation import snp_certs
 from nova_tee.api import middleware
 from nova_tee.virt.libvirt import capabilities
 from openstack_tee_demo.sp_model import snp as sp_model
@@ -154,7 +155,9 @@ class TEEServersTestBase(base.ServersTestBase):
                     nova_host.MIN_QEMU_SEV_ES_VERSION))
         driver = self.computes[hostname].driver
         status = capabilities.parse_snp_status(sp.snp_platform_status())
-        driver.firmware_reader = lambda: status
+        driver._tee_firmware_reader = lambda: status
+        driver._tee_product_reader = (
+            lambda: snp_certs.Product.from_name(sp.product))
         self._refresh(hostname)
         return hostname
 

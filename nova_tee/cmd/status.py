@@ -158,7 +158,8 @@ def inspect(root: str, domcaps_xml: bytes | None) -> dict[str, Any]:
         "firmware": None if firmware is None else {
             "api": firmware.api, "build": firmware.build,
             "snp_tcb": (capabilities.snp_tcb_string(
-                firmware.snp_current_tcb)
+                firmware.snp_current_tcb, capabilities.read_cpu_product(
+                    _path(root, capabilities.CPUINFO)))
                 if firmware.snp_current_tcb is not None else None)},
         "libvirt": None if caps is None else {
             "sev": caps.sev_supported, "sectypes": list(caps.sectypes),

@@ -30,6 +30,10 @@ from typing import Any
 
 from lxml import etree
 
+from barbican_tee.attestation import snp
+from barbican_tee.attestation import snp_certs
+
+CPUINFO = "/proc/cpuinfo"
 KVM_AMD_PARAMS = "/sys/module/kvm_amd/parameters"
 SEV_DEVICE = "/dev/sev"
 TDX_QGS_SOCKET = "/var/run/tdx-qgs/qgs.socket"
@@ -194,12 +198,44 @@ def read_tdx_module_version(base: str = TDX_MODULE_SYSFS) -> str | None:
     return ".".join(parts)
 
 
-def snp_tcb_string(raw: int, turin: bool = False) -> str:
-    """A TCB_VERSION as the ``tee.snp_tcb`` stat: ``BL.TEE.SNP.UCODE``."""
-    b = raw.to_bytes(8, "little")
-    if turin:
-        return f"{b[1]}.{b[2]}.{b[3]}.{b[7]}.{b[0]}"
-    return f"{b[0]}.{b[1]}.{b[6]}.{b[7]}"
+def read_cpu_product(path: str = CPUINFO) -> snp_certs.Product | None:
+    """The SNP product (Milan, Genoa, Turin) of this host's CPU, or None.
+
+    From the first CPU's family and model in /proc/cpuinfo, with the same
+    table the attestation verifier applies to a report's CPUID fields.
+    """
+    family = model = None
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "cpu family" and family is None:
+                    family = int(value.strip())
+                elif key == "model" and model is None:
+                    model = int(value.strip())
+                if family is not None and model is not None:
+                    break
+    except (OSError, ValueError):
+        return None
+    if family is None or model is None:
+        return None
+    return snp.product_from_cpuid(family, model)
+
+
+def snp_tcb_string(raw: int,
+                   product: snp_certs.Product | None = None) -> str:
+    """A TCB_VERSION as the ``tee.snp_tcb`` stat: ``BL.TEE.SNP.UCODE``.
+
+    Turin lays the value out differently and adds the FMC level, written
+    last (``BL.TEE.SNP.UCODE.FMC``); without a product the Milan/Genoa
+    layout is used.
+    """
+    tcb = snp.TcbVersion.decode(raw, product)
+    out = f"{tcb.bootloader}.{tcb.tee}.{tcb.snp}.{tcb.microcode}"
+    if tcb.fmc is not None:
+        out += f".{tcb.fmc}"
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,7 +249,7 @@ class HostTEECapabilities:
     firmware: FirmwareStatus | None
     sev_pdh: str | None
     tdx_quote_service: bool
-    turin: bool = False
+    product: snp_certs.Product | None = None
     tdx_module: str | None = None
 
     def stats(self, used: Mapping[str, int]) -> dict[str, str]:
@@ -230,10 +266,15 @@ class HostTEECapabilities:
             out[tee_stats.FW_BUILD_KEY] = str(self.firmware.build)
             if self.firmware.snp_current_tcb is not None:
                 out[tee_stats.SNP_TCB_KEY] = snp_tcb_string(
-                    self.firmware.snp_current_tcb, self.turin)
+                    self.firmware.snp_current_tcb, self.product)
         if self.tdx_module:
             out[tee_stats.TDX_MODULE_KEY] = self.tdx_module
         return out
+
+    def trait_states(self) -> dict[str, bool]:
+        """Every ``CUSTOM_TEE_*`` trait: True to set, False to remove."""
+        have = self.traits()
+        return {t: t in have for t in CUSTOM_TRAITS.values()}
 
     def traits(self) -> set[str]:
         out = {CUSTOM_TRAITS["attestation"]} if self.models else set()

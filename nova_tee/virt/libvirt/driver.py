@@ -30,14 +30,19 @@ from nova import exception
 from nova.objects import fields
 from nova.virt.libvirt import config as vconfig
 from nova.virt.libvirt import driver as libvirt_driver
+from nova.virt.libvirt import guest as libvirt_guest
+from nova.virt.libvirt import host as libvirt_host
+from oslo_config import cfg
 from oslo_log import log as logging
 
+from barbican_tee.attestation import snp_certs
 from nova_tee import specs
 from nova_tee.virt.libvirt import attest
 from nova_tee.virt.libvirt import capabilities
 from nova_tee.virt.libvirt import config as tee_config
 
 LOG = logging.getLogger(__name__)
+CONF = cfg.CONF
 
 HOST_DATA_PREFIX = b"openstack-tee:v1:"
 
@@ -178,22 +183,144 @@ def harden_guest_xml(xml: str) -> str:
     return out
 
 
+# Upstream's private hooks this driver overrides or calls, with the
+# parameter names (self included) Nova 34 gives them. A rename or a changed
+# signature would otherwise switch attestation off silently while guests
+# still boot; init_host refuses to start instead (see check_hooks).
+HOOKS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("LibvirtDriver", "_guest_configure_mem_encryption"): (
+        "self", "instance", "guest", "model"),
+    ("LibvirtDriver", "_create_guest"): (
+        "self", "context", "xml", "instance", "power_on", "pause",
+        "post_xml_callback"),
+    ("LibvirtDriver", "_get_guest_config"): (
+        "self", "instance", "network_info", "image_meta", "disk_info",
+        "rescue", "block_device_info", "context", "mdevs", "accel_info",
+        "share_info", "old_guest"),
+    ("LibvirtDriver", "_get_guest_xml"): (
+        "self", "context", "instance", "network_info", "disk_info",
+        "image_meta", "rescue", "block_device_info", "mdevs", "accel_info",
+        "share_info", "old_guest"),
+    ("LibvirtDriver", "cleanup"): (
+        "self", "context", "instance", "network_info", "block_device_info",
+        "destroy_disks", "migrate_data", "destroy_vifs", "destroy_secrets"),
+    ("LibvirtDriver", "update_provider_tree"): (
+        "self", "provider_tree", "nodename", "allocations"),
+    ("Host", "_kernel_supports_amd_sev"): (
+        "self", "model"),
+    ("Host", "get_mem_encryption_inventories"): (
+        "self",),
+}
+
+
+class UnsupportedNova(exception.NovaException):
+    msg_fmt = ("openstack-tee cannot run on this Nova: %(reason)s. "
+               "TEELibvirtDriver supports Nova 34 (2026.2); install the "
+               "openstack-tee release made for this Nova, or set "
+               "compute_driver = libvirt.LibvirtDriver.")
+
+
+# The classes the hooks belong to, as imported with this module (before
+# any test replaces a name in Nova's modules).
+OWNERS: dict[str, type] = {"LibvirtDriver": libvirt_driver.LibvirtDriver,
+                           "Host": libvirt_host.Host}
+
+
+def hook_problems(
+        hooks: Mapping[tuple[str, str], tuple[str, ...]] | None = None,
+        owners: Mapping[str, type] | None = None,
+) -> list[str]:
+    """What is missing or changed among the upstream hooks we rely on."""
+    import inspect
+
+    problems = []
+    for (owner, name), expected in (HOOKS if hooks is None
+                                    else hooks).items():
+        what = f"{owner}.{name}"
+        func = getattr((OWNERS if owners is None else owners)[owner], name,
+                       None)
+        if func is None:
+            problems.append(f"{what} does not exist")
+            continue
+        try:
+            params = tuple(inspect.signature(func).parameters)
+        except (TypeError, ValueError):
+            problems.append(f"{what} has no inspectable signature")
+            continue
+        if params != expected:
+            problems.append(f"{what} takes ({', '.join(params)}), not "
+                            f"({', '.join(expected)})")
+    # The paused SEV guest's domain, for launch-secret injection.
+    marker = object()
+    if getattr(libvirt_guest.Guest(marker), "_domain", None) is not marker:
+        problems.append("Guest._domain is not the libvirt domain")
+    return problems
+
+
+def check_hooks(problems: list[str] | None = None) -> None:
+    """Raise UnsupportedNova naming every hook that is not as expected.
+
+    By default the hooks as they were when this module was imported, that
+    is when nova-compute loaded its driver.
+    """
+    problems = IMPORT_TIME_PROBLEMS if problems is None else problems
+    if problems:
+        raise UnsupportedNova(reason="; ".join(problems))
+
+
+def _loaded(instance: Any, name: str) -> bool:
+    """Whether reading ``instance.<name>`` needs no lazy load."""
+    is_set = getattr(instance, "obj_attr_is_set", None)
+    if is_set is None:
+        return hasattr(instance, name)
+    return bool(is_set(name))
+
+
+def has_tee_request(instance: Any) -> bool:
+    """Whether the instance's flavor carries any ``tee:`` extra spec.
+
+    Only such guests get openstack-tee's launch security, binding and
+    hardening; every other guest (plain upstream SEV/TDX included) is left
+    exactly as upstream Nova makes it.
+    """
+    if not _loaded(instance, "flavor"):
+        return False
+    flavor = instance.flavor
+    if flavor is None or not _loaded(flavor, "extra_specs"):
+        return False
+    extra_specs = flavor.extra_specs or {}
+    try:
+        return any(str(k).startswith(specs.PREFIX) for k in extra_specs)
+    except TypeError:  # not a mapping (a mock)
+        return False
+
+
 class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
     """LibvirtDriver with attestation-aware launch and host reporting."""
 
     def __init__(self, virtapi: Any, read_only: bool = False) -> None:
         super().__init__(virtapi, read_only=read_only)
-        # How the secure processor's firmware status is read: the /dev/sev
-        # ioctl on real hosts; tests and the demo plug the software model
-        # of the secure processor in here.
-        self.firmware_reader: Callable[
+        # How the secure processor's firmware status, the TDX module
+        # version and the CPU's SNP product are read: from the host on real
+        # hosts; tests and the demo plug software models in here. Private,
+        # like every attribute upstream's driver does not have.
+        self._tee_firmware_reader: Callable[
             [], capabilities.FirmwareStatus | None] = (
                 capabilities.read_firmware_status)
-        self.tdx_module_reader: Callable[[], str | None] = (
+        self._tee_tdx_module_reader: Callable[[], str | None] = (
             capabilities.read_tdx_module_version)
+        self._tee_product_reader: Callable[
+            [], snp_certs.Product | None] = capabilities.read_cpu_product
         # Launch sessions made while the XML was written, consumed when the
         # domain is created (same spawn/reboot call, same thread).
         self._tee_plans: dict[str, attest.LaunchPlan] = {}
+        # The host probe of the last get_available_resource (one per
+        # periodic task); update_provider_tree reuses it.
+        self._tee_caps: capabilities.HostTEECapabilities | None = None
+
+    def init_host(self, host: str) -> Any:
+        check_hooks()
+        return super().init_host(host)
 
     # -- host ------------------------------------------------------------
     def _tee_capabilities(self) -> capabilities.HostTEECapabilities:
@@ -207,7 +334,7 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
         caps = capabilities.DomainCapsTEE()
         try:
             xml = self._host.get_connection().getDomainCapabilities(
-                None, "x86_64", None, "kvm", 0)
+                None, "x86_64", None, CONF.libvirt.virt_type, 0)
             caps = capabilities.parse_domain_caps(xml)
         except Exception:  # noqa: BLE001 - best effort detail only
             LOG.debug("openstack-tee: no domain capabilities",
@@ -216,15 +343,17 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
         if {"amd-sev", "amd-sev-es"} & set(models):
             pdh = capabilities.node_sev_pdh(
                 lambda: self._host.get_connection().getSEVInfo(0))
-        firmware = None
+        firmware = product = None
         if {"amd-sev", "amd-sev-es", "amd-sev-snp"} & set(models):
-            firmware = self.firmware_reader()
+            firmware = self._tee_firmware_reader()
+            product = self._tee_product_reader()
         return capabilities.HostTEECapabilities(
             models=tuple(models), slots=slots, domain_caps=caps,
             kvm_params=self._kvm_amd_params(),
             firmware=firmware, sev_pdh=pdh,
             tdx_quote_service=self._tdx_quote_service_present(),
-            tdx_module=(self.tdx_module_reader()
+            product=product,
+            tdx_module=(self._tee_tdx_module_reader()
                         if "intel-tdx" in models else None))
 
     def _kvm_amd_params(self) -> dict[str, bool]:
@@ -266,7 +395,8 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
 
     def get_available_resource(self, nodename: str) -> dict[str, Any]:
         data: dict[str, Any] = super().get_available_resource(nodename)
-        caps = self._tee_capabilities()
+        # The one host probe of this periodic task.
+        caps = self._tee_caps = self._tee_capabilities()
         data.setdefault("stats", {}).update(
             caps.stats(self._tee_slots_used()))
         return data
@@ -275,9 +405,16 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
                              allocations: Any = None) -> None:
         super().update_provider_tree(provider_tree, nodename,
                                      allocations=allocations)
-        traits = self._tee_capabilities().traits()
-        if traits:
-            provider_tree.add_traits(nodename, *sorted(traits))
+        # As upstream does with its static traits: set what the host has,
+        # remove what it lost, on the compute node's own provider.
+        caps = self._tee_caps
+        if caps is None:
+            caps = self._tee_caps = self._tee_capabilities()
+        states = caps.trait_states()
+        provider_tree.add_traits(
+            nodename, *sorted(t for t, on in states.items() if on))
+        provider_tree.remove_traits(
+            nodename, *sorted(t for t, on in states.items() if not on))
 
     # -- guest -----------------------------------------------------------
     @staticmethod
@@ -300,6 +437,9 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
 
     def _guest_configure_mem_encryption(self, instance: Any, guest: Any,
                                         model: str) -> None:
+        if not has_tee_request(instance):
+            super()._guest_configure_mem_encryption(instance, guest, model)
+            return
         request = self._tee_request(instance)
         metadata = dict(instance.metadata or {})
         kernel_hashes = bool(instance.kernel_id)
@@ -347,11 +487,15 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
             super()._guest_configure_mem_encryption(instance, guest, model)
 
     def cleanup(self, context: Any, instance: Any, network_info: Any,
-                *args: Any, **kwargs: Any) -> Any:
-        result = super().cleanup(context, instance, network_info, *args,
-                                 **kwargs)
-        if instance.task_state == task_states.DELETING and (
-                (instance.metadata or {}).get(attest.META_SECRET)):
+                block_device_info: Any = None, destroy_disks: bool = True,
+                migrate_data: Any = None, destroy_vifs: bool = True,
+                destroy_secrets: bool = True) -> Any:
+        result = super().cleanup(
+            context, instance, network_info,
+            block_device_info=block_device_info,
+            destroy_disks=destroy_disks, migrate_data=migrate_data,
+            destroy_vifs=destroy_vifs, destroy_secrets=destroy_secrets)
+        if self._tee_secret_to_retire(instance):
             # The instance is going away: so is its claim on the secret,
             # and a copy of its disk booted elsewhere must not inherit it.
             try:
@@ -361,12 +505,33 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
                           "binding of %s: %s", instance.uuid, exc)
         return result
 
+    @staticmethod
+    def _tee_secret_to_retire(instance: Any) -> bool:
+        """An instance being deleted that was bound to a ``tee_secret``.
+
+        Reads nothing that is not loaded already, and nothing at all of a
+        guest whose flavor has no ``tee:`` request (only those are bound).
+        """
+        if _loaded(instance, "flavor") and instance.flavor is not None and (
+                _loaded(instance.flavor, "extra_specs")
+                and not has_tee_request(instance)):
+            return False
+        if not (_loaded(instance, "task_state")
+                and instance.task_state == task_states.DELETING):
+            return False
+        return _loaded(instance, "metadata") and bool(
+            (instance.metadata or {}).get(attest.META_SECRET))
+
     def _node_sev_info(self) -> Any:
         return self._host.get_connection().getSEVInfo(0)
 
     def _create_guest(self, context: Any, xml: str, instance: Any,
                       power_on: bool = True, pause: bool = False,
                       post_xml_callback: Any = None) -> Any:
+        if not has_tee_request(instance):
+            return super()._create_guest(
+                context, xml, instance, power_on=power_on, pause=pause,
+                post_xml_callback=post_xml_callback)
         plan = self._tee_plans.pop(instance.uuid, None)
         if plan is None and "<dhCert>" in xml and (power_on or pause):
             # XML saved earlier (unrescue): its session was spent on the
@@ -410,12 +575,19 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
         guest = super()._get_guest_config(instance, network_info,
                                           image_meta, disk_info, *args,
                                           **kwargs)
-        if guest.launch_security is not None:
+        if guest.launch_security is not None and has_tee_request(instance):
             refuse_passthrough(guest)
         return guest
 
-    def _get_guest_xml(self, *args: Any, **kwargs: Any) -> str:
-        xml: str = super()._get_guest_xml(*args, **kwargs)
-        if "<launchSecurity" not in xml:
+    def _get_guest_xml(self, context: Any, instance: Any,
+                       *args: Any, **kwargs: Any) -> str:
+        xml: str = super()._get_guest_xml(context, instance, *args,
+                                          **kwargs)
+        if "<launchSecurity" not in xml or not has_tee_request(instance):
             return xml
         return harden_guest_xml(xml)
+
+
+# Checked once, as nova-compute loads the driver; init_host refuses to
+# start when anything is wrong.
+IMPORT_TIME_PROBLEMS: list[str] = hook_problems()

@@ -278,7 +278,8 @@ class SNPReleaseLifecycleTest(base.TEEServersTestBase):
 
     def _boot(self, metadata: dict[str, str],
               expected: str = "ACTIVE") -> dict[str, Any]:
-        flavor = self.tee_flavor("amd-sev-snp")
+        # A tee: request: only such guests are bound to their secret.
+        flavor = self.tee_flavor("amd-sev-snp", attestation="required")
         body = self._build_server(image_uuid=uuids.tee_snp_image,
                                   flavor_id=flavor, networks="none")
         body["metadata"] = metadata
@@ -315,7 +316,8 @@ class SNPReleaseLifecycleTest(base.TEEServersTestBase):
             project_id="0ther0ther0ther0ther0ther0ther00",
             roles=["reader", "member"])
         other_project.microversion = "latest"
-        flavor = self.tee_flavor("amd-sev-snp")
+        # A tee: request: only such guests are bound to their secret.
+        flavor = self.tee_flavor("amd-sev-snp", attestation="required")
         body = self._build_server(image_uuid=uuids.tee_snp_image,
                                   flavor_id=flavor, networks="none")
         body["metadata"] = {"tee_secret": self.secret_id}

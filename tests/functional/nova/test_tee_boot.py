@@ -68,7 +68,8 @@ class SNPBootTest(base.TEEServersTestBase):
 
     def test_id_block_from_server_metadata(self) -> None:
         self.start_tee_compute("host1")
-        flavor = self.tee_flavor("amd-sev-snp")
+        # tee_* metadata is read for guests with a tee: request only.
+        flavor = self.tee_flavor("amd-sev-snp", attestation="required")
         block = base64.b64encode(b"\x05" * 96).decode()
         auth = base64.b64encode(b"\x06" * 4096).decode()
         metadata = {f"tee_id_auth_{i}": auth[i * 250:(i + 1) * 250]
@@ -87,7 +88,7 @@ class SNPBootTest(base.TEEServersTestBase):
 
     def test_bad_id_block_metadata_faults_clearly(self) -> None:
         self.start_tee_compute("host1")
-        flavor = self.tee_flavor("amd-sev-snp")
+        flavor = self.tee_flavor("amd-sev-snp", attestation="required")
         body = self._build_server(image_uuid=uuids.tee_snp_image,
                                   flavor_id=flavor, networks="none")
         body["metadata"] = {"tee_id_block": "bm90IDk2IGJ5dGVz",

@@ -7,6 +7,7 @@ import os
 import struct
 import tempfile
 
+from barbican_tee.attestation import snp_certs
 from nova_tee import stats as tee_stats
 from nova_tee.virt.libvirt import capabilities
 from tests import base
@@ -68,7 +69,8 @@ class KernelTest(base.TestCase):
         self.assertEqual("3.0.8.115", capabilities.snp_tcb_string(tcb))
         turin = int.from_bytes(bytes([5, 1, 2, 3, 0, 0, 0, 4]), "little")
         self.assertEqual("1.2.3.4.5",
-                         capabilities.snp_tcb_string(turin, turin=True))
+                         capabilities.snp_tcb_string(
+                             turin, snp_certs.Product.TURIN))
 
     def test_ioctl_number(self) -> None:
         # _IOWR('S', 0, struct sev_issue_cmd) with a 16-byte struct.

@@ -1,0 +1,257 @@
+"""TEELibvirtDriver's startup hook check and host reporting."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+from unittest import mock
+
+import fixtures
+from nova.compute import provider_tree
+from nova.virt.libvirt import driver as libvirt_driver
+from nova.virt.libvirt import host as libvirt_host
+
+from barbican_tee.attestation import snp
+from barbican_tee.attestation import snp_certs
+from nova_tee.virt.libvirt import capabilities
+from nova_tee.virt.libvirt import driver as tee_driver
+from tests import base
+
+Product = snp_certs.Product
+
+
+class HookTest(base.TestCase):
+
+    def test_nova_34_hooks_are_as_pinned(self) -> None:
+        # Checked at import (when nova-compute loads the driver) and again
+        # now: every hook we override or call is there, as pinned.
+        self.assertEqual([], tee_driver.IMPORT_TIME_PROBLEMS)
+        self.assertEqual([], tee_driver.hook_problems())
+        tee_driver.check_hooks()
+        self.assertEqual(
+            ("self", "instance", "guest", "model"),
+            tee_driver.HOOKS[("LibvirtDriver",
+                              "_guest_configure_mem_encryption")])
+
+    def test_a_renamed_hook_is_named(self) -> None:
+        class Renamed(libvirt_driver.LibvirtDriver):
+            _create_guest = None  # as if upstream renamed it
+
+        problems = tee_driver.hook_problems(
+            owners={"LibvirtDriver": Renamed, "Host": libvirt_host.Host})
+        self.assertEqual(["LibvirtDriver._create_guest does not exist"],
+                         problems)
+
+    def test_a_changed_signature_is_named(self) -> None:
+        class Changed(libvirt_host.Host):
+            def _kernel_supports_amd_sev(self, kind: str = "sev") -> bool:
+                return False
+
+        problems = tee_driver.hook_problems(
+            owners={"LibvirtDriver": libvirt_driver.LibvirtDriver,
+                    "Host": Changed})
+        self.assertEqual(["Host._kernel_supports_amd_sev takes (self, kind), "
+                          "not (self, model)"], problems)
+
+    def test_guest_domain_is_checked(self) -> None:
+        with mock.patch.object(libvirt_driver.libvirt_guest.Guest,
+                               "__init__", lambda self, domain: None):
+            problems = tee_driver.hook_problems()
+        self.assertEqual(["Guest._domain is not the libvirt domain"],
+                         problems)
+
+    def test_init_host_refuses_to_start(self) -> None:
+        drv = tee_driver.TEELibvirtDriver.__new__(
+            tee_driver.TEELibvirtDriver)
+        with mock.patch.object(
+                tee_driver, "IMPORT_TIME_PROBLEMS",
+                ["LibvirtDriver._create_guest does not exist"]), \
+                mock.patch.object(libvirt_driver.LibvirtDriver,
+                                  "init_host") as upstream_init:
+            exc = self.assertRaises(tee_driver.UnsupportedNova,
+                                    drv.init_host, "host1")
+        self.assertIn("LibvirtDriver._create_guest does not exist",
+                      str(exc))
+        self.assertIn("Nova 34", str(exc))
+        upstream_init.assert_not_called()
+
+
+class ProductTest(base.TestCase):
+
+    def cpuinfo(self, family: int, model: int) -> str:
+        fd, path = tempfile.mkstemp()
+        self.addCleanup(os.unlink, path)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"processor\t: 0\nvendor_id\t: AuthenticAMD\n"
+                    f"cpu family\t: {family}\nmodel\t\t: {model}\n"
+                    f"model name\t: AMD EPYC\n\nprocessor\t: 1\n"
+                    f"cpu family\t: 1\nmodel\t\t: 1\n")
+        return path
+
+    def test_product_from_cpuinfo(self) -> None:
+        self.assertIs(Product.MILAN,
+                      capabilities.read_cpu_product(self.cpuinfo(25, 1)))
+        self.assertIs(Product.GENOA,
+                      capabilities.read_cpu_product(self.cpuinfo(25, 17)))
+        self.assertIs(Product.TURIN,
+                      capabilities.read_cpu_product(self.cpuinfo(26, 2)))
+        self.assertIsNone(
+            capabilities.read_cpu_product(self.cpuinfo(6, 207)))
+        self.assertIsNone(capabilities.read_cpu_product("/nonexistent"))
+
+    def test_turin_tcb_uses_turin_layout(self) -> None:
+        tcb = snp.TcbVersion(fmc=1, bootloader=3, tee=0, snp=9,
+                             microcode=115)
+        raw = tcb.encode(Product.TURIN)
+        self.assertEqual("3.0.9.115.1",
+                         capabilities.snp_tcb_string(raw, Product.TURIN))
+        fw = capabilities.FirmwareStatus(1, 55, 21, 1, 0,
+                                         snp_current_tcb=raw)
+        caps = capabilities.HostTEECapabilities(
+            models=("amd-sev-snp",), slots={"amd-sev-snp": 1},
+            domain_caps=capabilities.DomainCapsTEE(), kvm_params={},
+            firmware=fw, sev_pdh=None, tdx_quote_service=False,
+            product=Product.TURIN)
+        self.assertEqual("3.0.9.115.1", caps.stats({})["tee.snp_tcb"])
+        # Read with the Milan/Genoa layout the same value means SNP 0.
+        self.assertEqual("1.3.0.115", capabilities.snp_tcb_string(raw))
+
+
+def _driver(models: dict[str, Any]) -> tee_driver.TEELibvirtDriver:
+    """A TEELibvirtDriver over a fake host, without libvirt."""
+    drv = tee_driver.TEELibvirtDriver.__new__(tee_driver.TEELibvirtDriver)
+    host = mock.Mock()
+    host.get_mem_encryption_inventories.return_value = models
+    host._kernel_supports_amd_sev.return_value = True
+    host.list_guests.return_value = []
+    host.get_connection.return_value.getSEVInfo.return_value = {
+        "pdh": "UERI"}
+    host.get_connection.return_value.getDomainCapabilities.side_effect = (
+        RuntimeError("no domain capabilities here"))
+    drv._host = host
+    drv._tee_plans = {}
+    drv._tee_caps = None
+    drv._tee_firmware_reader = lambda: None
+    drv._tee_tdx_module_reader = lambda: None
+    drv._tee_product_reader = lambda: None
+    return drv
+
+
+SEV = {"amd_sev": {"supported": True, "total": 15}}
+
+
+class HostReportTest(base.TestCase):
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.useFixture(_Upstream())
+
+    def test_one_probe_per_periodic_task(self) -> None:
+        drv = _driver(SEV)
+        tree = provider_tree.ProviderTree()
+        tree.new_root("host1", "uuid-host1")
+        with mock.patch.object(drv, "_tee_capabilities",
+                               wraps=drv._tee_capabilities) as probe:
+            drv.get_available_resource("host1")
+            drv.update_provider_tree(tree, "host1")
+            self.assertEqual(1, probe.call_count)
+            drv.get_available_resource("host1")
+            self.assertEqual(2, probe.call_count)
+
+    def test_domain_capabilities_for_the_configured_virt_type(self) -> None:
+        self.flags(virt_type="qemu", group="libvirt")
+        drv = _driver(SEV)
+        drv._tee_capabilities()
+        conn = drv._host.get_connection.return_value
+        conn.getDomainCapabilities.assert_called_once_with(
+            None, "x86_64", None, "qemu", 0)
+
+    def flags(self, **kw: Any) -> None:
+        from oslo_config import cfg
+
+        group = kw.pop("group")
+        for name, value in kw.items():
+            cfg.CONF.set_override(name, value, group=group)
+            self.addCleanup(cfg.CONF.clear_override, name, group=group)
+
+    def test_lost_capability_removes_its_trait(self) -> None:
+        tree = provider_tree.ProviderTree()
+        tree.new_root("host1", "uuid-host1")
+        drv = _driver(SEV)
+        drv.get_available_resource("host1")
+        drv.update_provider_tree(tree, "host1")
+        self.assertEqual({"CUSTOM_TEE_ATTESTATION",
+                          "CUSTOM_TEE_SEV_LAUNCH_SECRET"},
+                         {t for t in tree.data("host1").traits
+                          if t.startswith("CUSTOM_TEE_")})
+        # kvm_amd's SEV goes away (a kernel update, a BIOS setting).
+        tree.add_traits("host1", "HW_CPU_X86_AVX2")
+        drv._host.get_mem_encryption_inventories.return_value = {}
+        drv.get_available_resource("host1")
+        drv.update_provider_tree(tree, "host1")
+        self.assertEqual({"HW_CPU_X86_AVX2"}, tree.data("host1").traits)
+
+    def test_turin_host_reports_turin_tcb(self) -> None:
+        drv = _driver({"amd_sev_snp": {"supported": True, "total": 9}})
+        raw = snp.TcbVersion(fmc=2, bootloader=4, tee=0, snp=24,
+                             microcode=80).encode(Product.TURIN)
+        drv._tee_firmware_reader = lambda: capabilities.FirmwareStatus(
+            1, 55, 21, 1, 0, snp_current_tcb=raw)
+        drv._tee_product_reader = lambda: Product.TURIN
+        stats = drv.get_available_resource("host1")["stats"]
+        self.assertEqual("4.0.24.80.2", stats["tee.snp_tcb"])
+
+
+class _Upstream(fixtures.Fixture):
+    """Upstream's host reporting replaced by empty answers."""
+
+    def _setUp(self) -> None:
+        self.useFixture(fixtures.MockPatchObject(
+            libvirt_driver.LibvirtDriver, "get_available_resource",
+            side_effect=lambda *a, **k: {"stats": {}}))
+        self.useFixture(fixtures.MockPatchObject(
+            libvirt_driver.LibvirtDriver, "update_provider_tree",
+            return_value=None))
+
+
+class CleanupTest(base.TestCase):
+
+    def setUp(self) -> None:
+        super().setUp()
+        from nova import objects
+
+        objects.register_all()
+
+    def instance(self, **attrs: Any) -> Any:
+        from nova import objects
+
+        return objects.Instance(uuid="8e5ad4b4-5b6c-4f45-9d0c-1d9f1f1d0c11",
+                                **attrs)
+
+    def flavor(self, **extra_specs: str) -> Any:
+        from nova import objects
+
+        return objects.Flavor(extra_specs=extra_specs)
+
+    def test_only_tee_guests_being_deleted_are_retired(self) -> None:
+        retire = tee_driver.TEELibvirtDriver._tee_secret_to_retire
+        meta = {"tee_secret": "s1"}
+        tee = self.flavor(**{"hw:mem_encryption": "true",
+                             "tee:attestation": "required"})
+        self.assertTrue(retire(self.instance(
+            flavor=tee, task_state="deleting", metadata=meta)))
+        self.assertFalse(retire(self.instance(
+            flavor=tee, task_state=None, metadata=meta)))
+        # An upstream SEV guest: not bound, so nothing to retire.
+        self.assertFalse(retire(self.instance(
+            flavor=self.flavor(**{"hw:mem_encryption": "true"}),
+            task_state="deleting", metadata=meta)))
+
+    def test_reads_nothing_that_is_not_loaded(self) -> None:
+        # An orphaned Instance lazy-loads nothing: reading an unset field
+        # would raise.
+        instance = self.instance()
+        self.assertFalse(
+            tee_driver.TEELibvirtDriver._tee_secret_to_retire(instance))
+        self.assertFalse(tee_driver.has_tee_request(instance))
