@@ -62,6 +62,7 @@ from oslo_log import log as logging
 
 from nova_tee import conf as tee_conf
 from nova_tee import specs
+from nova_tee.virt.libvirt.attest import META_SECRET
 
 LOG = logging.getLogger(__name__)
 CONF = cfg.CONF
@@ -69,11 +70,11 @@ tee_conf.register_opts(CONF)
 
 FILTER_NAME = "tee_extra_specs"
 FACTORY = "nova_tee.api.middleware:TEEExtraSpecsCheck.factory"
-SECRET_FILTER_NAME = "tee_secret_check"
-SECRET_FACTORY = "nova_tee.api.middleware:TEESecretCheck.factory"
+SECRET_FILTER_NAME = "tee_secret_check"  # noqa: S105 - a filter name
+SECRET_FACTORY = (
+    "nova_tee.api.middleware:TEESecretCheck.factory")  # noqa: S105
 # (name, factory) of every filter, in pipeline order.
 FILTERS = ((FILTER_NAME, FACTORY), (SECRET_FILTER_NAME, SECRET_FACTORY))
-META_SECRET = "tee_secret"  # noqa: S105 - a metadata key name
 _SERVERS = re.compile(r"/servers/?$")
 _ACTION = re.compile(r"/servers/[^/]+/action/?$")
 _PATH = re.compile(r"/flavors/(?P<flavor>[^/]+)/os-extra_specs"
@@ -185,7 +186,7 @@ class SecretCheckError(Exception):
     """The named ``tee_secret`` cannot be used; the message says why."""
 
 
-class _IdentityHeaders(ksa_plugin.BaseAuthPlugin):  # type: ignore[misc]
+class _IdentityHeaders(ksa_plugin.BaseAuthPlugin):
     """Development and tests only: the context as Barbican noauth headers.
 
     What Barbican's unauthenticated pipeline reads in place of a token
