@@ -269,21 +269,38 @@ class TEESecretCheck:
                 cls._managers[backend] = key_manager.API(configuration=CONF)
             return cls._managers[backend]
 
+    @staticmethod
+    def _barbican_backend(backend: str) -> bool:
+        """Whether castellan's backend is Barbican (name or class path).
+
+        Decided before the backend is loaded: another backend (Nova's
+        ConfKeyManager without a fixed key, say) may fail to construct.
+        """
+        from castellan.key_manager import barbican_key_manager
+        from oslo_utils import importutils
+
+        if backend == "barbican":
+            return True
+        try:
+            found = importutils.import_class(backend)
+        except (ImportError, ValueError):
+            return False
+        return isinstance(found, type) and issubclass(
+            found, barbican_key_manager.BarbicanKeyManager)
+
     @classmethod
     def check(cls, ctx: Any, secret_id: str) -> None:
         """Raise :class:`SecretCheckError` unless the secret can be used."""
         from castellan.common import exception as castellan_exc
-        from castellan.key_manager import barbican_key_manager
 
-        manager = cls._key_manager()
-        if not isinstance(manager,
-                          barbican_key_manager.BarbicanKeyManager):
+        if not cls._barbican_backend(str(CONF.key_manager.backend)):
             LOG.warning("openstack-tee: [key_manager] backend is %s, not "
                         "barbican: tee_secret %s is not checked at the API "
                         "(nova-compute still refuses to boot with a secret "
                         "it cannot bind)", CONF.key_manager.backend,
                         secret_id)
             return
+        manager = cls._key_manager()
         if CONF.tee.api_noauth_identity:
             ctx = copy.copy(ctx)
             ctx.user_auth_plugin = _IdentityHeaders(ctx)

@@ -90,3 +90,20 @@ class SecretCheckPassThroughTest(base.TestCase):
         # Not a string: Nova's own schema answers.
         self._call("POST", "/v2.1/servers",
                    {"server": {"metadata": {"tee_secret": 5}}})
+
+
+class BackendTest(base.TestCase):
+    """Only castellan's Barbican backend is asked; decided before loading.
+
+    Nova's ConfKeyManager without a fixed key fails to construct: a server
+    create must not become a 500 because of it.
+    """
+
+    def test_backends(self) -> None:
+        check = middleware.TEESecretCheck._barbican_backend
+        self.assertTrue(check("barbican"))
+        self.assertTrue(check("castellan.key_manager.barbican_key_manager."
+                              "BarbicanKeyManager"))
+        self.assertFalse(check("nova.keymgr.conf_key_mgr.ConfKeyManager"))
+        self.assertFalse(check("vault"))
+        self.assertFalse(check("no.such.Manager"))
