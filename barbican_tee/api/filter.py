@@ -3,7 +3,9 @@
 Routes (see ARCHITECTURE.md, "REST contract"):
 
 * ``POST/GET /v1/tee/policies``, ``GET/DELETE /v1/tee/policies/{id}``
-* ``PUT /v1/tee/secrets/{secret_id}/policy``
+* ``PUT``/``DELETE``/``GET /v1/tee/secrets/{secret_id}/policy`` (the
+  ``GET`` says whether the secret is sealed and bound, never its payload:
+  nova-api checks a server's ``tee_secret`` with it at create)
 * ``POST /v1/tee/challenge`` and ``POST /v1/tee/release`` (no token: the
   evidence authenticates; rate limited, see below)
 
@@ -90,7 +92,9 @@ RULES = [
         "tee:policy:get",
         "role:admin or role:member or role:creator or role:reader or "
         "role:observer",
-        "List and show the project's attestation policies."),
+        "List and show the project's attestation policies, and show which "
+        "policy a sealed secret is bound to (Barbican's own secret:get "
+        "rule for that secret must allow it too)."),
     oslo_policy.RuleDefault(
         "tee:policy:delete", "role:admin or role:member or role:creator",
         "Delete one of the project's attestation policies."),
@@ -121,6 +125,8 @@ _ROUTES = [
      "bind_secret"),
     ("DELETE", re.compile(rf"^/v1/tee/secrets/(?P<id>{_UUID})/policy$"),
      "unbind_secret"),
+    ("GET", re.compile(rf"^/v1/tee/secrets/(?P<id>{_UUID})/policy$"),
+     "show_binding"),
     ("POST", re.compile(r"^/v1/tee/challenge/?$"), "challenge"),
     ("POST", re.compile(r"^/v1/tee/release/?$"), "release"),
     ("PUT", re.compile(rf"^/v1/tee/instances/(?P<instance>{_UUID})/"
@@ -659,14 +665,54 @@ class TEEAPIFilter:
                              instance_uuid=None, retired=False)
         return 204, None
 
+    def show_binding(self, environ: dict[str, Any],
+                     id: str) -> tuple[int, Any]:  # noqa: A002
+        """Whether the secret is sealed, and the policy it is bound to.
+
+        For the project's users whom Barbican lets read the secret's
+        metadata (``secret:get``, with its ACLs and creator rules); the
+        payload never leaves. nova-api asks this at server create.
+        """
+        ctx = self._context(environ, "tee:policy:get")
+        secret_id = str(uuid.UUID(id))
+        if self.store.secret_project(secret_id) != ctx.project_id:
+            raise APIError(404, "secret_not_found",
+                           f"no secret {secret_id} in this project")
+        if not self._barbican_allows(environ, ctx, secret_id,
+                                     "secret:get"):
+            raise APIError(403, "secret_forbidden",
+                           "Barbican's rules for this secret (its ACL and "
+                           "creator) do not let you read it")
+        if not self._is_sealed(secret_id):
+            raise APIError(409, "secret_not_sealed",
+                           "the secret is not in the tee_sealed store: it "
+                           "is readable through the payload API, so no "
+                           "attestation protects it")
+        # The binding as the authenticated record states it, not the
+        # store metadata's index copy.
+        _meta, plaintext, record = self._open_record(secret_id)
+        del plaintext
+        return 200, {"secret_id": secret_id,
+                     "policy_id": record.binding.policy_id,
+                     "sealed": True}
+
     def _may_change_secret(self, environ: dict[str, Any], ctx: Any,
                            secret_id: str) -> bool:
         """Whether Barbican's own rules let ``ctx`` change the secret's ACL.
 
+        Binding decides who may receive the secret, which is what its ACL
+        decides.
+        """
+        return self._barbican_allows(environ, ctx, secret_id,
+                                     "secret_acls:put_patch")
+
+    def _barbican_allows(self, environ: dict[str, Any], ctx: Any,
+                         secret_id: str, rule: str) -> bool:
+        """Whether Barbican's own ``rule`` allows ``ctx`` on the secret.
+
         Evaluated by Barbican's code with Barbican's policy (including an
         operator's overrides), on the target Barbican itself builds from
-        the secret's ACLs, project and creator: binding decides who may
-        receive the secret, which is what its ACL decides.
+        the secret's ACLs, project and creator.
         """
         from barbican.model import repositories
 
@@ -678,8 +724,7 @@ class TEEAPIFilter:
             holder = barbican_controllers.ACLMixin()
             holder.secret = secret
             barbican_controllers._do_enforce_rbac(  # noqa: SLF001
-                holder, webob.Request(environ), "secret_acls:put_patch",
-                ctx)
+                holder, webob.Request(environ), rule, ctx)
             return True
         except oslo_policy.PolicyNotAuthorized:
             return False

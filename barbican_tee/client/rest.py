@@ -196,6 +196,17 @@ class TEEClient:
         """``DELETE /v1/tee/secrets/{secret_id}/policy``."""
         self._request("DELETE", self._url("secrets", secret_id, "policy"))
 
+    def secret_binding(self, secret_id: str) -> dict[str, Any]:
+        """``GET /v1/tee/secrets/{secret_id}/policy``.
+
+        ``{secret_id, policy_id (or None), sealed}``; never the payload.
+        A secret that is not sealed is a :class:`TEEClientError` with
+        status 409 and code ``secret_not_sealed``.
+        """
+        return self._dict(
+            self._request("GET", self._url("secrets", secret_id, "policy")),
+            "secret binding", "secret_id")
+
     # -- evidence-authenticated routes -----------------------------------
     def challenge(self, secret_id: str) -> tuple[str, str]:
         """``POST /v1/tee/challenge`` -> ``(nonce, expires_at)``."""

@@ -1,4 +1,12 @@
-"""Reject flavors whose ``tee:`` keys contradict ``hw:mem_encryption*``.
+"""Two paste filters in front of Nova's API router.
+
+:class:`TEEExtraSpecsCheck` rejects flavors whose ``tee:`` keys contradict
+``hw:mem_encryption*``; :class:`TEESecretCheck` rejects a server create
+(or rebuild) whose ``tee_secret`` metadata names a secret the user cannot
+read, that is not sealed, or that is bound to no attestation policy.
+
+TEEExtraSpecsCheck
+------------------
 
 Nova validates extra specs one key at a time, so it cannot see that
 ``tee:snp_debug`` makes no sense on an ``amd-sev`` flavor, or that
@@ -14,7 +22,26 @@ Add it to ``api-paste.ini`` before ``osapi_compute_app_v21`` (after
     [filter:tee_extra_specs]
     paste.filter_factory = nova_tee.api.middleware:TEEExtraSpecsCheck.factory
 
-:func:`add_to_paste_config` does that edit on a copy of Nova's file.
+TEESecretCheck
+--------------
+nova-compute binds the server's ``tee_secret`` to the instance at boot;
+a secret that cannot be bound used to surface only there, as an ERROR
+instance. This filter checks it at the API, with the request's context:
+
+1. through castellan (``[key_manager] backend = barbican``, the way Nova
+   reaches Barbican for volume keys), metadata only: the secret exists and
+   Barbican lets this user read it;
+2. through ``GET /v1/tee/secrets/{id}/policy`` with the same credentials:
+   the secret is in the user's project, sealed, and bound to a policy.
+
+A failed check is answered 400 with the reason; the request is otherwise
+passed to Nova unchanged. With another ``[key_manager] backend`` the check
+is skipped (nova-compute still refuses the boot) and a warning is logged::
+
+    [filter:tee_secret_check]
+    paste.filter_factory = nova_tee.api.middleware:TEESecretCheck.factory
+
+:func:`add_to_paste_config` adds both filters to a copy of Nova's file.
 """
 
 from __future__ import annotations
@@ -22,15 +49,34 @@ from __future__ import annotations
 from collections.abc import Callable
 from collections.abc import Iterable
 import configparser
+import copy
 import io
 import json
 import re
+import threading
 from typing import Any
 
+from keystoneauth1 import plugin as ksa_plugin
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from nova_tee import conf as tee_conf
 from nova_tee import specs
+from nova_tee.virt.libvirt.attest import META_SECRET
+
+LOG = logging.getLogger(__name__)
+CONF = cfg.CONF
+tee_conf.register_opts(CONF)
 
 FILTER_NAME = "tee_extra_specs"
 FACTORY = "nova_tee.api.middleware:TEEExtraSpecsCheck.factory"
+SECRET_FILTER_NAME = "tee_secret_check"  # noqa: S105 - a filter name
+SECRET_FACTORY = (
+    "nova_tee.api.middleware:TEESecretCheck.factory")  # noqa: S105
+# (name, factory) of every filter, in pipeline order.
+FILTERS = ((FILTER_NAME, FACTORY), (SECRET_FILTER_NAME, SECRET_FACTORY))
+_SERVERS = re.compile(r"/servers/?$")
+_ACTION = re.compile(r"/servers/[^/]+/action/?$")
 _PATH = re.compile(r"/flavors/(?P<flavor>[^/]+)/os-extra_specs"
                    r"(?:/(?P<key>[^/]+))?/?$")
 
@@ -127,30 +173,219 @@ class TEEExtraSpecsCheck:
         return dict(flavor.extra_specs or {})
 
 
+def _reply_400(start_response: Callable[..., Any],
+               message: str) -> Iterable[bytes]:
+    body = json.dumps({"badRequest": {"code": 400, "message": message}})
+    start_response("400 Bad Request",
+                   [("Content-Type", "application/json"),
+                    ("Content-Length", str(len(body)))])
+    return [body.encode()]
+
+
+class SecretCheckError(Exception):
+    """The named ``tee_secret`` cannot be used; the message says why."""
+
+
+class _IdentityHeaders(ksa_plugin.BaseAuthPlugin):
+    """Development and tests only: the context as Barbican noauth headers.
+
+    What Barbican's unauthenticated pipeline reads in place of a token
+    (``[tee] api_noauth_identity``): project, user and roles of the
+    request, which noauth2 took from the caller's headers.
+    """
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__()
+        self._headers = {"X-Project-Id": str(ctx.project_id),
+                         "X-User-Id": str(ctx.user_id or ""),
+                         "X-Roles": ",".join(ctx.roles or [])}
+
+    def get_headers(self, session: Any, **kwargs: Any) -> dict[str, str]:
+        return dict(self._headers)
+
+    def get_endpoint(self, session: Any, **kwargs: Any) -> None:
+        return None
+
+
+class TEESecretCheck:
+    """WSGI filter: 400 for a server whose ``tee_secret`` cannot be used."""
+
+    _lock = threading.Lock()
+    _managers: dict[str, Any] = {}
+
+    def __init__(self, app: WSGIApp) -> None:
+        self.app = app
+
+    @classmethod
+    def factory(cls, global_config: dict[str, str],
+                **local_config: str) -> Callable[[WSGIApp],
+                                                 TEESecretCheck]:
+        return cls
+
+    def __call__(self, environ: dict[str, Any],
+                 start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") != "POST":
+            return self.app(environ, start_response)
+        path = environ.get("PATH_INFO", "")
+        if _SERVERS.search(path):
+            key = "server"
+        elif _ACTION.search(path):
+            key = "rebuild"
+        else:
+            return self.app(environ, start_response)
+        secret_id = self._named_secret(environ, key)
+        ctx = environ.get("nova.context")
+        if secret_id is None or ctx is None:
+            return self.app(environ, start_response)
+        try:
+            self.check(ctx, secret_id)
+        except SecretCheckError as exc:
+            return _reply_400(start_response, str(exc))
+        return self.app(environ, start_response)
+
+    @staticmethod
+    def _named_secret(environ: dict[str, Any], key: str) -> str | None:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        raw = environ["wsgi.input"].read(length) if length else b""
+        # Put the body back for Nova, which reads it again.
+        environ["wsgi.input"] = io.BytesIO(raw)
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            return None  # Nova answers malformed JSON itself
+        part = body.get(key) if isinstance(body, dict) else None
+        meta = part.get("metadata") if isinstance(part, dict) else None
+        value = meta.get(META_SECRET) if isinstance(meta, dict) else None
+        # Anything but a string: Nova's schema answers 400 itself.
+        return value if isinstance(value, str) else None
+
+    @classmethod
+    def _key_manager(cls) -> Any:
+        from castellan import key_manager
+
+        backend = str(CONF.key_manager.backend)
+        with cls._lock:
+            if backend not in cls._managers:
+                cls._managers[backend] = key_manager.API(configuration=CONF)
+            return cls._managers[backend]
+
+    @staticmethod
+    def _barbican_backend(backend: str) -> bool:
+        """Whether castellan's backend is Barbican (name or class path).
+
+        Decided before the backend is loaded: another backend (Nova's
+        ConfKeyManager without a fixed key, say) may fail to construct.
+        """
+        from castellan.key_manager import barbican_key_manager
+        from oslo_utils import importutils
+
+        if backend == "barbican":
+            return True
+        try:
+            found = importutils.import_class(backend)
+        except (ImportError, ValueError):
+            return False
+        return isinstance(found, type) and issubclass(
+            found, barbican_key_manager.BarbicanKeyManager)
+
+    @classmethod
+    def check(cls, ctx: Any, secret_id: str) -> None:
+        """Raise :class:`SecretCheckError` unless the secret can be used."""
+        from castellan.common import exception as castellan_exc
+
+        if not cls._barbican_backend(str(CONF.key_manager.backend)):
+            LOG.warning("openstack-tee: [key_manager] backend is %s, not "
+                        "barbican: tee_secret %s is not checked at the API "
+                        "(nova-compute still refuses to boot with a secret "
+                        "it cannot bind)", CONF.key_manager.backend,
+                        secret_id)
+            return
+        manager = cls._key_manager()
+        if CONF.tee.api_noauth_identity:
+            ctx = copy.copy(ctx)
+            ctx.user_auth_plugin = _IdentityHeaders(ctx)
+        name = f"{META_SECRET} {secret_id}"
+        try:
+            # Metadata only: the payload is never asked for.
+            manager.get(ctx, secret_id, metadata_only=True)
+        except castellan_exc.ManagedObjectNotFoundError:
+            raise SecretCheckError(
+                f"{name} does not exist in Barbican") from None
+        except castellan_exc.CastellanException as exc:
+            raise SecretCheckError(
+                f"{name} cannot be read by you in Barbican: {exc}"
+            ) from None
+        binding = cls._binding(ctx, secret_id, name)
+        if not binding.get("policy_id"):
+            raise SecretCheckError(
+                f"{name} is sealed but bound to no attestation policy: "
+                f"bind one first (PUT /v1/tee/secrets/{secret_id}/policy, "
+                f"or openstack tee secret bind)")
+
+    @staticmethod
+    def _binding(ctx: Any, secret_id: str, name: str) -> dict[str, Any]:
+        """``GET /v1/tee/secrets/{id}/policy`` with the user's credentials.
+        """
+        from keystoneauth1 import session as ksa_session
+
+        from barbican_tee.client import rest
+
+        auth = ctx.get_auth_plugin()
+        verify = CONF.barbican.verify_ssl and (
+            CONF.barbican.verify_ssl_path or CONF.barbican.verify_ssl)
+        session = ksa_session.Session(auth=auth, verify=verify)
+        endpoint = CONF.barbican.barbican_endpoint or auth.get_endpoint(
+            session, service_type="key-manager",
+            interface=CONF.barbican.barbican_endpoint_type,
+            region_name=CONF.barbican.barbican_region_name)
+        if not endpoint:
+            raise SecretCheckError(
+                f"{name} cannot be checked: no Barbican endpoint "
+                "([barbican] barbican_endpoint, or the service catalog)")
+        client = rest.TEEClient(str(endpoint), session=session)
+        try:
+            return client.secret_binding(secret_id)
+        except rest.TEEClientError as exc:
+            reasons = {
+                "secret_not_found": "is not a secret of your project",
+                "secret_forbidden": "cannot be read by you (Barbican's "
+                                    "ACL and creator rules)",
+                "secret_not_sealed": "is not sealed (not in the tee_sealed "
+                                     "store): attestation would protect "
+                                     "nothing",
+            }
+            reason = reasons.get(exc.code, f"cannot be checked: {exc}")
+            raise SecretCheckError(f"{name} {reason}") from None
+
+
 def add_to_paste_config(text: str) -> str:
-    """Nova's api-paste.ini with the filter in every v2.1 pipeline."""
+    """Nova's api-paste.ini with both filters in every v2.1 pipeline.
+
+    Idempotent: a filter already in a pipeline stays where it is.
+    """
     parser = configparser.RawConfigParser()
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     parser.read_string(text)
-    section = f"filter:{FILTER_NAME}"
-    if not parser.has_section(section):
-        parser.add_section(section)
-    parser.set(section, "paste.filter_factory", FACTORY)
+    for filter_name, factory in FILTERS:
+        section = f"filter:{filter_name}"
+        if not parser.has_section(section):
+            parser.add_section(section)
+        parser.set(section, "paste.filter_factory", factory)
     for name in parser.sections():
         if not name.startswith("composite:openstack_compute_api_v21"):
             continue
         for option, value in parser.items(name):
-            if option == "use" or FILTER_NAME in value.split():
-                continue
             parts = value.split()
-            if "osapi_compute_app_v21" in parts:
-                idx = parts.index("osapi_compute_app_v21")
-                parts.insert(idx, FILTER_NAME)
-                parser.set(name, option, " ".join(parts))
+            if option == "use" or "osapi_compute_app_v21" not in parts:
+                continue
+            for filter_name, _factory in FILTERS:
+                if filter_name not in parts:
+                    parts.insert(parts.index("osapi_compute_app_v21"),
+                                 filter_name)
+            parser.set(name, option, " ".join(parts))
     out = io.StringIO()
     parser.write(out)
     return out.getvalue()
-
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,6 +50,18 @@ COMPUTE_OPTS = [
              "instead of a token from [tee_barbican]."),
 ]
 
+API_OPTS = [
+    cfg.BoolOpt(
+        "api_noauth_identity",
+        default=False,
+        help="Development and tests only (nova-api with auth_strategy "
+             "noauth2 and a Barbican without Keystone): the tee_secret "
+             "check at server create calls Barbican (through castellan and "
+             "the /v1/tee API) with the request's project, user and roles "
+             "as X-Project-Id, X-User-Id and X-Roles headers instead of "
+             "the user's token. Never set it in production."),
+]
+
 BARBICAN_GROUP = cfg.OptGroup(
     "tee_barbican", title="Service credentials for the attestation service",
     help="A keystoneauth section (auth_type, auth_url, username, ... ) with "
@@ -61,6 +73,7 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_group(GROUP)
     conf.register_opts(SCHEDULER_OPTS, group=GROUP)
     conf.register_opts(COMPUTE_OPTS, group=GROUP)
+    conf.register_opts(API_OPTS, group=GROUP)
     conf.register_group(BARBICAN_GROUP)
     try:
         from keystoneauth1 import loading as ks_loading
@@ -76,4 +89,5 @@ def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:
 
     ks = (ks_loading.get_session_conf_options()
           + ks_loading.get_auth_common_conf_options())
-    return [(GROUP, SCHEDULER_OPTS + COMPUTE_OPTS), (BARBICAN_GROUP, ks)]
+    return [(GROUP, SCHEDULER_OPTS + COMPUTE_OPTS + API_OPTS),
+            (BARBICAN_GROUP, ks)]

@@ -167,8 +167,16 @@ class DevstackPluginTest(base.TestCase):
             self.assertTrue(f.read().rstrip().endswith(",TEEFilter"))
 
         paste = _ini(self._path("nova", "api-paste.ini"))
-        self.assertIn("tee_extra_specs", paste.get(
-            "composite:openstack_compute_api_v21", "keystone"))
+        self.assertTrue(paste.get(
+            "composite:openstack_compute_api_v21", "keystone").endswith(
+            " keystonecontext tee_extra_specs tee_secret_check "
+            "osapi_compute_app_v21"))
+        self.assertEqual(
+            "nova_tee.api.middleware:TEESecretCheck.factory",
+            paste.get("filter:tee_secret_check", "paste.filter_factory"))
+        # The tee_secret check goes through castellan's Barbican backend,
+        # which Barbican's own devstack plugin configures.
+        self.assertEqual("barbican", nova.get("key_manager", "backend"))
 
         barbican = _ini(self._path("barbican", "barbican.conf"))
         self.assertEqual("tee_sealed", barbican.get(
