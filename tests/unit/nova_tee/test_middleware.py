@@ -107,3 +107,38 @@ class BackendTest(base.TestCase):
         self.assertFalse(check("nova.keymgr.conf_key_mgr.ConfKeyManager"))
         self.assertFalse(check("vault"))
         self.assertFalse(check("no.such.Manager"))
+
+
+class ReadBodyTest(base.TestCase):
+    """The body is read for the check and handed to Nova unchanged."""
+
+    BODY = json.dumps({"server": {"metadata": {"tee_secret": "x"}}}
+                      ).encode()
+
+    def _env(self, body: bytes, **headers: str) -> dict[str, Any]:
+        return {"wsgi.input": io.BytesIO(body), **headers}
+
+    def test_content_length_and_chunked_bodies(self) -> None:
+        for env in (self._env(self.BODY, CONTENT_LENGTH=str(len(self.BODY))),
+                    self._env(self.BODY, HTTP_TRANSFER_ENCODING="chunked")):
+            self.assertEqual(self.BODY, middleware._read_body(env))
+            self.assertEqual(self.BODY, env["wsgi.input"].read())
+            env["wsgi.input"] = io.BytesIO(self.BODY)
+            self.assertEqual("x", middleware.TEESecretCheck._named_secret(
+                env, "server"))
+
+    def test_what_is_not_read_reaches_nova_untouched(self) -> None:
+        for env in (self._env(self.BODY, CONTENT_LENGTH="12x"),
+                    self._env(self.BODY)):
+            stream = env["wsgi.input"]
+            self.assertIsNone(middleware._read_body(env))
+            self.assertIs(stream, env["wsgi.input"])
+            self.assertEqual(self.BODY, env["wsgi.input"].read())
+        big = b"{" + b" " * (middleware._MAX_BODY + 10) + b"}"
+        env = self._env(big, HTTP_TRANSFER_ENCODING="chunked")
+        self.assertIsNone(middleware._read_body(env))
+        self.assertEqual(big, env["wsgi.input"].read())
+        env = self._env(big, HTTP_TRANSFER_ENCODING="chunked")
+        middleware._read_body(env)
+        self.assertEqual(big[:5], env["wsgi.input"].read(5))
+        self.assertEqual(big[5:], env["wsgi.input"].read())
