@@ -23,4 +23,8 @@ def run() -> list[str]:
 
 
 if __name__ == "__main__":
-    print("\n".join(run()))
+    lines = run()
+    print("\n".join(lines))
+    # A failed run has no ratio line: exit non-zero so that bench/run.py
+    # (and tox -e bench) report it instead of passing.
+    sys.exit(0 if any(line.startswith("ratio ") for line in lines) else 1)

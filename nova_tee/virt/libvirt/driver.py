@@ -23,6 +23,7 @@ from collections.abc import Callable
 from collections.abc import Mapping
 import hashlib
 from typing import Any
+from unittest import mock
 
 from lxml import etree
 from nova.compute import task_states
@@ -241,6 +242,11 @@ def hook_problems(
                        None)
         if func is None:
             problems.append(f"{what} does not exist")
+            continue
+        if isinstance(func, mock.NonCallableMock):
+            # A test (Nova's functional base, a benchmark) patched the
+            # hook before this module was first imported: there is no
+            # upstream signature to check in that process.
             continue
         try:
             params = tuple(inspect.signature(func).parameters)

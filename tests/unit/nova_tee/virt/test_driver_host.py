@@ -54,6 +54,24 @@ class HookTest(base.TestCase):
         self.assertEqual(["Host._kernel_supports_amd_sev takes (self, kind), "
                           "not (self, model)"], problems)
 
+    def test_a_hook_a_test_patched_is_not_judged(self) -> None:
+        # Nova's functional base patches Host._kernel_supports_amd_sev; a
+        # process that first imports the driver under that patch has no
+        # upstream signature to check there, but still checks the rest.
+        class Patched(libvirt_host.Host):
+            _kernel_supports_amd_sev = mock.Mock(return_value=True)
+
+        class Renamed(libvirt_driver.LibvirtDriver):
+            _create_guest = None
+
+        self.assertEqual([], tee_driver.hook_problems(
+            owners={"LibvirtDriver": libvirt_driver.LibvirtDriver,
+                    "Host": Patched}))
+        self.assertEqual(["LibvirtDriver._create_guest does not exist"],
+                         tee_driver.hook_problems(
+                             owners={"LibvirtDriver": Renamed,
+                                     "Host": Patched}))
+
     def test_guest_domain_is_checked(self) -> None:
         with mock.patch.object(libvirt_driver.libvirt_guest.Guest,
                                "__init__", lambda self, domain: None):
