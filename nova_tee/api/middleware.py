@@ -3,7 +3,9 @@
 :class:`TEEExtraSpecsCheck` rejects flavors whose ``tee:`` keys contradict
 ``hw:mem_encryption*``; :class:`TEESecretCheck` rejects a server create
 (or rebuild) whose ``tee_secret`` metadata names a secret the user cannot
-read, that is not sealed, or that is bound to no attestation policy.
+read, that is not sealed, or that is bound to no attestation policy, or
+on a flavor that asks for no attestation; and a server metadata request
+that would add, change or remove ``tee_secret`` after create.
 
 TEEExtraSpecsCheck
 ------------------
@@ -34,6 +36,10 @@ instance. This filter checks it at the API, with the request's context:
 2. through ``GET /v1/tee/secrets/{id}/policy`` with the same credentials:
    the secret is in the user's project, sealed, and bound to a policy.
 
+The flavor (at create, the ``flavorRef``; at rebuild, the server's) must
+carry ``tee:`` extra specs, or the secret would never be bound. The
+``tee_secret`` of an existing server is fixed: the server metadata API may
+not add, change or remove it (rebuild names a new one, checked as above).
 A failed check is answered 400 with the reason; the request is otherwise
 passed to Nova unchanged. With another ``[key_manager] backend`` the check
 is skipped (nova-compute still refuses the boot) and a warning is logged::
@@ -76,7 +82,9 @@ SECRET_FACTORY = (
 # (name, factory) of every filter, in pipeline order.
 FILTERS = ((FILTER_NAME, FACTORY), (SECRET_FILTER_NAME, SECRET_FACTORY))
 _SERVERS = re.compile(r"/servers/?$")
-_ACTION = re.compile(r"/servers/[^/]+/action/?$")
+_ACTION = re.compile(r"/servers/(?P<server>[^/]+)/action/?$")
+_METADATA = re.compile(r"/servers/(?P<server>[^/]+)/metadata"
+                       r"(?:/(?P<key>[^/]+))?/?$")
 _PATH = re.compile(r"/flavors/(?P<flavor>[^/]+)/os-extra_specs"
                    r"(?:/(?P<key>[^/]+))?/?$")
 
@@ -274,6 +282,17 @@ def _read_body(environ: dict[str, Any]) -> bytes | None:
     return raw
 
 
+def _instance(ctx: Any, server_id: str, attrs: list[str]) -> Any:
+    """The server as this user sees it (its cell's record), or None."""
+    from nova.compute import api as compute_api
+    from nova import exception
+
+    try:
+        return compute_api.API().get(ctx, server_id, expected_attrs=attrs)
+    except exception.NovaException:
+        return None  # Nova answers (404, or the cell's state) itself
+
+
 class TEESecretCheck:
     """WSGI filter: 400 for a server whose ``tee_secret`` cannot be used."""
 
@@ -291,27 +310,137 @@ class TEESecretCheck:
 
     def __call__(self, environ: dict[str, Any],
                  start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("REQUEST_METHOD") != "POST":
-            return self.app(environ, start_response)
+        method = environ.get("REQUEST_METHOD")
         path = environ.get("PATH_INFO", "")
+        ctx = environ.get("nova.context")
+        meta = _METADATA.search(path)
+        if meta is not None and ctx is not None and method in (
+                "POST", "PUT", "DELETE"):
+            try:
+                self._check_metadata_change(environ, ctx, method,
+                                            meta.group("server"),
+                                            meta.group("key"))
+            except SecretCheckError as exc:
+                return _reply_400(start_response, str(exc))
+            return self.app(environ, start_response)
+        if method != "POST":
+            return self.app(environ, start_response)
+        action = _ACTION.search(path)
         if _SERVERS.search(path):
             key = "server"
-        elif _ACTION.search(path):
+        elif action is not None:
             key = "rebuild"
         else:
             return self.app(environ, start_response)
-        secret_id = self._named_secret(environ, key)
-        ctx = environ.get("nova.context")
+        part = self._request_part(environ, key)
+        secret_id = self._named_secret(part)
         if secret_id is None or ctx is None:
             return self.app(environ, start_response)
         try:
+            if action is None:
+                self._check_create_flavor(ctx, part)
+            else:
+                self._check_rebuild_flavor(ctx, action.group("server"))
             self.check(ctx, secret_id)
         except SecretCheckError as exc:
             return _reply_400(start_response, str(exc))
         return self.app(environ, start_response)
 
+    # -- the flavor must ask for attestation --------------------------------
     @staticmethod
-    def _named_secret(environ: dict[str, Any], key: str) -> str | None:
+    def _no_tee_request(flavor: Any) -> bool:
+        extra_specs = dict(flavor.extra_specs or {})
+        return not any(str(k).startswith(specs.PREFIX) for k in extra_specs)
+
+    _NOT_ATTESTED = (
+        f"{META_SECRET} names a secret, but flavor %s asks for no "
+        f"attestation (it has no {specs.PREFIX} extra specs), so the "
+        f"secret would never be bound or released to this server: use a "
+        f"flavor with {specs.PREFIX}attestation")
+
+    @classmethod
+    def _check_create_flavor(cls, ctx: Any,
+                             part: dict[str, Any] | None) -> None:
+        from nova.api.openstack import common
+        from nova.compute import flavors
+        from nova import exception
+
+        ref = part.get("flavorRef") if part else None
+        if not isinstance(ref, (str, int)):
+            return  # Nova's schema answers 400 itself
+        try:
+            flavor_id = common.get_id_from_href(str(ref))
+            flavor = flavors.get_flavor_by_flavor_id(
+                ctx, flavor_id, read_deleted="no")
+        except (exception.FlavorNotFound, ValueError):
+            return  # Nova answers itself
+        if cls._no_tee_request(flavor):
+            raise SecretCheckError(cls._NOT_ATTESTED % flavor.flavorid)
+
+    @classmethod
+    def _check_rebuild_flavor(cls, ctx: Any, server_id: str) -> None:
+        instance = _instance(ctx, server_id, ["flavor"])
+        if instance is not None and cls._no_tee_request(instance.flavor):
+            raise SecretCheckError(
+                cls._NOT_ATTESTED % instance.flavor.flavorid)
+
+    # -- tee_secret is fixed from create (or rebuild) on ----------------------
+    @classmethod
+    def _check_metadata_change(cls, environ: dict[str, Any], ctx: Any,
+                               method: str, server_id: str,
+                               key: str | None) -> None:
+        """Refuse a metadata request that would change ``tee_secret``.
+
+        nova-compute binds the secret the metadata names whenever it
+        writes the guest's configuration (boot, hard reboot), and retires
+        the instance's bindings when it is deleted: a ``tee_secret``
+        added, changed or removed later would be bound unchecked, or
+        left bound. It is set at create or rebuild, where it is checked.
+        """
+        if key is not None and key != META_SECRET:
+            return
+        wanted: dict[str, Any] | None = None
+        if method != "DELETE":
+            raw = _read_body(environ)
+            if raw is None:
+                return  # a body we do not read goes to Nova untouched
+            try:
+                body = json.loads(raw or b"{}")
+            except ValueError:
+                return  # Nova answers malformed JSON itself
+            field = "meta" if key is not None else "metadata"
+            wanted = body.get(field) if isinstance(body, dict) else None
+            if not isinstance(wanted, dict):
+                return  # Nova's schema answers 400 itself
+            if method == "POST" and META_SECRET not in wanted:
+                return  # a merge that leaves tee_secret alone
+        instance = _instance(ctx, server_id, ["metadata"])
+        if instance is None:
+            return  # Nova answers 404 itself
+        policy = {("DELETE", True): "delete", ("PUT", True): "update",
+                  ("PUT", False): "update_all", ("POST", False): "create"}
+        rule = policy.get((method, key is not None))
+        if rule is None or not ctx.can(
+                f"os_compute_api:server-metadata:{rule}",
+                target={"project_id": instance.project_id}, fatal=False):
+            return  # Nova answers 403 (or 405) itself
+        current = (instance.metadata or {}).get(META_SECRET)
+        if method == "DELETE":
+            after = None
+        else:
+            assert wanted is not None
+            after = wanted.get(META_SECRET, current if method == "POST"
+                               else None)
+        if after == current:
+            return
+        raise SecretCheckError(
+            f"{META_SECRET} cannot be added, changed or removed on an "
+            f"existing server: it is bound to the instance. Set it when "
+            f"you create or rebuild the server")
+
+    @staticmethod
+    def _request_part(environ: dict[str, Any],
+                      key: str) -> dict[str, Any] | None:
         raw = _read_body(environ)
         if raw is None:
             return None  # a body we do not read goes to Nova untouched
@@ -320,7 +449,11 @@ class TEESecretCheck:
         except ValueError:
             return None  # Nova answers malformed JSON itself
         part = body.get(key) if isinstance(body, dict) else None
-        meta = part.get("metadata") if isinstance(part, dict) else None
+        return part if isinstance(part, dict) else None
+
+    @staticmethod
+    def _named_secret(part: dict[str, Any] | None) -> str | None:
+        meta = part.get("metadata") if part else None
         value = meta.get(META_SECRET) if isinstance(meta, dict) else None
         # Anything but a string: Nova's schema answers 400 itself.
         return value if isinstance(value, str) else None

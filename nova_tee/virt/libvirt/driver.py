@@ -525,6 +525,11 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
         if not (_loaded(instance, "task_state")
                 and instance.task_state == task_states.DELETING):
             return False
+        if _loaded(instance, "flavor") and instance.flavor is not None and (
+                _loaded(instance.flavor, "extra_specs")):
+            # A tee: guest: retired whatever its metadata says now (Barbican
+            # answers 204 when nothing is bound to it).
+            return True
         return _loaded(instance, "metadata") and bool(
             (instance.metadata or {}).get(attest.META_SECRET))
 

@@ -104,8 +104,10 @@ class SecretCheckTest(base.TEEServersTestBase):
         return secret_id
 
     # -- servers ------------------------------------------------------------
-    def _body(self, secret_id: str) -> dict[str, Any]:
-        flavor = self.tee_flavor("amd-sev-snp")
+    def _body(self, secret_id: str,
+              flavor: str | None = None) -> dict[str, Any]:
+        if flavor is None:
+            flavor = self.tee_flavor("amd-sev-snp", attestation="required")
         body = self._build_server(image_uuid=uuids.tee_snp_image,
                                   flavor_id=flavor, networks="none")
         body["metadata"] = {"tee_secret": secret_id}
@@ -176,3 +178,77 @@ class SecretCheckTest(base.TEEServersTestBase):
                     "metadata": {"tee_secret": plain}}})
         self.assertEqual(400, exc.response.status_code)
         self.assertIn("is not sealed", exc.response.text)
+
+    def test_flavor_without_tee_request(self) -> None:
+        # An upstream SEV-SNP flavor: the secret would never be bound.
+        secret_id = self._bound(self.project)
+        upstream = self.tee_flavor("amd-sev-snp")
+        with base.snp_caps():
+            exc = self.assertRaises(client.OpenStackApiException,
+                                    self.api.post_server,
+                                    self._body(secret_id, upstream))
+        self.assertEqual(400, exc.response.status_code, exc.response.text)
+        message = exc.response.json()["badRequest"]["message"]
+        self.assertIn(f"flavor {upstream} asks for no attestation", message)
+        self.assertEqual([], self.api.get_servers())
+        # The same flavor without tee_secret: upstream's behaviour.
+        body = self._body(secret_id, upstream)
+        del body["server"]["metadata"]
+        with base.snp_caps():
+            server = self._wait_for_state_change(
+                self.api.post_server(body), "ACTIVE")
+        self.assertNotIn("tee_secret", server["metadata"])
+
+    def test_tee_secret_fixed_after_create(self) -> None:
+        first = self._bound(self.project)
+        second = self._bound(self.project)
+        with base.snp_caps():
+            server = self._wait_for_state_change(
+                self.api.post_server(self._body(first)), "ACTIVE")
+        sid = server["id"]
+        attempts = [
+            ("POST", f"/servers/{sid}/metadata",
+             {"metadata": {"tee_secret": second}}),
+            ("PUT", f"/servers/{sid}/metadata",
+             {"metadata": {"tee_secret": second}}),
+            ("PUT", f"/servers/{sid}/metadata", {"metadata": {"a": "b"}}),
+            ("PUT", f"/servers/{sid}/metadata/tee_secret",
+             {"meta": {"tee_secret": second}}),
+            ("DELETE", f"/servers/{sid}/metadata/tee_secret", None),
+        ]
+        for method, path, body in attempts:
+            if method == "DELETE":
+                exc = self.assertRaises(client.OpenStackApiException,
+                                        self.api.api_delete, path)
+            else:
+                call = (self.api.api_post if method == "POST"
+                        else self.api.api_put)
+                exc = self.assertRaises(client.OpenStackApiException,
+                                        call, path, body)
+            self.assertEqual(400, exc.response.status_code,
+                             (method, path, exc.response.text))
+            self.assertIn("cannot be added, changed or removed",
+                          exc.response.text)
+        self.assertEqual(
+            {"tee_secret": first},
+            self.api.get_server(sid)["metadata"])
+        # Other keys, and tee_secret given unchanged, pass.
+        self.api.post_server_metadata(sid, {"a": "b"})
+        self.api.api_put(f"/servers/{sid}/metadata",
+                         {"metadata": {"tee_secret": first, "c": "d"}})
+        self.api.api_delete(f"/servers/{sid}/metadata/c")
+        self.assertEqual({"tee_secret": first},
+                         self.api.get_server(sid)["metadata"])
+
+    def test_tee_secret_added_to_a_server_is_refused(self) -> None:
+        flavor = self.tee_flavor("amd-sev-snp", attestation="required")
+        body = self._body("unused", flavor)
+        del body["server"]["metadata"]
+        with base.snp_caps():
+            server = self._wait_for_state_change(
+                self.api.post_server(body), "ACTIVE")
+        exc = self.assertRaises(
+            client.OpenStackApiException, self.api.post_server_metadata,
+            server["id"], {"tee_secret": self._bound(self.project)})
+        self.assertEqual(400, exc.response.status_code)
+        self.assertEqual({}, self.api.get_server(server["id"])["metadata"])

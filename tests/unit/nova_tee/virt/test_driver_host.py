@@ -261,6 +261,10 @@ class CleanupTest(base.TestCase):
             flavor=tee, task_state="deleting", metadata=meta)))
         self.assertFalse(retire(self.instance(
             flavor=tee, task_state=None, metadata=meta)))
+        # A tee: guest whose tee_secret metadata was removed: still
+        # retired (whatever was bound to it goes to no one).
+        self.assertTrue(retire(self.instance(
+            flavor=tee, task_state="deleting", metadata={})))
         # An upstream SEV guest: not bound, so nothing to retire.
         self.assertFalse(retire(self.instance(
             flavor=self.flavor(**{"hw:mem_encryption": "true"}),
