@@ -10,6 +10,7 @@ libvirt's schema expects; their sizes are checked where they are set.
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 from lxml import etree
 from nova.virt.libvirt import config as vconfig
@@ -18,6 +19,27 @@ SNP_HOST_DATA_SIZE = 32
 SNP_ID_BLOCK_SIZE = 96
 SNP_ID_AUTH_SIZE = 4096
 TDX_MEASUREMENT_SIZE = 48
+
+
+class NeedsNova34(vconfig.LibvirtConfigObject):
+    """Stands in for a launch security class Nova 33 does not have.
+
+    Nova 33 (2026.1) has neither SEV-SNP nor TDX launch security. The
+    driver refuses such guests before it builds their XML; this is the
+    last line, should anything try anyway.
+    """
+
+    def __init__(self, **kwargs: object) -> None:
+        raise NotImplementedError(
+            f"{type(self).__name__} needs Nova 34 (2026.2) or later: this "
+            "Nova's libvirt driver has no such launch security")
+
+
+# Upstream's base classes; Nova 33 lacks the SNP and TDX ones.
+_SNP_BASE: Any = getattr(vconfig, "LibvirtConfigGuestSEVSNPLaunchSecurity",
+                    NeedsNova34)
+_TDX_BASE: Any = getattr(vconfig, "LibvirtConfigGuestTDXLaunchSecurity",
+                    NeedsNova34)
 
 
 def _b64(value: bytes) -> str:
@@ -35,8 +57,15 @@ class SEVLaunchSecurity(vconfig.LibvirtConfigGuestSEVLaunchSecurity):
 
     def __init__(self, policy: int, dh_cert: str | None = None,
                  session: str | None = None,
-                 kernel_hashes: bool = False) -> None:
+                 kernel_hashes: bool = False,
+                 upstream: object = None) -> None:
         super().__init__()
+        # Nova 33 writes the C-bit position and reduced physical address
+        # bits it found in the domain capabilities; keep what upstream's
+        # own element for this guest carried.
+        for name in ("cbitpos", "reduced_phys_bits"):
+            if hasattr(upstream, name):
+                setattr(self, name, getattr(upstream, name))
         self.policy = policy
         self.dh_cert = dh_cert
         self.session = session
@@ -44,6 +73,12 @@ class SEVLaunchSecurity(vconfig.LibvirtConfigGuestSEVLaunchSecurity):
 
     def format_dom(self) -> etree._Element:
         root = super().format_dom()
+        # Nova 33 writes cbitpos and reducedPhysBits even when it has no
+        # value for them; libvirt fills in what is left out.
+        for tag in ("cbitpos", "reducedPhysBits"):
+            for element in root.findall(tag):
+                if element.text in (None, "", "None"):
+                    root.remove(element)
         if self.kernel_hashes:
             root.set("kernelHashes", "yes")
         if self.dh_cert:
@@ -53,7 +88,7 @@ class SEVLaunchSecurity(vconfig.LibvirtConfigGuestSEVLaunchSecurity):
         return root
 
 
-class SEVSNPLaunchSecurity(vconfig.LibvirtConfigGuestSEVSNPLaunchSecurity):
+class SEVSNPLaunchSecurity(_SNP_BASE):
     """SEV-SNP with the host data binding and optional ID block."""
 
     def __init__(self, policy: int, host_data: bytes,
@@ -88,7 +123,7 @@ class SEVSNPLaunchSecurity(vconfig.LibvirtConfigGuestSEVSNPLaunchSecurity):
         return root
 
 
-class TDXLaunchSecurity(vconfig.LibvirtConfigGuestTDXLaunchSecurity):
+class TDXLaunchSecurity(_TDX_BASE):
     """Intel TDX with owner-supplied MRCONFIGID, MROWNER, MROWNERCONFIG."""
 
     # TD attributes: SEPT_VE_DISABLE (bit 28), DEBUG (bit 0).

@@ -21,6 +21,7 @@ import base64
 import binascii
 from collections.abc import Callable
 from collections.abc import Mapping
+import dataclasses
 import hashlib
 from typing import Any
 from unittest import mock
@@ -184,13 +185,34 @@ def harden_guest_xml(xml: str) -> str:
     return out
 
 
+def _nova_release() -> tuple[str, int]:
+    """The installed Nova's version and its major (series) number."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version("nova")
+    except metadata.PackageNotFoundError:
+        return "unknown", 0
+    major = version.split(".", 1)[0]
+    return version, int(major) if major.isdigit() else 0
+
+
+NOVA_VERSION, NOVA_MAJOR = _nova_release()
+# The Nova releases this driver is made for: 33 (2026.1, the SLURP release
+# operators upgrade from) and 34 (2026.2). A later release is checked
+# against 34's hooks; anything that moved there is named at startup.
+SUPPORTED = {33: "2026.1", 34: "2026.2"}
+# Nova 33 has no SEV-SNP and no TDX (no such MemEncryptionModel, host
+# detection, inventory or launch security); SEV and SEV-ES it has.
+SNP_TDX = NOVA_MAJOR >= 34
+NEEDS_NOVA_34 = (specs.SEV_SNP, specs.TDX)
+
 # Upstream's private hooks this driver overrides or calls, with the
-# parameter names (self included) Nova 34 gives them. A rename or a changed
-# signature would otherwise switch attestation off silently while guests
-# still boot; init_host refuses to start instead (see check_hooks).
-HOOKS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("LibvirtDriver", "_guest_configure_mem_encryption"): (
-        "self", "instance", "guest", "model"),
+# parameter names (self included) each supported Nova gives them. A rename
+# or a changed signature would otherwise switch attestation off silently
+# while guests still boot; init_host refuses to start instead (see
+# check_hooks).
+_COMMON_HOOKS: dict[tuple[str, str], tuple[str, ...]] = {
     ("LibvirtDriver", "_create_guest"): (
         "self", "context", "xml", "instance", "power_on", "pause",
         "post_xml_callback"),
@@ -209,16 +231,36 @@ HOOKS: dict[tuple[str, str], tuple[str, ...]] = {
         "self", "provider_tree", "nodename", "allocations"),
     ("Host", "_kernel_supports_amd_sev"): (
         "self", "model"),
-    ("Host", "get_mem_encryption_inventories"): (
-        "self",),
 }
+HOOKS_BY_RELEASE: dict[int, dict[tuple[str, str], tuple[str, ...]]] = {
+    34: {
+        # Overridden: sets our launch security for every model.
+        ("LibvirtDriver", "_guest_configure_mem_encryption"): (
+            "self", "instance", "guest", "model"),
+        **_COMMON_HOOKS,
+        ("Host", "get_mem_encryption_inventories"): (
+            "self",),
+    },
+    33: {
+        # Not overridden (it has no instance argument there): our launch
+        # security replaces upstream's in _get_guest_config, for the model
+        # upstream's _get_mem_encryption_config chose.
+        ("LibvirtDriver", "_get_mem_encryption_config"): (
+            "self", "flavor", "image_meta"),
+        **_COMMON_HOOKS,
+        ("LibvirtDriver", "_get_memory_encryption_inventories"): (
+            "self",),
+    },
+}
+HOOKS: dict[tuple[str, str], tuple[str, ...]] = HOOKS_BY_RELEASE.get(
+    min(NOVA_MAJOR, 34), {})
 
 
 class UnsupportedNova(exception.NovaException):
     msg_fmt = ("openstack-tee cannot run on this Nova: %(reason)s. "
-               "TEELibvirtDriver supports Nova 34 (2026.2); install the "
-               "openstack-tee release made for this Nova, or set "
-               "compute_driver = libvirt.LibvirtDriver.")
+               "TEELibvirtDriver supports Nova 33 (2026.1) and Nova 34 "
+               "(2026.2); install the openstack-tee release made for this "
+               "Nova, or set compute_driver = libvirt.LibvirtDriver.")
 
 
 # The classes the hooks belong to, as imported with this module (before
@@ -235,6 +277,8 @@ def hook_problems(
     import inspect
 
     problems = []
+    if hooks is None and not HOOKS:
+        problems.append(f"Nova {NOVA_VERSION} is not a supported release")
     for (owner, name), expected in (HOOKS if hooks is None
                                     else hooks).items():
         what = f"{owner}.{name}"
@@ -272,6 +316,30 @@ def check_hooks(problems: list[str] | None = None) -> None:
     problems = IMPORT_TIME_PROBLEMS if problems is None else problems
     if problems:
         raise UnsupportedNova(reason="; ".join(problems))
+
+
+def needs_nova_34(model: str) -> str:
+    """Why a ``model`` guest is refused on this Nova."""
+    return (f"{model} guests need Nova 34 (2026.2) or later on the compute "
+            f"host; this host runs Nova {NOVA_VERSION}")
+
+
+def unavailable_on_this_nova() -> str:
+    """What openstack-tee cannot offer on this Nova, and why ('' if all)."""
+    if SNP_TDX:
+        return ""
+    return (f"Nova {NOVA_VERSION} ({SUPPORTED.get(NOVA_MAJOR, '?')}): AMD "
+            "SEV and SEV-ES guests, with launch attestation, are "
+            "available. Not available until this host runs Nova 34 "
+            "(2026.2): AMD SEV-SNP guests (hostData binding, ID block, "
+            "tee:min_tcb_*, tee.snp_tcb and CUSTOM_TEE_SNP_TCB_REPORTED) "
+            "and Intel TDX guests (MRCONFIGID binding, owner measurements, "
+            "CUSTOM_TEE_TDX_QUOTE_SERVICE), because this Nova cannot "
+            "detect, schedule or launch them (its memory encryption models "
+            "are amd-sev and amd-sev-es only, and its libvirt driver has "
+            "no SEV-SNP or TDX launch security). This host does not offer "
+            "them, so the scheduler places no such guest here; one that "
+            "arrives anyway is refused.")
 
 
 def _loaded(instance: Any, name: str) -> bool:
@@ -326,11 +394,29 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
 
     def init_host(self, host: str) -> Any:
         check_hooks()
+        if not SNP_TDX:
+            # Once, at start: what this host will not offer, and why.
+            LOG.warning("openstack-tee: %s", unavailable_on_this_nova())
         return super().init_host(host)
 
     # -- host ------------------------------------------------------------
+    def _tee_mem_encryption_inventories(self) -> dict[str, Any]:
+        """Upstream's verdict per model: ``{model_: {supported, total}}``."""
+        if SNP_TDX:
+            inventories: dict[str, Any] = (
+                self._host.get_mem_encryption_inventories())
+            return inventories
+        # Nova 33: the driver's own SEV and SEV-ES inventories (total 0
+        # when unsupported) and the host's verdict on each.
+        totals = self._get_memory_encryption_inventories()
+        supported = {"amd_sev": self._host.supports_amd_sev,
+                     "amd_sev_es": self._host.supports_amd_sev_es}
+        return {name: {"supported": bool(supported.get(name)),
+                       "total": inv.get("total", 0)}
+                for name, inv in totals.items()}
+
     def _tee_capabilities(self) -> capabilities.HostTEECapabilities:
-        inventories = self._host.get_mem_encryption_inventories()
+        inventories = self._tee_mem_encryption_inventories()
         models, slots = [], {}
         for model in fields.MemEncryptionModel.ALL:
             inv = inventories.get(model.replace("-", "_"), {})
@@ -353,6 +439,12 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
         if {"amd-sev", "amd-sev-es", "amd-sev-snp"} & set(models):
             firmware = self._tee_firmware_reader()
             product = self._tee_product_reader()
+            if firmware is not None and not SNP_TDX:
+                # No SNP guest can run here: no SNP TCB stat or trait, so
+                # that no tee:min_tcb_* flavor is placed on this host.
+                firmware = dataclasses.replace(
+                    firmware, snp_current_tcb=None, snp_reported_tcb=None,
+                    snp_mask_chip_id=None, snp_vlek=None)
         return capabilities.HostTEECapabilities(
             models=tuple(models), slots=slots, domain_caps=caps,
             kvm_params=self._kvm_amd_params(),
@@ -441,11 +533,25 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
         except specs.SpecError as exc:
             raise _fault(str(exc)) from None
 
-    def _guest_configure_mem_encryption(self, instance: Any, guest: Any,
-                                        model: str) -> None:
-        if not has_tee_request(instance):
-            super()._guest_configure_mem_encryption(instance, guest, model)
-            return
+    if SNP_TDX:
+        def _guest_configure_mem_encryption(self, instance: Any,
+                                            guest: Any, model: str) -> None:
+            # Nova 34's hook (Nova 33's has no instance, and is left as
+            # upstream's: see _get_guest_config).
+            if not has_tee_request(instance) or model not in (
+                    fields.MemEncryptionModel.AMD_SEV,
+                    fields.MemEncryptionModel.AMD_SEV_ES,
+                    fields.MemEncryptionModel.AMD_SEV_SNP):
+                super()._guest_configure_mem_encryption(instance, guest,
+                                                        model)
+            if has_tee_request(instance):
+                self._tee_launch_security(instance, guest, model)
+
+    def _tee_launch_security(self, instance: Any, guest: Any,
+                             model: str) -> None:
+        """Our ``<launchSecurity>`` for a guest with a ``tee:`` request."""
+        if model in NEEDS_NOVA_34 and not SNP_TDX:
+            raise _fault(needs_nova_34(model))
         request = self._tee_request(instance)
         metadata = dict(instance.metadata or {})
         kernel_hashes = bool(instance.kernel_id)
@@ -454,7 +560,7 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
         except attest.AttestationError as exc:
             raise _fault(f"the secret cannot be bound to this instance: "
                          f"{exc}") from None
-        if model == fields.MemEncryptionModel.AMD_SEV_SNP:
+        if model == specs.SEV_SNP:
             id_block, id_auth = id_block_from_metadata(metadata)
             policy = request.policy if request else (
                 specs.SNP_POLICY_SMT | specs.SNP_POLICY_RESERVED)
@@ -462,10 +568,9 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
                 policy=policy, host_data=host_data(instance.uuid),
                 id_block=id_block, id_auth=id_auth,
                 kernel_hashes=kernel_hashes)
-        elif model in (fields.MemEncryptionModel.AMD_SEV,
-                       fields.MemEncryptionModel.AMD_SEV_ES):
+        elif model in (specs.SEV, specs.SEV_ES):
             default = tee_config.SEVLaunchSecurity.DEFAULT_SEV_POLICY
-            if model == fields.MemEncryptionModel.AMD_SEV_ES:
+            if model == specs.SEV_ES:
                 default = tee_config.SEVLaunchSecurity.DEFAULT_SEV_ES_POLICY
             policy = request.policy if request else default
             dh_cert = session = None
@@ -480,17 +585,16 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
                 self._tee_plans[instance.uuid] = plan
             guest.launch_security = tee_config.SEVLaunchSecurity(
                 policy=policy, dh_cert=dh_cert, session=session,
-                kernel_hashes=kernel_hashes)
-        elif model == fields.MemEncryptionModel.INTEL_TDX:
-            super()._guest_configure_mem_encryption(instance, guest, model)
+                kernel_hashes=kernel_hashes,
+                upstream=guest.launch_security)
+        elif model == specs.TDX:
+            # Upstream's TDX loader settings are already made.
             owner = tdx_measurements_from_metadata(metadata)
             # MRCONFIGID binds the TD to this instance, as hostData does
             # for SNP, unless the owner supplies their own.
             owner.setdefault("mr_config_id", tdx_config_id(instance.uuid))
             guest.launch_security = tee_config.TDXLaunchSecurity(
                 debug=bool(request and request.tdx_debug), **owner)
-        else:
-            super()._guest_configure_mem_encryption(instance, guest, model)
 
     def cleanup(self, context: Any, instance: Any, network_info: Any,
                 block_device_info: Any = None, destroy_disks: bool = True,
@@ -583,11 +687,31 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
     def _get_guest_config(self, instance: Any, network_info: Any,
                           image_meta: Any, disk_info: Any,
                           *args: Any, **kwargs: Any) -> Any:
+        tee = has_tee_request(instance)
+        if tee and not SNP_TDX:
+            request = self._tee_request(instance)
+            if request is not None and request.model in NEEDS_NOVA_34:
+                # Never placed here by TEEFilter (this host does not offer
+                # the model); refused if it arrives anyway.
+                raise _fault(needs_nova_34(request.model))
         guest = super()._get_guest_config(instance, network_info,
                                           image_meta, disk_info, *args,
                                           **kwargs)
-        if guest.launch_security is not None and has_tee_request(instance):
-            refuse_passthrough(guest)
+        if not tee:
+            return guest
+        if guest.launch_security is None:
+            # A tee: request is never honoured by booting the guest
+            # unencrypted and unattested.
+            raise _fault("the flavor has tee: extra specs but this host "
+                         "configured no memory encryption for the guest "
+                         "(hw:mem_encryption not in effect here)")
+        if not SNP_TDX:
+            # Nova 33: upstream's SEV/SEV-ES element, replaced by ours for
+            # the model upstream chose.
+            me_config = self._get_mem_encryption_config(instance.flavor,
+                                                         image_meta)
+            self._tee_launch_security(instance, guest, me_config.model)
+        refuse_passthrough(guest)
         return guest
 
     def _get_guest_xml(self, context: Any, instance: Any,

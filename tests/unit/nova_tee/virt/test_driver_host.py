@@ -23,16 +23,49 @@ Product = snp_certs.Product
 
 class HookTest(base.TestCase):
 
-    def test_nova_34_hooks_are_as_pinned(self) -> None:
+    def test_hooks_are_as_pinned_for_this_nova(self) -> None:
         # Checked at import (when nova-compute loads the driver) and again
-        # now: every hook we override or call is there, as pinned.
+        # now: every hook we override or call is there, as pinned for the
+        # installed release. tox -e py3 runs this on Nova 34.0.0, tox -e
+        # nova33 on Nova 33.0.2: both tables are checked in CI.
+        self.assertIn(tee_driver.NOVA_MAJOR, (33, 34))
+        self.assertIs(tee_driver.HOOKS_BY_RELEASE[tee_driver.NOVA_MAJOR],
+                      tee_driver.HOOKS)
         self.assertEqual([], tee_driver.IMPORT_TIME_PROBLEMS)
         self.assertEqual([], tee_driver.hook_problems())
         tee_driver.check_hooks()
-        self.assertEqual(
-            ("self", "instance", "guest", "model"),
-            tee_driver.HOOKS[("LibvirtDriver",
-                              "_guest_configure_mem_encryption")])
+        key = ("LibvirtDriver", "_guest_configure_mem_encryption")
+        overridden = key[1] in vars(tee_driver.TEELibvirtDriver)
+        if tee_driver.NOVA_MAJOR == 34:
+            self.assertEqual(("self", "instance", "guest", "model"),
+                             tee_driver.HOOKS[key])
+            self.assertTrue(overridden)
+            self.assertTrue(tee_driver.SNP_TDX)
+        else:
+            self.assertNotIn(key, tee_driver.HOOKS)
+            self.assertFalse(overridden)
+            self.assertFalse(tee_driver.SNP_TDX)
+
+    def test_the_other_releases_table(self) -> None:
+        # The check is real for both tables: Nova 34's hooks are not all
+        # on Nova 33 (which has neither the instance-aware hook nor the
+        # host's inventories), and Nova 33's are all still on Nova 34.
+        if tee_driver.NOVA_MAJOR == 33:
+            self.assertEqual(
+                ["LibvirtDriver._guest_configure_mem_encryption takes "
+                 "(self, guest, arch, mach_type, model), not "
+                 "(self, instance, guest, model)",
+                 "Host.get_mem_encryption_inventories does not exist"],
+                tee_driver.hook_problems(tee_driver.HOOKS_BY_RELEASE[34]))
+        else:
+            self.assertEqual([], tee_driver.hook_problems(
+                tee_driver.HOOKS_BY_RELEASE[33]))
+
+    def test_an_unsupported_release_is_named(self) -> None:
+        with mock.patch.object(tee_driver, "HOOKS", {}), \
+                mock.patch.object(tee_driver, "NOVA_VERSION", "32.1.0"):
+            self.assertEqual(["Nova 32.1.0 is not a supported release"],
+                             tee_driver.hook_problems())
 
     def test_a_renamed_hook_is_named(self) -> None:
         class Renamed(libvirt_driver.LibvirtDriver):
@@ -136,11 +169,26 @@ class ProductTest(base.TestCase):
         self.assertEqual("1.3.0.115", capabilities.snp_tcb_string(raw))
 
 
+def _set_models(drv: Any, models: dict[str, Any]) -> None:
+    """What upstream says the host supports, as each Nova says it."""
+    # Nova 34: the host's inventories, every model.
+    drv._host.get_mem_encryption_inventories.return_value = models
+    # Nova 33: the driver's SEV and SEV-ES inventories and the host's
+    # verdicts; it knows no other model.
+    sev = ("amd_sev", "amd_sev_es")
+    drv._get_memory_encryption_inventories = lambda: {
+        name: {"total": models.get(name, {}).get("total", 0)}
+        for name in sev}
+    drv._host.supports_amd_sev = bool(
+        models.get("amd_sev", {}).get("supported"))
+    drv._host.supports_amd_sev_es = bool(
+        models.get("amd_sev_es", {}).get("supported"))
+
+
 def _driver(models: dict[str, Any]) -> tee_driver.TEELibvirtDriver:
     """A TEELibvirtDriver over a fake host, without libvirt."""
     drv = tee_driver.TEELibvirtDriver.__new__(tee_driver.TEELibvirtDriver)
     host = mock.Mock()
-    host.get_mem_encryption_inventories.return_value = models
     host._kernel_supports_amd_sev.return_value = True
     host.list_guests.return_value = []
     host.get_connection.return_value.getSEVInfo.return_value = {
@@ -148,6 +196,7 @@ def _driver(models: dict[str, Any]) -> tee_driver.TEELibvirtDriver:
     host.get_connection.return_value.getDomainCapabilities.side_effect = (
         RuntimeError("no domain capabilities here"))
     drv._host = host
+    _set_models(drv, models)
     drv._tee_plans = {}
     drv._tee_caps = None
     drv._tee_firmware_reader = lambda: None
@@ -205,20 +254,83 @@ class HostReportTest(base.TestCase):
                           if t.startswith("CUSTOM_TEE_")})
         # kvm_amd's SEV goes away (a kernel update, a BIOS setting).
         tree.add_traits("host1", "HW_CPU_X86_AVX2")
-        drv._host.get_mem_encryption_inventories.return_value = {}
+        _set_models(drv, {})
         drv.get_available_resource("host1")
         drv.update_provider_tree(tree, "host1")
         self.assertEqual({"HW_CPU_X86_AVX2"}, tree.data("host1").traits)
 
     def test_turin_host_reports_turin_tcb(self) -> None:
-        drv = _driver({"amd_sev_snp": {"supported": True, "total": 9}})
+        drv = _driver({"amd_sev": {"supported": True, "total": 15},
+                       "amd_sev_snp": {"supported": True, "total": 9}})
         raw = snp.TcbVersion(fmc=2, bootloader=4, tee=0, snp=24,
                              microcode=80).encode(Product.TURIN)
         drv._tee_firmware_reader = lambda: capabilities.FirmwareStatus(
             1, 55, 21, 1, 0, snp_current_tcb=raw)
         drv._tee_product_reader = lambda: Product.TURIN
         stats = drv.get_available_resource("host1")["stats"]
-        self.assertEqual("4.0.24.80.2", stats["tee.snp_tcb"])
+        tree = provider_tree.ProviderTree()
+        tree.new_root("host1", "uuid-host1")
+        drv.update_provider_tree(tree, "host1")
+        traits = tree.data("host1").traits
+        self.assertEqual("1.55", stats["tee.fw"])
+        if tee_driver.SNP_TDX:
+            self.assertEqual("amd-sev,amd-sev-snp", stats["tee.models"])
+            self.assertEqual("4.0.24.80.2", stats["tee.snp_tcb"])
+            self.assertIn("CUSTOM_TEE_SNP_TCB_REPORTED", traits)
+        else:
+            # Nova 33: SEV-SNP needs Nova 34, so nothing of it is
+            # advertised and no tee:min_tcb_* guest is placed here.
+            self.assertEqual("amd-sev", stats["tee.models"])
+            self.assertNotIn("tee.snp_tcb", stats)
+            self.assertNotIn("CUSTOM_TEE_SNP_TCB_REPORTED", traits)
+            self.assertIn("CUSTOM_TEE_ATTESTATION", traits)
+
+    def test_tdx_is_advertised_only_on_nova_34(self) -> None:
+        drv = _driver({"intel_tdx": {"supported": True, "total": 4}})
+        drv._tee_tdx_module_reader = lambda: "1.5.6"
+        with mock.patch.object(drv, "_tdx_quote_service_present",
+                               return_value=True):
+            stats = drv.get_available_resource("host1")["stats"]
+            tree = provider_tree.ProviderTree()
+            tree.new_root("host1", "uuid-host1")
+            drv.update_provider_tree(tree, "host1")
+        traits = tree.data("host1").traits
+        if tee_driver.SNP_TDX:
+            self.assertEqual("intel-tdx", stats["tee.models"])
+            self.assertIn("CUSTOM_TEE_TDX_QUOTE_SERVICE", traits)
+        else:
+            self.assertEqual("", stats["tee.models"])
+            self.assertNotIn("tee.tdx_module", stats)
+            self.assertFalse({t for t in traits
+                              if t.startswith("CUSTOM_TEE_")})
+
+
+class Nova33MessageTest(base.TestCase):
+
+    def test_unavailable_is_said_once_at_start_on_nova_33(self) -> None:
+        drv = tee_driver.TEELibvirtDriver.__new__(
+            tee_driver.TEELibvirtDriver)
+        logger = self.useFixture(fixtures.FakeLogger(
+            name="nova_tee.virt.libvirt.driver"))
+        with mock.patch.object(libvirt_driver.LibvirtDriver,
+                               "init_host") as upstream_init:
+            drv.init_host("host1")
+        upstream_init.assert_called_once_with("host1")
+        message = tee_driver.unavailable_on_this_nova()
+        if tee_driver.SNP_TDX:
+            self.assertEqual("", message)
+            self.assertNotIn("Nova 34", logger.output)
+        else:
+            for part in ("SEV-SNP", "Intel TDX",
+                         "until this host runs Nova 34 (2026.2)",
+                         "SEV and SEV-ES guests, with launch attestation, "
+                         "are available", "Nova 33.0.2 (2026.1)"):
+                self.assertIn(part, message)
+            self.assertEqual(1, logger.output.count(message))
+
+    def test_refusal_names_nova_34(self) -> None:
+        self.assertIn("amd-sev-snp guests need Nova 34 (2026.2) or later",
+                      tee_driver.needs_nova_34("amd-sev-snp"))
 
 
 class _Upstream(fixtures.Fixture):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
+import functools
+from typing import Any
 
 from nova import exception
 from nova.virt.libvirt import config as vconfig
@@ -15,6 +18,24 @@ from tests import libvirt_schema
 
 validate = libvirt_schema.validate_domain
 UUID = "8e5ad4b4-5b6c-4f45-9d0c-1d9f1f1d0c11"
+
+
+def snp_tdx(test: Callable[[Any], None]) -> Callable[[Any], None]:
+    """A test of SEV-SNP/TDX launch security, which needs Nova 34.
+
+    On Nova 34 it runs as written. On Nova 33 (tox -e nova33), which has
+    no SNP or TDX launch security, building one must be refused with an
+    error naming Nova 34, and the test checks exactly that.
+    """
+    @functools.wraps(test)
+    def run(self: Any) -> None:
+        if tee_driver.SNP_TDX:
+            test(self)
+            return
+        exc = self.assertRaises(NotImplementedError, test, self)
+        self.assertIn("needs Nova 34 (2026.2) or later", str(exc))
+
+    return run
 
 
 def guest_xml(launch_security: object) -> str:
@@ -57,6 +78,7 @@ def guest_xml(launch_security: object) -> str:
 
 class LaunchSecurityXMLTest(base.TestCase):
 
+    @snp_tdx
     def test_snp_with_host_data_and_id_block_validates(self) -> None:
         ls = tee_config.SEVSNPLaunchSecurity(
             policy=0x30000, host_data=tee_driver.host_data(UUID),
@@ -80,6 +102,7 @@ class LaunchSecurityXMLTest(base.TestCase):
             self.assertIn(f"<policy>0x{policy:04x}</policy>", xml)
             self.assertIn("<dhCert>AAAA</dhCert>", xml)
 
+    @snp_tdx
     def test_tdx_validates(self) -> None:
         ls = tee_config.TDXLaunchSecurity(mr_config_id=b"\x02" * 48,
                                           mr_owner=b"\x03" * 48)
@@ -89,6 +112,7 @@ class LaunchSecurityXMLTest(base.TestCase):
         self.assertIn("<mrConfigId>", xml)
         self.assertNotIn("<mrOwnerConfig>", xml)
 
+    @snp_tdx
     def test_schema_check_is_real(self) -> None:
         ls = tee_config.SEVSNPLaunchSecurity(policy=0x30000,
                                              host_data=b"\x00" * 32)
@@ -105,6 +129,7 @@ class LaunchSecurityXMLTest(base.TestCase):
                     name)) as f:
                 validate(f.read())
 
+    @snp_tdx
     def test_sizes_are_checked(self) -> None:
         self.assertRaises(ValueError, tee_config.SEVSNPLaunchSecurity,
                           policy=0, host_data=b"\x00" * 31)
@@ -177,6 +202,7 @@ class MetadataTest(base.TestCase):
                           tee_driver.tdx_measurements_from_metadata,
                           {"tee_mr_config_id": value[:-4]})
 
+    @snp_tdx
     def test_policy_bits_reach_the_xml(self) -> None:
         req = specs.request_from({
             "hw:mem_encryption": "true",
@@ -204,6 +230,7 @@ class PassthroughTest(base.TestCase):
 
 class SessionReplaceTest(base.TestCase):
 
+    @snp_tdx
     def test_saved_xml_gets_a_fresh_session(self) -> None:
         ls = tee_config.SEVLaunchSecurity(policy=0x33, dh_cert="OLD",
                                           session="OLDSESSION")
@@ -218,3 +245,27 @@ class SessionReplaceTest(base.TestCase):
         self.assertRaises(exception.InvalidInput,
                           tee_driver.replace_sev_session, guest_xml(snp),
                           "A", "B")
+
+
+class UpstreamSEVElementTest(base.TestCase):
+
+    def test_what_upstreams_element_carried_is_kept(self) -> None:
+        # Nova 33 writes the C-bit position and reduced physical bits it
+        # read from the domain capabilities; ours replaces its element
+        # and keeps them. Nova 34 writes neither (libvirt fills them in).
+        upstream = vconfig.LibvirtConfigGuestSEVLaunchSecurity()
+        upstream.cbitpos = 51
+        upstream.reduced_phys_bits = 1
+        ls = tee_config.SEVLaunchSecurity(policy=0x33, dh_cert="AAAA",
+                                          session="BBBB", upstream=upstream)
+        xml = tee_driver.harden_guest_xml(guest_xml(ls))
+        validate(xml)
+        if tee_driver.SNP_TDX:
+            self.assertNotIn("cbitpos", xml)
+        else:
+            self.assertIn("<cbitpos>51</cbitpos>", xml)
+            self.assertIn("<reducedPhysBits>1</reducedPhysBits>", xml)
+        # Without upstream's values, nothing is written for them.
+        xml = guest_xml(tee_config.SEVLaunchSecurity(policy=0x33))
+        self.assertNotIn("cbitpos", xml)
+        self.assertNotIn("None", xml)
