@@ -57,9 +57,11 @@ CRYPTO_NAMESPACE = "barbican.crypto.plugin"
 
 # tee_public (challenge, release) sits before the context middleware, which
 # would refuse their token-less requests; tee_api (policies, bindings, SEV
-# sessions, the sealed payload check) after it.
+# sessions, the sealed payload check) after it; tee_peer keeps the
+# connection's address before http_proxy_to_wsgi may rewrite REMOTE_ADDR.
 DEFAULT_PIPELINE: tuple[str, ...] = (
-    "cors", "request_id", "http_proxy_to_wsgi", "tee_request_id",
+    "cors", "request_id", "tee_peer", "http_proxy_to_wsgi",
+    "tee_request_id",
     "tee_public", "unauthenticated-context", "tee_api", "microversion",
     "apiapp")
 PIPELINE_WITHOUT_TEE_API: tuple[str, ...] = tuple(

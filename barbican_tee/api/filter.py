@@ -27,8 +27,9 @@ failed check codes and the SHA-256 of the evidence; never key material.
 Rate limits, and why anonymous callers cannot lock the guest out: the
 challenge and the release take no token, so anyone who knows a secret's id
 can call them. Every call counts against its client address
-(``REMOTE_ADDR``, never a forwarded header a client can write) and is
-refused with 429 over ``[tee_api] release_rate_per_client``. The
+(the connection's, or behind ``[tee_api] trusted_proxies`` the one they
+forward: :mod:`barbican_tee.api.client_addr`) and is refused with 429
+over ``[tee_api] release_rate_per_client``. The
 per-secret budget (``release_rate_per_secret``) is spent only by a release
 whose evidence verified and met the owner's policy, just before the key is
 unsealed: only a caller who would get the key anyway can use it up, so a
@@ -68,6 +69,7 @@ import oslo_messaging
 from oslo_policy import policy as oslo_policy
 import webob  # type: ignore[import-untyped]
 
+from barbican_tee.api import client_addr
 from barbican_tee.api import db
 from barbican_tee.api import nonce as nonce_mod
 from barbican_tee.attestation import errors
@@ -270,6 +272,9 @@ class TEEAPIFilter:
         self.conf = conf
         self.routes = routes
         tee_conf.register_opts(conf)
+        # A bad entry stops the API here rather than trusting too much.
+        self.trusted_proxies = client_addr.parse_trusted(
+            conf.tee_api.trusted_proxies)
         # A bad KEK stops the API here, loudly, like the store plugin.
         self.keyring = sealed_store.load_keyring(conf)
         self._store: db.Store | None = None
@@ -481,15 +486,21 @@ class TEEAPIFilter:
     def _rate_client(self, environ: dict[str, Any]) -> None:
         """Count a challenge or release against its client address.
 
-        REMOTE_ADDR as the WSGI server saw the connection: a forwarded
-        header would let a client charge another address, or none.
+        The connection's address, or the one a trusted proxy forwarded:
+        a header from anyone else would let a client charge another
+        address, or none.
         """
-        client = environ.get("REMOTE_ADDR", "unknown")
+        client = self._client(environ)
         if not self.store.hit(f"client:{client}", int(time.time() // 60),
                               self.conf.tee_api.release_rate_per_client):
             raise APIError(429, "rate_limited",
                            "too many attestation requests from this "
                            "address; retry in a minute")
+
+    def _client(self, environ: dict[str, Any]) -> str:
+        return client_addr.client_address(
+            environ, self.trusted_proxies,
+            self.conf.tee_api.forwarded_header.lower())
 
     def _rate_secret(self, secret_id: str) -> None:
         """Count a release that verified against the secret's budget.
@@ -850,7 +861,7 @@ class TEEAPIFilter:
         digest = hashlib.sha256(json.dumps(
             evidence, sort_keys=True).encode()).hexdigest()
         audit = {"secret_id": secret_id, "evidence_sha256": digest,
-                 "client": environ.get("REMOTE_ADDR")}
+                 "client": self._client(environ)}
         try:
             jwe_text, policy_id = self._release(body, secret_id, evidence)
         except APIError as exc:
@@ -1056,7 +1067,7 @@ class TEEAPIFilter:
         audit = {"secret_id": row["secret_id"],
                  "evidence_sha256": hashlib.sha256(json.dumps(
                      body, sort_keys=True).encode()).hexdigest(),
-                 "client": environ.get("REMOTE_ADDR")}
+                 "client": self._client(environ)}
         try:
             result = self._sev_secret(row, body)
         except APIError as exc:

@@ -1,56 +1,244 @@
 """Put the /v1/tee filters into a Barbican ``api-paste.ini``.
 
-``tee_public`` (challenge and release, which carry no token) goes before
-``authtoken`` (or the unauthenticated context middleware); ``tee_api`` (the
-token routes and the sealed payload check) right before ``microversion``,
-after the context middleware. Idempotent; used by the devstack plugin.
+The file is edited line by line, not rewritten: comments, blank lines,
+``:`` separators and every line we do not need stay byte for byte. Only
+the pipeline lines that need our filters change, and the missing
+``[filter:...]`` sections are appended. Idempotent (a second run changes
+nothing); used by the devstack plugin.
+
+Which pipelines: the one Barbican actually serves ``/v1`` with, as
+``[composite:main]`` (any ``urlmap`` composite) maps it (Barbican 23.0.0's
+file: ``barbican-api-keystone``; devstack keeps it), followed through a
+pipeline whose app is another pipeline. Not the version pipeline (no
+secret routes), and not the unauthenticated (``barbican_api``) or audit
+(``barbican-api-keystone-audit``) pipelines while nothing mounts them: an
+operator who mounts another pipeline at ``/v1`` runs this again. Until
+then that pipeline has no ``/v1/tee`` routes, and the ``tee_sealed`` store
+itself still refuses a sealed secret's payload.
+
+In the pipeline:
+
+* ``tee_peer`` right before ``http_proxy_to_wsgi``, which may replace
+  ``REMOTE_ADDR`` with a header anyone can send
+  (:mod:`barbican_tee.api.client_addr`);
+* ``tee_public`` (challenge and release, which carry no token) before
+  ``authtoken`` (or the context middleware);
+* ``tee_api`` (the token routes and the sealed payload check) right before
+  ``microversion`` (or the app), after the context middleware.
+
+A filter already in the pipeline stays where it is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-import configparser
-import io
+from collections.abc import Sequence
+import dataclasses
+import re
 import sys
 
-FILTERS = {
-    "tee_public": ("barbican_tee.api.filter:TEEAPIFilter.factory",
-                   "public"),
-    "tee_api": ("barbican_tee.api.filter:TEEAPIFilter.factory", "token"),
-}
+# name, factory, extra options, comment lines of the appended section.
+FILTERS: tuple[tuple[str, str, tuple[tuple[str, str], ...],
+                     tuple[str, ...]], ...] = (
+    ("tee_peer", "barbican_tee.api.client_addr:PeerFilter.factory", (),
+     ("Keeps the connection's address for the per-client rate limit",
+      "before http_proxy_to_wsgi may replace REMOTE_ADDR with a header",
+      "(see [tee_api] trusted_proxies).")),
+    ("tee_public", "barbican_tee.api.filter:TEEAPIFilter.factory",
+     (("routes", "public"),),
+     ("POST /v1/tee/challenge and /v1/tee/release: no token, the evidence",
+      "authenticates; must come before the context (or authtoken)",
+      "middleware.")),
+    ("tee_api", "barbican_tee.api.filter:TEEAPIFilter.factory",
+     (("routes", "token"),),
+     ("The token routes of /v1/tee and the sealed payload check.",)),
+)
+CONTEXT_FILTERS = ("authtoken", "unauthenticated-context", "context")
+MOUNT = "/v1"
+
+_SECTION = re.compile(r"\s*\[(?P<name>[^\]]+)\]")
+_OPTION = re.compile(r"(?P<key>[^=:\s][^=:]*?)\s*[=:]\s*")
+_TOKEN = re.compile(r"\S+")
+
+
+class PasteEditError(Exception):
+    """The file does not look like one we know how to edit."""
+
+
+@dataclasses.dataclass
+class _Option:
+    key: str
+    first: int     # index of the ``key = value`` line
+    start: int     # column where the value starts on that line
+    last: int      # index of its last continuation line
+
+
+@dataclasses.dataclass
+class _Section:
+    name: str
+    header: int
+    end: int       # one past its last non-blank, non-comment line
+    options: dict[str, _Option]
+
+
+class PasteFile:
+    """An ini file as lines, edited in place (what configparser reads)."""
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines(keepends=True)
+        self.newline = "\r\n" if self.lines and self.lines[0].endswith(
+            "\r\n") else "\n"
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def sections(self) -> dict[str, _Section]:
+        out: dict[str, _Section] = {}
+        current: _Section | None = None
+        option: _Option | None = None
+        indent = 0
+        for i, line in enumerate(self.lines):
+            body = line.rstrip("\r\n")
+            stripped = body.strip()
+            if not stripped or stripped[0] in "#;":
+                continue
+            level = len(body) - len(body.lstrip())
+            if option is not None and level > indent:
+                option.last = i
+                assert current is not None
+                current.end = i + 1
+                continue
+            header = _SECTION.match(body)
+            if header:
+                current = _Section(header.group("name"), i, i + 1, {})
+                out.setdefault(current.name, current)
+                option = None
+                continue
+            match = _OPTION.match(body, level)
+            if current is None or match is None:
+                option = None
+                continue
+            option = _Option(match.group("key").strip(), i, match.end(), i)
+            indent = level
+            current.options.setdefault(option.key, option)
+            current.end = i + 1
+        return out
+
+    def value(self, section: str, key: str) -> str | None:
+        sec = self.sections().get(section)
+        if sec is None or key not in sec.options:
+            return None
+        return " ".join(tok for tok, _i, _c in self._tokens(sec.options[key]))
+
+    def _tokens(self, opt: _Option) -> list[tuple[str, int, int]]:
+        out = []
+        for i in range(opt.first, opt.last + 1):
+            body = self.lines[i].rstrip("\r\n")
+            if i != opt.first and body.strip()[:1] in ("#", ";"):
+                continue
+            start = opt.start if i == opt.first else 0
+            out += [(m.group(), i, m.start())
+                    for m in _TOKEN.finditer(body, start)]
+        return out
+
+    def tokens(self, section: str, key: str) -> list[str]:
+        sec = self.sections()[section]
+        return [tok for tok, _i, _c in self._tokens(sec.options[key])]
+
+    def insert_before(self, section: str, key: str, anchor: str,
+                      name: str) -> None:
+        """Put ``name`` into the value, right before the token ``anchor``."""
+        opt = self.sections()[section].options[key]
+        for tok, i, col in self._tokens(opt):
+            if tok == anchor:
+                line = self.lines[i]
+                self.lines[i] = f"{line[:col]}{name} {line[col:]}"
+                return
+        raise PasteEditError(f"[{section}] {key} has no {anchor!r}")
+
+    def ensure_section(self, name: str, options: Sequence[tuple[str, str]],
+                       comment: Sequence[str] = ()) -> None:
+        """Append ``[name]``, or set the options of the existing one."""
+        sec = self.sections().get(name)
+        if sec is None:
+            if self.lines and not self.lines[-1].endswith("\n"):
+                self.lines[-1] += self.newline
+            new = ["", f"[{name}]"] + [f"# {c}" for c in comment]
+            new += [f"{k} = {v}" for k, v in options]
+            self.lines += [line + self.newline for line in new]
+            return
+        for key, value in options:
+            sec = self.sections()[name]
+            opt = sec.options.get(key)
+            if opt is None:
+                self.lines.insert(sec.end, f"{key} = {value}{self.newline}")
+            elif [t for t, _i, _c in self._tokens(opt)] != [value]:
+                line = self.lines[opt.first]
+                ending = line[len(line.rstrip("\r\n")):] or self.newline
+                self.lines[opt.first:opt.last + 1] = [
+                    f"{line[:opt.start]}{value}{ending}"]
+
+
+def _mounted(paste: PasteFile, mount: str) -> list[str]:
+    """The names an ``urlmap`` composite serves ``mount`` with."""
+    out = []
+    for name, sec in paste.sections().items():
+        use = paste.value(name, "use") or ""
+        if not name.startswith("composite:") or "urlmap" not in use:
+            continue
+        for key in sec.options:
+            if key.rstrip("/") == mount and key != "use":
+                out.append(paste.value(name, key) or "")
+    return out
+
+
+def _target_pipelines(paste: PasteFile) -> list[str]:
+    """The pipeline sections serving /v1 (see the module's docstring)."""
+    targets: list[str] = []
+    for name in _mounted(paste, MOUNT):
+        seen = set()
+        while True:
+            section = f"pipeline:{name}"
+            if section in seen or paste.value(section, "pipeline") is None:
+                raise PasteEditError(
+                    f"{MOUNT} is served by {name!r}, which is not a "
+                    "pipeline of the file: add the /v1/tee filters by hand "
+                    "(see the install guide)")
+            seen.add(section)
+            parts = paste.tokens(section, "pipeline")
+            if any(f in parts for f in CONTEXT_FILTERS) or len(parts) > 1:
+                break
+            name = parts[-1]   # a pipeline whose app is another pipeline
+        if section not in targets:
+            targets.append(section)
+    if not targets:
+        raise PasteEditError(f"no urlmap composite maps {MOUNT}")
+    return targets
 
 
 def add_to_paste_config(text: str) -> str:
-    parser = configparser.RawConfigParser()
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    parser.read_string(text)
-    for name, (factory, routes) in FILTERS.items():
-        section = f"filter:{name}"
-        if not parser.has_section(section):
-            parser.add_section(section)
-        parser.set(section, "paste.filter_factory", factory)
-        parser.set(section, "routes", routes)
-    for section in parser.sections():
-        if not section.startswith("pipeline:") or not parser.has_option(
-                section, "pipeline"):
-            continue
-        parts = parser.get(section, "pipeline").split()
-        if "apiapp" not in parts:
-            continue
+    """Barbican's paste file with the /v1/tee filters, edited minimally."""
+    paste = PasteFile(text)
+    for section in _target_pipelines(paste):
+        parts = paste.tokens(section, "pipeline")
+        if "tee_peer" not in parts and "http_proxy_to_wsgi" in parts:
+            paste.insert_before(section, "pipeline", "http_proxy_to_wsgi",
+                                "tee_peer")
         if "tee_public" not in parts:
-            for anchor in ("authtoken", "unauthenticated-context",
-                           "context"):
-                if anchor in parts:
-                    parts.insert(parts.index(anchor), "tee_public")
-                    break
+            anchor = next((f for f in CONTEXT_FILTERS if f in parts), None)
+            if anchor is None:
+                raise PasteEditError(
+                    f"[{section}] has no authtoken or context middleware "
+                    "to put tee_public before")
+            paste.insert_before(section, "pipeline", anchor, "tee_public")
         if "tee_api" not in parts:
-            anchor = "microversion" if "microversion" in parts else "apiapp"
-            parts.insert(parts.index(anchor), "tee_api")
-        parser.set(section, "pipeline", " ".join(parts))
-    out = io.StringIO()
-    parser.write(out)
-    return out.getvalue()
-
+            anchor = "microversion" if "microversion" in parts else parts[-1]
+            paste.insert_before(section, "pipeline", anchor, "tee_api")
+    for name, factory, options, comment in FILTERS:
+        paste.ensure_section(f"filter:{name}",
+                             (("paste.filter_factory", factory),) + options,
+                             comment)
+    return paste.text()
 
 
 def rewrite_file(argv: list[str] | None, prog: str,
@@ -60,11 +248,15 @@ def rewrite_file(argv: list[str] | None, prog: str,
     if len(args) != 1:
         print(f"usage: python -m {prog} API_PASTE_INI", file=sys.stderr)
         return 2
-    with open(args[0]) as f:
+    with open(args[0], newline="") as f:
         text = f.read()
-    new = edit(text)
+    try:
+        new = edit(text)
+    except PasteEditError as exc:
+        print(f"{prog}: {args[0]}: {exc}", file=sys.stderr)
+        return 1
     if new != text:
-        with open(args[0], "w") as f:
+        with open(args[0], "w", newline="") as f:
             f.write(new)
     return 0
 

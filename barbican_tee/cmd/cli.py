@@ -22,6 +22,7 @@ from barbican_tee.attestation import snp_certs
 from barbican_tee.attestation import tdx
 from barbican_tee.cmd import rewrap
 from barbican_tee.cmd import serve
+from barbican_tee import extras
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -273,6 +274,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("openstack-tee demo: --workers must be at least 1",
               file=sys.stderr)
+        return EXIT_UNUSABLE
+    problem = extras.check("demo", "openstack-tee demo")
+    if problem:
+        print(problem, file=sys.stderr)
         return EXIT_UNUSABLE
     try:
         from openstack_tee_demo import demo

@@ -16,6 +16,7 @@ import sys
 import types
 from typing import Any
 
+from barbican_tee import extras
 from barbican_tee import server
 
 DEFAULT_PORT = 9311
@@ -67,6 +68,10 @@ def _raise_stop(signum: int, frame: types.FrameType | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Prepare, start, print the URL and headers, serve until stopped."""
+    problem = extras.check("barbican", "openstack-tee serve")
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     if args.workers < 1:
         print("openstack-tee serve: --workers must be at least 1",
               file=sys.stderr)

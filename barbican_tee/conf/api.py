@@ -16,6 +16,20 @@ OPTS = [
     cfg.IntOpt("release_rate_per_client", default=120, min=1,
                help="Challenges plus releases per client address per "
                     "minute."),
+    cfg.ListOpt("trusted_proxies", default=[],
+                help="Addresses or CIDRs of the proxies and load balancers "
+                     "in front of barbican-api. Only a connection from one "
+                     "of them has its client address taken from "
+                     "forwarded_header (the right-most address there that "
+                     "is not itself a trusted proxy); any other "
+                     "connection's address is its own, whatever it sends. "
+                     "Empty: every client is the connection's address."),
+    cfg.StrOpt("forwarded_header", default="x-forwarded-for",
+               choices=["x-forwarded-for", "forwarded"],
+               ignore_case=True,
+               help="The header the trusted proxies append the client's "
+                    "address to: X-Forwarded-For, or RFC 7239 Forwarded "
+                    "(for=). The other header is never read."),
 ]
 
 

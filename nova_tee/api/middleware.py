@@ -54,7 +54,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from collections.abc import Iterable
-import configparser
 import copy
 import io
 import json
@@ -81,6 +80,13 @@ SECRET_FACTORY = (
     "nova_tee.api.middleware:TEESecretCheck.factory")  # noqa: S105
 # (name, factory) of every filter, in pipeline order.
 FILTERS = ((FILTER_NAME, FACTORY), (SECRET_FILTER_NAME, SECRET_FACTORY))
+_FACTORY_V21 = "call:nova.api.auth:pipeline_factory_v21"
+_ROUTER = "osapi_compute_app_v21"
+_COMMENTS = {
+    FILTER_NAME: "openstack-tee: TEE flavor extra specs are checked.",
+    SECRET_FILTER_NAME: "openstack-tee: a tee_secret must be sealed and "
+                        "readable.",
+}
 _SERVERS = re.compile(r"/servers/?$")
 _ACTION = re.compile(r"/servers/(?P<server>[^/]+)/action/?$")
 _METADATA = re.compile(r"/servers/(?P<server>[^/]+)/metadata"
@@ -558,33 +564,40 @@ class TEESecretCheck:
 
 
 def add_to_paste_config(text: str) -> str:
-    """Nova's api-paste.ini with both filters in every v2.1 pipeline.
+    """Nova's api-paste.ini with both filters before the API router.
 
+    Edited line by line (:class:`barbican_tee.api.paste.PasteFile`):
+    comments, ``:`` separators and every other line stay byte for byte.
+    Only the ``keystone`` pipeline of the composites built by
+    ``nova.api.auth:pipeline_factory_v21`` changes (``/v2.1`` and the
+    legacy ``/v2``: both create servers); Nova 33 and 34 read no other
+    option there. The metadata and version pipelines never see a flavor or
+    a server create. The two ``[filter:...]`` sections are appended.
     Idempotent: a filter already in a pipeline stays where it is.
     """
-    parser = configparser.RawConfigParser()
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    parser.read_string(text)
+    from barbican_tee.api import paste
+
+    doc = paste.PasteFile(text)
+    targets = [name for name in doc.sections()
+               if name.startswith("composite:")
+               and (doc.value(name, "use") or "").strip() == _FACTORY_V21
+               and doc.value(name, "keystone") is not None]
+    if not targets:
+        raise paste.PasteEditError(
+            f"no composite uses {_FACTORY_V21} with a keystone pipeline")
+    for name in targets:
+        parts = doc.tokens(name, "keystone")
+        if _ROUTER not in parts:
+            raise paste.PasteEditError(
+                f"[{name}] keystone does not end in {_ROUTER}")
+        for filter_name, _factory in FILTERS:
+            if filter_name not in parts:
+                doc.insert_before(name, "keystone", _ROUTER, filter_name)
     for filter_name, factory in FILTERS:
-        section = f"filter:{filter_name}"
-        if not parser.has_section(section):
-            parser.add_section(section)
-        parser.set(section, "paste.filter_factory", factory)
-    for name in parser.sections():
-        if not name.startswith("composite:openstack_compute_api_v21"):
-            continue
-        for option, value in parser.items(name):
-            parts = value.split()
-            if option == "use" or "osapi_compute_app_v21" not in parts:
-                continue
-            for filter_name, _factory in FILTERS:
-                if filter_name not in parts:
-                    parts.insert(parts.index("osapi_compute_app_v21"),
-                                 filter_name)
-            parser.set(name, option, " ".join(parts))
-    out = io.StringIO()
-    parser.write(out)
-    return out.getvalue()
+        doc.ensure_section(f"filter:{filter_name}",
+                           (("paste.filter_factory", factory),),
+                           (_COMMENTS[filter_name],))
+    return doc.text()
 
 
 def main(argv: list[str] | None = None) -> int:

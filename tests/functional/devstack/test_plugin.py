@@ -19,6 +19,7 @@ start services are stubbed: ``sudo``, ``run_process`` (so
 from __future__ import annotations
 
 import configparser
+import difflib
 import filecmp
 import os
 import shutil
@@ -191,11 +192,35 @@ class DevstackPluginTest(base.TestCase):
 
         bpaste = _ini(self._path("barbican", "barbican-api-paste.ini"))
         self.assertEqual(
-            "cors request_id http_proxy_to_wsgi tee_public authtoken "
-            "context tee_api microversion apiapp",
+            "cors request_id tee_peer http_proxy_to_wsgi tee_public "
+            "authtoken context tee_api microversion apiapp",
             bpaste.get("pipeline:barbican-api-keystone", "pipeline"))
         self.assertEqual("barbican-api-keystone",
                          bpaste.get("pipeline:barbican_api", "pipeline"))
+        # The rest of both paste files is as shipped (devstack's iniset
+        # changed barbican_api's line): comments, ':' and the other
+        # pipelines; our sections are appended.
+        for sub, name, changed in (
+                ("barbican", "barbican-api-paste.ini",
+                 ["pipeline = cors request_id http_proxy_to_wsgi "
+                  "unauthenticated-context microversion apiapp\n",
+                  "pipeline = cors request_id http_proxy_to_wsgi authtoken "
+                  "context microversion apiapp\n"]),
+                ("nova", "api-paste.ini",
+                 ["keystone = cors http_proxy_to_wsgi compute_req_id "
+                  "faultwrap request_log sizelimit osprofiler authtoken "
+                  "keystonecontext osapi_compute_app_v21\n",
+                  "keystone = cors http_proxy_to_wsgi compute_req_id "
+                  "faultwrap request_log sizelimit osprofiler authtoken "
+                  "keystonecontext legacy_v2_compatible "
+                  "osapi_compute_app_v21\n"])):
+            with open(os.path.join(sys.prefix, "etc", sub, name)) as f:
+                shipped = f.readlines()
+            final = self._read(sub, name).splitlines(keepends=True)
+            removed = [line[2:] for line in difflib.ndiff(shipped, final)
+                       if line.startswith("- ")]
+            self.assertEqual(changed, removed, name)
+            self.assertEqual(final[:len(shipped)][-1], shipped[-1], name)
 
     def test_compute_only_subnode(self) -> None:
         # A subnode enables the plugins but not Barbican's service, and

@@ -1,0 +1,139 @@
+"""Per-client rate limits behind a load balancer (issue 12, finding 6).
+
+A real barbican-api (gunicorn) with ``[tee_api] trusted_proxies =
+127.0.0.1`` and oslo.middleware's proxy header parsing on, as an operator
+behind a balancer would set it. 127.0.0.1 plays the balancer; clients that
+connect directly speak from other loopback addresses (all of 127.0.0.0/8
+is local on Linux). The per-client budget is 3 challenges a minute.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+import uuid
+
+import requests
+
+from barbican_tee import server
+from tests import base
+from tests.functional.barbican import fixture
+from tests.functional.barbican import test_lockout
+
+PER_CLIENT = 3
+CONF = {"tee_api": {"release_rate_per_client": str(PER_CLIENT),
+                    "trusted_proxies": "127.0.0.1"},
+        # http_proxy_to_wsgi then writes X-Forwarded-For into REMOTE_ADDR.
+        "oslo_middleware": {"enable_proxy_headers_parsing": "True"}}
+
+
+class _Base(base.TestCase):
+
+    PIPELINE: tuple[str, ...] = server.DEFAULT_PIPELINE
+    ADDRESS = 0
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.server = fixture.BarbicanServer(workers=1, extra_conf=CONF,
+                                            paste_filters=cls.PIPELINE)
+        cls.server.setUp()
+        cls.url = cls.server.url
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.server.cleanUp()
+        super().tearDownClass()
+
+    def setUp(self) -> None:
+        super().setUp()
+        # Each test has its own addresses: no budget carries over.
+        type(self).ADDRESS += 1
+        left = 60 - time.time() % 60
+        if left < 20:
+            time.sleep(left + 0.2)
+
+    def _from(self, last: int) -> requests.Session:
+        """A client connecting directly from its own loopback address."""
+        session = test_lockout._session(f"127.0.{self.ADDRESS}.{last}")
+        self.addCleanup(session.close)
+        return session
+
+    def _proxy(self) -> requests.Session:
+        """The trusted balancer, 127.0.0.1."""
+        session = test_lockout._session("127.0.0.1")
+        self.addCleanup(session.close)
+        return session
+
+    def _challenge(self, client: requests.Session, **headers: str) -> int:
+        resp = client.post(f"{self.url}/v1/tee/challenge", timeout=30,
+                           json={"secret_id": str(uuid.uuid4())},
+                           headers=headers)
+        self.assertIn(resp.status_code, (201, 429), resp.text)
+        if resp.status_code == 429:
+            self.assertEqual("rate_limited", resp.json()["error"]["code"])
+        return resp.status_code
+
+    def _spend(self, client: requests.Session, **headers: Any) -> None:
+        for _ in range(PER_CLIENT):
+            self.assertEqual(201, self._challenge(client, **headers))
+        self.assertEqual(429, self._challenge(client, **headers))
+
+
+class TrustedProxiesTest(_Base):
+
+    def test_spoofed_headers_from_an_untrusted_peer(self) -> None:
+        client = self._from(1)
+        for i in range(PER_CLIENT):
+            self.assertEqual(201, self._challenge(
+                client, **{"X-Forwarded-For": f"203.0.113.{i}",
+                           "Forwarded": f"for=198.51.100.{i}"}))
+        # Every forged address is still this connection's budget.
+        self.assertEqual(429, self._challenge(
+            client, **{"X-Forwarded-For": "203.0.113.200"}))
+        self.assertEqual(429, self._challenge(
+            client, **{"Forwarded": "for=198.51.100.200"}))
+        # ... and naming another client charges that client nothing.
+        self.assertEqual(201, self._challenge(self._from(2)))
+
+    def test_forwarded_clients_get_their_own_budgets(self) -> None:
+        proxy = self._proxy()
+        first = {"X-Forwarded-For": f"198.51.{self.ADDRESS}.1"}
+        self._spend(proxy, **first)
+        # Another client behind the same balancer still has its budget.
+        second = {"X-Forwarded-For": f"198.51.{self.ADDRESS}.2"}
+        self.assertEqual(201, self._challenge(proxy, **second))
+        # A direct client is its own address, whatever it sends.
+        self.assertEqual(201, self._challenge(self._from(1), **first))
+
+    def test_a_forged_left_most_entry_does_not_help(self) -> None:
+        proxy = self._proxy()
+        attacker = f"198.51.{self.ADDRESS}.1"
+        self._spend(proxy, **{"X-Forwarded-For": attacker})
+        # The attacker writes its own X-Forwarded-For; the balancer
+        # appends the address it saw: the right-most entry is the client.
+        for forged in ("203.0.113.9", "127.0.0.1", "10.1.1.1, 10.1.1.2"):
+            self.assertEqual(429, self._challenge(proxy, **{
+                "X-Forwarded-For": f"{forged}, {attacker}"}))
+        # A Forwarded header the balancer does not write is not read.
+        self.assertEqual(429, self._challenge(proxy, **{
+            "Forwarded": "for=203.0.113.9", "X-Forwarded-For": attacker}))
+        # Positive control: 203.0.113.9 itself does have a budget.
+        self.assertEqual(201, self._challenge(proxy, **{
+            "X-Forwarded-For": "203.0.113.9"}))
+
+
+class WithoutPeerFilterTest(_Base):
+    """Positive control: spoofing works without tee_peer.
+
+    Without it before http_proxy_to_wsgi, the rewritten REMOTE_ADDR is all
+    the filter sees.
+    """
+
+    PIPELINE = tuple(f for f in server.DEFAULT_PIPELINE if f != "tee_peer")
+
+    def test_spoofing_escapes_the_limit(self) -> None:
+        client = self._from(1)
+        self._spend(client)
+        self.assertEqual(201, self._challenge(
+            client, **{"X-Forwarded-For": "203.0.113.200"}))
