@@ -293,6 +293,22 @@ def db_upgrade(layout: Layout) -> None:
                   "--db-url", layout.db_url],
                  "barbican-manage db upgrade", cwd=layout.data_dir,
                  env=server_env(layout))
+    tee_db_upgrade(layout.conf_path)
+
+
+def tee_db_upgrade(conf_path: str) -> None:
+    """``openstack-tee db upgrade`` on the database ``conf_path`` names.
+
+    After Barbican's own upgrade: the suite's tables, by its migrations
+    (barbican-api refuses to start without them).
+    """
+    from barbican_tee.cmd import db as db_cmd
+
+    try:
+        db_cmd.upgrade([conf_path])
+    except Exception as exc:
+        raise ServerError(f"openstack-tee db upgrade failed: "
+                          f"{type(exc).__name__}: {exc}") from exc
 
 
 def server_env(layout: Layout) -> dict[str, str]:

@@ -110,6 +110,17 @@ function configure_openstack_tee_barbican {
     "$PYTHON" -m barbican_tee.api.paste "$BARBICAN_PASTE_CONF"
 }
 
+function init_openstack_tee_barbican {
+    # Barbican's extra phase (it comes first) recreated its database, ran
+    # barbican-manage db upgrade and started barbican-api, which refuses
+    # to start with our filters until our tables are at this release's
+    # schema: upgrade them, then restart barbican-api.
+    "$OPENSTACK_TEE_BIN_DIR/openstack-tee" db upgrade --config-file "$BARBICAN_CONF"
+    if is_service_enabled barbican-svc; then
+        restart_service devstack@barbican-svc
+    fi
+}
+
 if is_service_enabled openstack-tee; then
     if [[ "$1" == "stack" && "$2" == "install" ]]; then
         echo_summary "Installing openstack-tee"
@@ -130,6 +141,11 @@ if is_service_enabled openstack-tee; then
         fi
         if is_service_enabled barbican; then
             configure_openstack_tee_barbican
+        fi
+    elif [[ "$1" == "stack" && "$2" == "extra" ]]; then
+        if is_service_enabled barbican; then
+            echo_summary "Upgrading openstack-tee's tables in Barbican's database"
+            init_openstack_tee_barbican
         fi
     fi
 fi

@@ -21,20 +21,38 @@ import hashlib
 import json
 from typing import Any
 
+from oslo_config import cfg
+from oslo_db import exception as db_exc
+from oslo_db import options as db_options
+from oslo_db.sqlalchemy import engines
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 from barbican_tee.plugin import keyring as keyring_mod
 
+# The schema comes from the migrations (barbican_tee.migrations); these
+# tables must stay what the migrations create (a test compares them).
 METADATA = sa.MetaData()
+
+
+def _exact(length: int) -> sa.types.TypeEngine[str]:
+    """A string column compared byte for byte on every database.
+
+    MariaDB's and MySQL's default collations ignore case; their binary
+    collation does not (PostgreSQL's and sqlite's defaults are exact).
+    """
+    return sa.String(length).with_variant(
+        mysql.VARCHAR(length, collation="utf8mb4_bin"), "mysql", "mariadb")
+
 
 POLICIES = sa.Table(
     "tee_policies", METADATA,
-    sa.Column("id", sa.String(36), primary_key=True),
-    sa.Column("project_id", sa.String(255), nullable=False, index=True),
+    sa.Column("id", _exact(36), primary_key=True),
+    sa.Column("project_id", _exact(255), nullable=False, index=True),
     sa.Column("document", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
-    sa.Column("mac_kek", sa.String(32), nullable=False),
-    sa.Column("mac", sa.String(64), nullable=False),
+    sa.Column("mac_kek", _exact(32), nullable=False),
+    sa.Column("mac", _exact(64), nullable=False),
 )
 
 # The binding tables of earlier releases: only `openstack-tee rewrap` reads
@@ -43,23 +61,23 @@ LEGACY_METADATA = sa.MetaData()
 
 BINDINGS = sa.Table(
     "tee_bindings", LEGACY_METADATA,
-    sa.Column("secret_id", sa.String(36), primary_key=True),
-    sa.Column("policy_id", sa.String(36), nullable=False),
-    sa.Column("project_id", sa.String(255), nullable=False),
-    sa.Column("mac_kek", sa.String(32), nullable=False),
-    sa.Column("mac", sa.String(64), nullable=False),
+    sa.Column("secret_id", _exact(36), primary_key=True),
+    sa.Column("policy_id", _exact(36), nullable=False),
+    sa.Column("project_id", _exact(255), nullable=False),
+    sa.Column("mac_kek", _exact(32), nullable=False),
+    sa.Column("mac", _exact(64), nullable=False),
 )
 
 INSTANCE_BINDINGS = sa.Table(
     "tee_instance_bindings", LEGACY_METADATA,
-    sa.Column("secret_id", sa.String(36), primary_key=True),
-    sa.Column("instance_uuid", sa.String(36), nullable=False, index=True),
-    sa.Column("project_id", sa.String(255), nullable=False),
+    sa.Column("secret_id", _exact(36), primary_key=True),
+    sa.Column("instance_uuid", _exact(36), nullable=False, index=True),
+    sa.Column("project_id", _exact(255), nullable=False),
     # Set when the instance is deleted: the secret is then released to no
     # one until its owner binds it to a policy again.
     sa.Column("retired", sa.Boolean, nullable=False, default=False),
-    sa.Column("mac_kek", sa.String(32), nullable=False),
-    sa.Column("mac", sa.String(64), nullable=False),
+    sa.Column("mac_kek", _exact(32), nullable=False),
+    sa.Column("mac", _exact(64), nullable=False),
 )
 
 # Nonces that a release has spent, until they expire (the nonce itself is
@@ -67,7 +85,7 @@ INSTANCE_BINDINGS = sa.Table(
 # comparisons are exact under any collation.
 SPENT_NONCES = sa.Table(
     "tee_spent_nonces", METADATA,
-    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("digest", _exact(64), primary_key=True),
     # Unix seconds: the nonce's own expiry, after which it is refused
     # before this table is consulted.
     sa.Column("expires_at", sa.BigInteger, nullable=False, index=True),
@@ -75,9 +93,9 @@ SPENT_NONCES = sa.Table(
 
 SEV_SESSIONS = sa.Table(
     "tee_sev_sessions", METADATA,
-    sa.Column("id", sa.String(36), primary_key=True),
-    sa.Column("secret_id", sa.String(36), nullable=False),
-    sa.Column("instance_uuid", sa.String(36), nullable=False),
+    sa.Column("id", _exact(36), primary_key=True),
+    sa.Column("secret_id", _exact(36), nullable=False),
+    sa.Column("instance_uuid", _exact(36), nullable=False),
     sa.Column("policy", sa.Integer, nullable=False),
     # The guest owner's TEK/TIK, sealed under the KEK like a secret.
     sa.Column("sealed_state", sa.Text, nullable=False),
@@ -86,7 +104,7 @@ SEV_SESSIONS = sa.Table(
 
 RATES = sa.Table(
     "tee_rates", METADATA,
-    sa.Column("bucket", sa.String(300), primary_key=True),
+    sa.Column("bucket", _exact(300), primary_key=True),
     sa.Column("window", sa.Integer, primary_key=True),
     sa.Column("count", sa.Integer, nullable=False),
 )
@@ -109,16 +127,46 @@ def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
 
 
-def make_engine(url: str) -> sa.Engine:
-    kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
+def make_engine(url: str, conf: cfg.ConfigOpts | None = None) -> sa.Engine:
+    """An engine on ``url`` built as Barbican builds its own.
+
+    oslo.db's engine factory with Barbican's ``[database]`` options from
+    ``conf`` (pool sizes, ``max_retries``, ``connection_recycle_time``,
+    ``mysql_sql_mode`` ...; oslo.db's defaults without ``conf``): pooled
+    connections are checked before use and one that died with a database
+    restart or failover is replaced, and errors are oslo.db's (say
+    ``DBDuplicateEntry``, ``DBDeadlock``). Creates no table: the schema
+    comes from ``openstack-tee db upgrade`` (:mod:`barbican_tee.migrations`).
+    """
+    options: dict[str, Any] = {"mysql_sql_mode": "TRADITIONAL"}
+    if conf is not None:
+        conf.register_opts(db_options.database_opts, group="database")
+        options = {name: getattr(conf.database, name)
+                   for name in _ENGINE_OPTIONS}
+    is_sqlite = url.startswith("sqlite")
+    if is_sqlite and "timeout=" not in url:
         # Several gunicorn workers share one file: wait for the lock.
-        kwargs["connect_args"] = {"timeout": 30}
-    engine = sa.create_engine(url, **kwargs)
-    if url.startswith("sqlite"):
+        extra = "timeout=30"
+        current = options.get("connection_parameters")
+        options["connection_parameters"] = (
+            f"{current}&{extra}" if current else extra)
+    engine: sa.Engine = engines.create_engine(url, **options)
+    if is_sqlite:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
-    METADATA.create_all(engine)
     return engine
+
+
+# A duplicate key: oslo.db's engine raises DBDuplicateEntry (an engine
+# built otherwise, sqlalchemy's IntegrityError).
+DUPLICATE_KEY = (db_exc.DBDuplicateEntry, sa.exc.IntegrityError)
+
+# oslo.db's [database] options that its engine factory takes, as
+# oslo.db's enginefacade (Barbican's engine) passes them.
+_ENGINE_OPTIONS = (
+    "mysql_sql_mode", "mysql_wsrep_sync_wait", "connection_recycle_time",
+    "connection_debug", "max_pool_size", "max_overflow", "pool_timeout",
+    "sqlite_synchronous", "connection_trace", "max_retries",
+    "retry_interval", "connection_parameters")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -270,7 +318,7 @@ class Store:
                 with conn.begin_nested():
                     conn.execute(SPENT_NONCES.insert().values(
                         digest=digest, expires_at=expires_at))
-            except sa.exc.IntegrityError:
+            except DUPLICATE_KEY:
                 return False
             conn.execute(SPENT_NONCES.delete().where(
                 SPENT_NONCES.c.expires_at < prune_before))
@@ -323,7 +371,7 @@ class Store:
                         with conn.begin_nested():
                             conn.execute(RATES.insert().values(
                                 bucket=bucket, window=window, count=1))
-                    except sa.exc.IntegrityError:
+                    except DUPLICATE_KEY:
                         conn.execute(RATES.update().where(where).values(
                             count=RATES.c.count + 1))
                 count = conn.execute(sa.select(RATES.c.count).where(

@@ -241,6 +241,22 @@ def _check_barbican_hooks() -> None:
             "binding with this Barbican: missing " + "; ".join(missing))
 
 
+def _check_schema(conf: cfg.ConfigOpts) -> None:
+    """Fail at startup unless the suite's tables are at this release's head.
+
+    Nothing creates or alters a table on the request path: the schema is
+    ``openstack-tee db upgrade``'s job, and barbican-api refuses to start
+    before it has run (the message names the command).
+    """
+    from barbican_tee import migrations
+
+    engine = db.make_engine(conf.database.connection, conf)
+    try:
+        migrations.check(engine)
+    finally:
+        engine.dispose()
+
+
 def _session_label(session_id: str, secret_id: str, instance_uuid: str,
                    launch_policy: int) -> str:
     """What a sealed SEV launch session is for (its AAD)."""
@@ -285,6 +301,7 @@ class TEEAPIFilter:
         self.notifier = self._make_notifier(conf)
         if routes != "public":
             _check_barbican_hooks()
+        _check_schema(conf)
 
     @classmethod
     def factory(cls, global_config: dict[str, str],
@@ -312,7 +329,8 @@ class TEEAPIFilter:
             with self._store_lock:
                 if self._store is None:
                     self._store = db.Store(
-                        db.make_engine(self.conf.database.connection),
+                        db.make_engine(self.conf.database.connection,
+                                       self.conf),
                         self.keyring)
         return self._store
 

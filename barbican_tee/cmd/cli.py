@@ -20,6 +20,7 @@ from barbican_tee.attestation import policy as policy_mod
 from barbican_tee.attestation import snp
 from barbican_tee.attestation import snp_certs
 from barbican_tee.attestation import tdx
+from barbican_tee.cmd import db as db_cmd
 from barbican_tee.cmd import rewrap
 from barbican_tee.cmd import serve
 from barbican_tee import extras
@@ -259,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=[vmm.value for vmm in measure.VmmType])
     m.set_defaults(func=cmd_measure)
     rewrap.add_parser(sub)
+    db_cmd.add_parser(sub)
     serve.add_parser(sub)
     d = sub.add_parser(
         "demo", help="the end-to-end demonstration (a real barbican-api, "

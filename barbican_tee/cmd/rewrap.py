@@ -45,8 +45,12 @@ def rewrap(conf: cfg.ConfigOpts) -> tuple[int, int, int]:
     from barbican_tee.api import db
     from barbican_tee.plugin import store as sealed_store
 
+    from barbican_tee import migrations
+
     ring = sealed_store.load_keyring(conf)
-    store = db.Store(db.make_engine(conf.database.connection), ring)
+    engine = db.make_engine(conf.database.connection, conf)
+    migrations.check(engine)
+    store = db.Store(engine, ring)
     done = current = failed = 0
     for secret_id in store.sealed_secret_ids(sealed_store.PLUGIN_PATH):
         meta = store.store_metadata(secret_id)
@@ -95,14 +99,17 @@ def _upgrade(ring: keyring_mod.Keyring, store: Any, meta: dict[str, str],
 
 
 def run(args: argparse.Namespace) -> int:
+    from oslo_db import options as db_options
+
+    from barbican_tee import migrations
+
     conf = cfg.ConfigOpts()
-    conf.register_opts([cfg.StrOpt("connection", secret=True)],
-                       group="database")
+    db_options.set_defaults(conf)
     tee_conf.register_opts(conf)
     conf(["--config-file", args.config_file], project="barbican")
     try:
         done, current, failed = rewrap(conf)
-    except keyring_mod.KeyringError as exc:
+    except (keyring_mod.KeyringError, migrations.SchemaError) as exc:
         print(f"openstack-tee rewrap: {exc}")
         return 2
     print(f"re-sealed or re-MACed {done}, already current {current}, "

@@ -19,9 +19,10 @@
 #   restart_service, install_package, setup_develop, configure_libvirt
 #                     (packages and daemons; setup_develop would pip
 #                     install the project)
-#   recreate_database, barbican-manage, sleep
-#                     (the database server, and Barbican's extra phase
-#                     waiting for the service it started)
+#   recreate_database, barbican-manage, openstack-tee, sleep
+#                     (the database server and the migrations run against
+#                     it, and Barbican's extra phase waiting for the
+#                     service it started)
 # Everything else (iniset/iniget/iniget_multiline/iniadd, configure_nova,
 # create_nova_conf, configure_nova_hypervisor, start_nova_compute's
 # rebuild of nova-cpu.conf, Barbican's configure_barbican, the plugins'
@@ -84,6 +85,8 @@ LOGFILE=$WORK/logs/stack.log
 LOGDIR=$WORK/logs
 BARBICAN_CONF_DIR=$WORK/etc/barbican
 OPENSTACK_TEE_KEK_FILE=$WORK/etc/barbican/tee-kek
+# openstack-tee's command, stubbed like barbican-manage (below).
+OPENSTACK_TEE_BIN_DIR=$WORK/bin
 PYTHON=$HARNESS_PYTHON
 
 
@@ -141,6 +144,9 @@ mkdir -p "$BARBICAN_BIN_DIR"
 printf '#!/bin/sh\necho "barbican-manage $*" >> "%s/calls"\n' "$WORK" \
     > "$BARBICAN_BIN_DIR/barbican-manage"
 chmod +x "$BARBICAN_BIN_DIR/barbican-manage"
+printf '#!/bin/sh\necho "openstack-tee $*" >> "%s/calls"\n' "$WORK" \
+    > "$OPENSTACK_TEE_BIN_DIR/openstack-tee"
+chmod +x "$OPENSTACK_TEE_BIN_DIR/openstack-tee"
 if is_service_enabled nova; then
     # configure_nova ends with create_nova_conf and, on a compute node,
     # configure_nova_hypervisor (which writes compute_driver).

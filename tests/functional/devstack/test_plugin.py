@@ -12,8 +12,9 @@ plugins' ``stack extra`` phase. Only commands that change the host or
 start services are stubbed: ``sudo``, ``run_process`` (so
 ``start_nova_compute`` rebuilds nova-cpu.conf but starts nothing),
 ``restart_service``, ``install_package``, ``setup_develop``,
-``configure_libvirt``, ``recreate_database``, ``barbican-manage`` and
-``sleep``; each records its call in ``WORK/calls``.
+``configure_libvirt``, ``recreate_database``, ``barbican-manage``,
+``openstack-tee`` (the plugin's ``db upgrade``) and ``sleep``; each
+records its call in ``WORK/calls``.
 """
 
 from __future__ import annotations
@@ -222,6 +223,26 @@ class DevstackPluginTest(base.TestCase):
             self.assertEqual(changed, removed, name)
             self.assertEqual(final[:len(shipped)][-1], shipped[-1], name)
 
+    def test_tables_upgraded_after_barbicans_db_sync(self) -> None:
+        # barbican-svc is barbican-api (Barbican's devstack plugin starts
+        # it in its extra phase, right after its db sync).
+        self._stack(CONTROLLER_SERVICES + ",barbican-svc")
+        calls = self._calls().splitlines()
+        conf = self._path("barbican", "barbican.conf")
+        order = [
+            "recreate_database barbican utf8",
+            "barbican-manage db upgrade -v head",
+            "run_process barbican-svc",
+            f"openstack-tee db upgrade --config-file {conf}",
+            "restart_service devstack@barbican-svc",
+        ]
+        found = [next((i for i, c in enumerate(calls)
+                       if c.startswith(step)), None) for step in order]
+        self.assertNotIn(None, found, calls)
+        self.assertEqual(sorted(found), found, calls)
+        self.assertEqual(1, sum(1 for c in calls
+                                if c.startswith("openstack-tee ")))
+
     def test_compute_only_subnode(self) -> None:
         # A subnode enables the plugins but not Barbican's service, and
         # points at the controller.
@@ -237,6 +258,7 @@ class DevstackPluginTest(base.TestCase):
         self.assertNotIn("available_filters", nova_text)
         self.assertNotIn("weight_classes", nova_text)
         self.assertEqual([], os.listdir(self._path("barbican")))
+        self.assertNotIn("openstack-tee db", self._calls())
 
     def test_second_post_config_changes_nothing(self) -> None:
         self._stack(CONTROLLER_SERVICES, post_config_runs=2)
@@ -274,6 +296,7 @@ class DevstackPluginTest(base.TestCase):
         self.assertNotIn("libvirt_tee", cpu)
         self.assertNotIn("tee_", self._read("nova", "api-paste.ini"))
         self.assertFalse(os.path.exists(self._path("barbican", "tee-kek")))
+        self.assertNotIn("openstack-tee db", self._calls())
 
     def test_barbican_plugin_must_come_first(self) -> None:
         out = self._stack(CONTROLLER_SERVICES,

@@ -5,10 +5,20 @@ from __future__ import annotations
 import os
 import tempfile
 
+import sqlalchemy as sa
+
 from barbican_tee.api import db
+from barbican_tee import migrations
 from barbican_tee.plugin import keyring
 from barbican_tee.plugin import store
 from tests import base
+
+
+def _migrated(url: str) -> sa.Engine:
+    """An engine on a new database the migrations brought to head."""
+    engine = db.make_engine(url)
+    migrations.upgrade(engine)
+    return engine
 
 
 def _kek(tmp: str, name: str) -> str:
@@ -136,7 +146,7 @@ class RowMacTest(base.TestCase):
     def test_tampered_rows_fail(self) -> None:
         tmp = tempfile.mkdtemp()
         ring = keyring.Keyring.from_files(_kek(tmp, "k"), [])
-        st = db.Store(db.make_engine(f"sqlite:///{tmp}/t.sqlite"), ring)
+        st = db.Store(_migrated(f"sqlite:///{tmp}/t.sqlite"), ring)
         st.create_policy("p1", "proj", {"tee": "amd-sev-snp"})
         row = st.get_policy("p1")
         self.assertTrue(st.policy_intact(row))
@@ -152,7 +162,7 @@ class RowMacTest(base.TestCase):
             self) -> None:
         tmp = tempfile.mkdtemp()
         ring = keyring.Keyring.from_files(_kek(tmp, "k"), [])
-        st = db.Store(db.make_engine(f"sqlite:///{tmp}/t.sqlite"), ring)
+        st = db.Store(_migrated(f"sqlite:///{tmp}/t.sqlite"), ring)
         self.assertTrue(st.spend_nonce("a" * 64, 1000, 0))
         self.assertFalse(st.spend_nonce("a" * 64, 1000, 0))
         self.assertTrue(st.spend_nonce("b" * 64, 5000, 0))
@@ -168,7 +178,7 @@ class RowMacTest(base.TestCase):
     def test_rate_limit(self) -> None:
         tmp = tempfile.mkdtemp()
         ring = keyring.Keyring.from_files(_kek(tmp, "k"), [])
-        st = db.Store(db.make_engine(f"sqlite:///{tmp}/t.sqlite"), ring)
+        st = db.Store(_migrated(f"sqlite:///{tmp}/t.sqlite"), ring)
         self.assertEqual([True] * 3 + [False],
                          [st.hit("b", 1, 3) for _ in range(4)])
         self.assertTrue(st.hit("b", 2, 3))
@@ -180,8 +190,7 @@ class RemacTest(base.TestCase):
         tmp = tempfile.mkdtemp()
         old, new = _kek(tmp, "old"), _kek(tmp, "new")
         url = f"sqlite:///{tmp}/t.sqlite"
-        st = db.Store(db.make_engine(url),
-                      keyring.Keyring.from_files(old, []))
+        st = db.Store(_migrated(url), keyring.Keyring.from_files(old, []))
         st.create_policy("p1", "proj", {"tee": "amd-sev-snp"})
         st.create_policy("p2", "proj", {"tee": "amd-sev-snp"})
         with st.engine.begin() as conn:

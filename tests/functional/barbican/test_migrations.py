@@ -1,0 +1,445 @@
+"""Migrations of the suite's tables, on sqlite, MariaDB and PostgreSQL.
+
+From an empty database and from the first released schema (with rows) to
+head; databases that builds before migrations created (with create_all)
+recognised, completed and upgraded; anything else refused untouched; the
+models agree with the migrated schema (alembic's compare_metadata);
+Barbican's own ``alembic_version`` is never touched. The MariaDB and
+PostgreSQL classes need ``TEE_TEST_MYSQL_URL`` / ``TEE_TEST_POSTGRESQL_URL``
+(see :mod:`tests.functional.barbican.scratch_db`) and are skipped, with
+that reason, without them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import subprocess
+
+import fixtures
+import sqlalchemy as sa
+
+from barbican_tee.api import db
+from barbican_tee import migrations
+from barbican_tee.plugin import keyring
+from tests import base
+from tests.functional.barbican import scratch_db
+
+# The tables of the first build on main (f43a069), verbatim; and those
+# later builds added (d38a2c5, fbdc2f7, e18a125), verbatim.
+_F43A069 = '''
+POLICIES = sa.Table(
+    "tee_policies", METADATA,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("project_id", sa.String(255), nullable=False, index=True),
+    sa.Column("document", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("mac_kek", sa.String(32), nullable=False),
+    sa.Column("mac", sa.String(64), nullable=False),
+)
+
+BINDINGS = sa.Table(
+    "tee_bindings", METADATA,
+    sa.Column("secret_id", sa.String(36), primary_key=True),
+    sa.Column("policy_id", sa.String(36), nullable=False),
+    sa.Column("project_id", sa.String(255), nullable=False),
+    sa.Column("mac_kek", sa.String(32), nullable=False),
+    sa.Column("mac", sa.String(64), nullable=False),
+)
+
+NONCES = sa.Table(
+    "tee_nonces", METADATA,
+    sa.Column("nonce", sa.String(64), primary_key=True),
+    sa.Column("secret_id", sa.String(36), nullable=False),
+    sa.Column("expires_at", sa.DateTime, nullable=False, index=True),
+)
+
+RATES = sa.Table(
+    "tee_rates", METADATA,
+    sa.Column("bucket", sa.String(300), primary_key=True),
+    sa.Column("window", sa.Integer, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+)
+'''
+_D38A2C5 = '''
+SEV_SESSIONS = sa.Table(
+    "tee_sev_sessions", METADATA,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("secret_id", sa.String(36), nullable=False),
+    sa.Column("instance_uuid", sa.String(36), nullable=False),
+    sa.Column("policy", sa.Integer, nullable=False),
+    # The guest owner's TEK/TIK, sealed under the KEK like a secret.
+    sa.Column("sealed_state", sa.Text, nullable=False),
+    sa.Column("expires_at", sa.DateTime, nullable=False),
+)
+'''
+_FBDC2F7 = '''
+INSTANCE_BINDINGS = sa.Table(
+    "tee_instance_bindings", METADATA,
+    sa.Column("secret_id", sa.String(36), primary_key=True),
+    sa.Column("instance_uuid", sa.String(36), nullable=False, index=True),
+    sa.Column("project_id", sa.String(255), nullable=False),
+    # Set when the instance is deleted: the secret is then released to no
+    # one until its owner binds it to a policy again.
+    sa.Column("retired", sa.Boolean, nullable=False, default=False),
+    sa.Column("mac_kek", sa.String(32), nullable=False),
+    sa.Column("mac", sa.String(64), nullable=False),
+)
+'''
+_E18A125 = '''
+SPENT_NONCES = sa.Table(
+    "tee_spent_nonces", METADATA,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    # Unix seconds: the nonce's own expiry, after which it is refused
+    # before this table is consulted.
+    sa.Column("expires_at", sa.BigInteger, nullable=False, index=True),
+)
+'''
+_ALL_BUILD_TABLES = {
+    "tee_policies", "tee_bindings", "tee_nonces", "tee_rates",
+    "tee_sev_sessions", "tee_instance_bindings", "tee_spent_nonces"}
+
+
+def _build_metadata(*sources: str, only: set[str] | None = None
+                    ) -> sa.MetaData:
+    """The MetaData an earlier build's create_all used."""
+    namespace = {"sa": sa, "METADATA": sa.MetaData()}
+    for source in sources:
+        exec(source, namespace)  # noqa: S102 - the tests' own constants
+    md: sa.MetaData = namespace["METADATA"]
+    if only is not None:
+        for table in list(md.tables.values()):
+            if table.name not in only:
+                md.remove(table)
+    return md
+
+
+# What create_all left in a database, by the builds that ran on it.
+SHAPES = {
+    # An old database that every build ran on, in order.
+    "f43a069..e18a125": _build_metadata(
+        _F43A069, _D38A2C5, _FBDC2F7, _E18A125),
+    "f43a069..d38a2c5": _build_metadata(_F43A069, _D38A2C5),
+    "f43a069..fbdc2f7": _build_metadata(_F43A069, _D38A2C5, _FBDC2F7),
+    # A fresh database of e18a125 (tee_nonces no longer created).
+    "e18a125 fresh": _build_metadata(
+        _F43A069, _D38A2C5, _FBDC2F7, _E18A125,
+        only=_ALL_BUILD_TABLES - {"tee_nonces"}),
+    # A fresh database of the last build before migrations (d766cda):
+    # the binding tables had moved out of create_all's MetaData too.
+    "d766cda fresh": _build_metadata(
+        _F43A069, _D38A2C5, _E18A125,
+        only={"tee_policies", "tee_rates", "tee_sev_sessions",
+              "tee_spent_nonces"}),
+}
+
+HEAD_TABLES = {"tee_policies", "tee_bindings", "tee_rates",
+               "tee_sev_sessions", "tee_instance_bindings",
+               "tee_spent_nonces"}
+
+POLICY_ID = "2f0c8a4e-5b1d-4c3e-9a7f-6d8e1b2c3a40"
+SECRET_ID = "6b1f5c0e-1d2a-4c8e-9f3b-2a7d4e6c8b10"
+INSTANCE = "9d2e4f6a-8b0c-4d1e-a3f5-7b9c1d3e5f70"
+SESSION_ID = "4a6c8e0f-2b4d-4f6a-8c0e-1a3b5c7d9e10"
+
+
+class _MigrationTests:
+    """Every test here runs on each database kind (the subclasses)."""
+
+    KIND = scratch_db.SQLITE
+
+    def setUp(self) -> None:
+        super().setUp()
+        scratch_db.skip_unless_server(self, self.KIND)
+        self.url = self.useFixture(scratch_db.Database(self.KIND)).url
+        self.engine = db.make_engine(self.url)
+        self.addCleanup(self.engine.dispose)
+        tmp = self.useFixture(fixtures.TempDir()).path
+        kek = os.path.join(tmp, "kek")
+        keyring.write_key_file(kek)
+        self.ring = keyring.Keyring.from_files(kek, [])
+        # Barbican's version table: the suite's migrations never touch it.
+        with self.engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE alembic_version "
+                                 "(version_num VARCHAR(32) NOT NULL)"))
+            conn.execute(sa.text("INSERT INTO alembic_version VALUES "
+                                 "('barbican-rev')"))
+
+    # -- helpers ---------------------------------------------------------
+    def _tables(self) -> set[str]:
+        return set(sa.inspect(self.engine).get_table_names())
+
+    def _assert_at_head(self) -> None:
+        self.assertEqual(HEAD_TABLES | {migrations.VERSION_TABLE,
+                                        "alembic_version"},
+                         self._tables())
+        with self.engine.connect() as conn:
+            self.assertEqual(migrations.head(),
+                             migrations.state(conn).revision)
+            self.assertEqual([], migrations.drift(conn))
+            self.assertEqual(["barbican-rev"], conn.execute(sa.text(
+                "SELECT version_num FROM alembic_version")).scalars().all())
+        migrations.check(self.engine)
+
+    def _store(self) -> db.Store:
+        return db.Store(self.engine, self.ring)
+
+    def _old_rows(self, md: sa.MetaData) -> None:
+        """Rows as the earlier build wrote them, MACs included."""
+        kid = self.ring.current.kid
+        policy = {"id": POLICY_ID, "project_id": "proj",
+                  "document": '{"tee": "amd-sev-snp"}',
+                  "created_at": datetime.datetime(2026, 11, 27, 10, 0)}
+        policy["mac_kek"] = kid
+        policy["mac"] = self.ring.mac(
+            kid, db._policy_mac_input(policy)).hex()
+        with self.engine.begin() as conn:
+            conn.execute(md.tables["tee_policies"].insert().values(**policy))
+            conn.execute(md.tables["tee_rates"].insert().values(
+                bucket="client:192.0.2.1", window=7, count=3))
+            if "tee_bindings" in md.tables:
+                binding = {"secret_id": SECRET_ID, "policy_id": POLICY_ID,
+                           "project_id": "proj", "mac_kek": kid}
+                binding["mac"] = self.ring.mac(
+                    kid, db._binding_mac_input(binding)).hex()
+                conn.execute(md.tables["tee_bindings"].insert().values(
+                    **binding))
+            if "tee_nonces" in md.tables:
+                conn.execute(md.tables["tee_nonces"].insert().values(
+                    nonce="n" * 64, secret_id=SECRET_ID,
+                    expires_at=datetime.datetime(2026, 11, 27, 10, 5)))
+            if "tee_sev_sessions" in md.tables:
+                conn.execute(md.tables["tee_sev_sessions"].insert().values(
+                    id=SESSION_ID, secret_id=SECRET_ID,
+                    instance_uuid=INSTANCE, policy=5,
+                    sealed_state="sealed-session-state",
+                    expires_at=datetime.datetime(2099, 1, 1)))
+
+    def _assert_rows_kept(self, md: sa.MetaData) -> None:
+        store = self._store()
+        row = store.get_policy(POLICY_ID)
+        self.assertIsNotNone(row)
+        self.assertTrue(store.policy_intact(row))
+        with self.engine.connect() as conn:
+            self.assertEqual([("client:192.0.2.1", 7, 3)], [
+                tuple(r) for r in conn.execute(db.RATES.select())])
+        if "tee_bindings" in md.tables:
+            self.assertEqual((POLICY_ID, None, False),
+                             store.legacy_binding(SECRET_ID))
+        if "tee_sev_sessions" in md.tables:
+            session = store.take_sev_session(SESSION_ID)
+            self.assertIsNotNone(session)
+            self.assertEqual("sealed-session-state",
+                             session["sealed_state"])
+
+    # -- tests -----------------------------------------------------------
+    def test_empty_database_to_head(self) -> None:
+        with self.engine.connect() as conn:
+            self.assertFalse(migrations.state(conn).at_head)
+        error = self.assertRaises(migrations.SchemaError,
+                                  migrations.check, self.engine)
+        self.assertIn("openstack-tee db upgrade", str(error))
+        done = migrations.upgrade(self.engine)
+        self.assertIsNone(done.before.revision)
+        self.assertIsNone(done.stamped)
+        self._assert_at_head()
+        # Usable: every kind of row goes in and comes out.
+        store = self._store()
+        store.create_policy(POLICY_ID, "proj", {"tee": "amd-sev-snp"})
+        self.assertTrue(store.policy_intact(store.get_policy(POLICY_ID)))
+        self.assertTrue(store.spend_nonce("a" * 64, 10, 0))
+        self.assertFalse(store.spend_nonce("a" * 64, 10, 0))
+        self.assertTrue(store.hit("b", 1, 1))
+        self.assertFalse(store.hit("b", 1, 1))
+        # Again: nothing to do.
+        again = migrations.upgrade(self.engine)
+        self.assertIn("already at revision", again.describe())
+        self._assert_at_head()
+
+    def test_first_released_schema_with_rows_to_head(self) -> None:
+        """Through the revisions: tee0001 (f43a069), rows, then head."""
+        migrations.upgrade(self.engine, migrations.FIRST_RELEASE)
+        first = _build_metadata(_F43A069)
+        with self.engine.connect() as conn:
+            self.assertEqual(migrations.FIRST_RELEASE,
+                             migrations.state(conn).revision)
+        # The revision made exactly what f43a069's create_all made.
+        self.assertEqual(set(first.tables) | {migrations.VERSION_TABLE,
+                                              "alembic_version"},
+                         self._tables())
+        inspector = sa.inspect(self.engine)
+        for table in first.tables.values():
+            self.assertEqual(
+                [c.name for c in table.columns],
+                [c["name"] for c in inspector.get_columns(table.name)])
+        self._old_rows(first)
+        error = self.assertRaises(migrations.SchemaError,
+                                  migrations.check, self.engine)
+        self.assertIn("at revision tee0001", str(error))
+        migrations.upgrade(self.engine)
+        self._assert_at_head()
+        self._assert_rows_kept(first)
+
+    def test_create_all_databases_recognised_and_upgraded(self) -> None:
+        """Earlier builds' create_all: stamped, completed, upgraded."""
+        for label, md in [("f43a069", _build_metadata(_F43A069)),
+                          *SHAPES.items()]:
+            with self.subTest(shape=label):
+                with self.engine.begin() as conn:
+                    for name in self._tables() - {"alembic_version"}:
+                        conn.execute(sa.text(f"DROP TABLE {name}"))
+                md.create_all(self.engine)
+                self._old_rows(md)
+                error = self.assertRaises(migrations.SchemaError,
+                                          migrations.check, self.engine)
+                self.assertIn("without migrations", str(error))
+                done = migrations.upgrade(self.engine)
+                expected = (migrations.FIRST_RELEASE
+                            if set(md.tables) <= {
+                                "tee_policies", "tee_bindings",
+                                "tee_nonces", "tee_rates"}
+                            else migrations.BEFORE_MIGRATIONS)
+                self.assertEqual(expected, done.stamped)
+                self.assertIn("recognised as revision", done.describe())
+                self._assert_at_head()
+                self._assert_rows_kept(md)
+
+    def test_unrecognised_databases_refused_untouched(self) -> None:
+        full = SHAPES["f43a069..e18a125"]
+        cases = {
+            "unknown table": "CREATE TABLE tee_other (id INTEGER)",
+            "extra column": ("ALTER TABLE tee_policies ADD COLUMN "
+                             "extra INTEGER"),
+            "missing table": "DROP TABLE tee_rates",
+        }
+        for label, statement in cases.items():
+            with self.subTest(case=label):
+                with self.engine.begin() as conn:
+                    for name in self._tables() - {"alembic_version"}:
+                        conn.execute(sa.text(f"DROP TABLE {name}"))
+                full.create_all(self.engine)
+                with self.engine.begin() as conn:
+                    conn.execute(sa.text(statement))
+                before = self._tables()
+                error = self.assertRaises(migrations.SchemaError,
+                                          migrations.upgrade, self.engine)
+                self.assertIn("does not recognise", str(error))
+                self.assertIn("nothing was changed", str(error))
+                self.assertEqual(before, self._tables())
+        # A revision from a newer release: refused, not "upgraded".
+        with self.engine.begin() as conn:
+            for name in self._tables() - {"alembic_version"}:
+                conn.execute(sa.text(f"DROP TABLE {name}"))
+        migrations.upgrade(self.engine)
+        with self.engine.begin() as conn:
+            conn.execute(sa.text(
+                f"UPDATE {migrations.VERSION_TABLE} SET "
+                "version_num = 'tee9999'"))
+        for call in (migrations.upgrade, migrations.check):
+            error = self.assertRaises(migrations.SchemaError, call,
+                                      self.engine)
+            self.assertIn("does not know", str(error))
+
+    def test_compare_metadata_sees_a_difference(self) -> None:
+        """compare_metadata sees a difference when there is one."""
+        migrations.upgrade(self.engine)
+        with self.engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE tee_spent_nonces"))
+            diffs = migrations.drift(conn)
+        self.assertEqual([("add_table", "tee_spent_nonces"),
+                          ("add_index", "ix_tee_spent_nonces_expires_at")],
+                         [(d[0], d[1].name) for d in diffs])
+
+
+class SqliteMigrationTest(_MigrationTests, base.TestCase):
+    KIND = scratch_db.SQLITE
+
+
+class MariaDBMigrationTest(_MigrationTests, base.TestCase):
+    KIND = scratch_db.MYSQL
+
+    def _collations(self) -> dict[tuple[str, str], str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.text(
+                "SELECT table_name, column_name, collation_name FROM "
+                "information_schema.columns WHERE table_schema = "
+                "DATABASE() AND table_name LIKE 'tee\\_%' AND "
+                "data_type = 'varchar'")).all()
+        return {(t, c): coll for t, c, coll in rows
+                if t != migrations.VERSION_TABLE}
+
+    def test_strings_compare_exactly(self) -> None:
+        """A case-swapped id or digest is another one (finding 4)."""
+        first = _build_metadata(_F43A069)
+        migrations.upgrade(self.engine, migrations.FIRST_RELEASE)
+        self._old_rows(first)
+        # Positive control: the first released schema ignored case.
+        with self.engine.connect() as conn:
+            self.assertEqual(1, conn.execute(sa.text(
+                "SELECT COUNT(*) FROM tee_policies WHERE id = :i"),
+                {"i": POLICY_ID.upper()}).scalar_one())
+        migrations.upgrade(self.engine)
+        collations = self._collations()
+        self.assertEqual(19, len(collations))
+        self.assertEqual({"utf8mb4_bin"}, set(collations.values()),
+                         collations)
+        store = self._store()
+        self.assertIsNone(store.get_policy(POLICY_ID.upper()))
+        self.assertIsNotNone(store.get_policy(POLICY_ID))
+        digest = "ab" * 32
+        self.assertTrue(store.spend_nonce(digest, 10, 0))
+        self.assertTrue(store.spend_nonce(digest.upper(), 10, 0))
+        self.assertFalse(store.spend_nonce(digest, 10, 0))
+        # A fresh database gets the same collations.
+        with self.engine.begin() as conn:
+            for name in self._tables() - {"alembic_version"}:
+                conn.execute(sa.text(f"DROP TABLE {name}"))
+        migrations.upgrade(self.engine)
+        self.assertEqual(collations, self._collations())
+
+
+class PostgreSQLMigrationTest(_MigrationTests, base.TestCase):
+    KIND = scratch_db.POSTGRESQL
+
+
+class CommandTest(base.TestCase):
+    """``openstack-tee db`` as an operator runs it."""
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [base.installed_command("openstack-tee"), "db", *args],
+            capture_output=True, text=True, timeout=120, check=False)
+
+    def test_check_upgrade_current(self) -> None:
+        tmp = self.useFixture(fixtures.TempDir()).path
+        conf = os.path.join(tmp, "barbican.conf")
+        url = f"sqlite:///{tmp}/barbican.sqlite"
+        with open(conf, "w") as f:
+            f.write(f"[database]\nconnection = {url}\n")
+        checked = self._run("check", "--config-file", conf)
+        self.assertEqual(1, checked.returncode, checked)
+        self.assertIn("not created yet", checked.stdout)
+        self.assertIn("openstack-tee db upgrade", checked.stdout)
+        upgraded = self._run("upgrade", "--config-file", conf)
+        self.assertEqual(0, upgraded.returncode, upgraded)
+        self.assertIn(f"upgraded from an empty schema to "
+                      f"{migrations.head()}", upgraded.stdout)
+        for action in ("check", "current"):
+            done = self._run(action, "--config-file", conf)
+            self.assertEqual(0, done.returncode, done)
+            self.assertIn(f"at revision {migrations.head()} (head)",
+                          done.stdout)
+        # Unrecognised: exit 2, the reason on stderr, nothing changed.
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE {migrations.VERSION_TABLE}"))
+            conn.execute(sa.text("CREATE TABLE tee_other (id INTEGER)"))
+        refused = self._run("upgrade", "--config-file", conf)
+        self.assertEqual(2, refused.returncode, refused)
+        self.assertIn("tee_other", refused.stderr)
+        self.assertNotIn(migrations.VERSION_TABLE,
+                         sa.inspect(engine).get_table_names())
+        engine.dispose()
+        missing = self._run("upgrade", "--config-file",
+                            os.path.join(tmp, "nowhere.conf"))
+        self.assertEqual(2, missing.returncode, missing)
