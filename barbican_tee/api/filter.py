@@ -3,6 +3,10 @@
 Routes (see ARCHITECTURE.md, "REST contract"):
 
 * ``POST/GET /v1/tee/policies``, ``GET/DELETE /v1/tee/policies/{id}``
+* ``POST /v1/tee/secrets``: a new secret in the sealed store (a payload
+  stored, or a key generated), whatever the project's preferred store,
+  optionally bound to a policy at once (:mod:`barbican_tee.api.
+  sealed_create`)
 * ``PUT``/``DELETE``/``GET /v1/tee/secrets/{secret_id}/policy`` (the
   ``GET`` says whether the secret is sealed and bound, never its payload:
   nova-api checks a server's ``tee_secret`` with it at create)
@@ -72,6 +76,7 @@ import webob  # type: ignore[import-untyped]
 from barbican_tee.api import client_addr
 from barbican_tee.api import db
 from barbican_tee.api import nonce as nonce_mod
+from barbican_tee.api import sealed_create
 from barbican_tee.attestation import errors
 from barbican_tee.attestation import policy as policy_mod
 from barbican_tee.attestation import sev
@@ -123,6 +128,7 @@ _ROUTES = [
      "show_policy"),
     ("DELETE", re.compile(rf"^/v1/tee/policies/(?P<id>{_UUID})$"),
      "delete_policy"),
+    ("POST", re.compile(r"^/v1/tee/secrets/?$"), "create_secret"),
     ("PUT", re.compile(rf"^/v1/tee/secrets/(?P<id>{_UUID})/policy$"),
      "bind_secret"),
     ("DELETE", re.compile(rf"^/v1/tee/secrets/(?P<id>{_UUID})/policy$"),
@@ -235,6 +241,8 @@ def _check_barbican_hooks() -> None:
     if repo is None or not hasattr(repositories, "clear"):
         missing.append("barbican.model.repositories.get_secret_repository"
                        "/clear")
+    # POST /v1/tee/secrets stores through Barbican's own helpers.
+    missing.extend(sealed_create.check_barbican_hooks())
     if missing:
         raise RuntimeError(
             "openstack-tee cannot enforce Barbican's secret ACLs on "
@@ -674,15 +682,75 @@ class TEEAPIFilter:
         ctx = self._context(environ, "tee:secret:bind")
         body = self._json(environ)
         secret_id = str(uuid.UUID(id))
-        self._secret_to_change(environ, ctx, secret_id)
         policy_id = str(body.get("policy_id", ""))
+        self._bind_policy(environ, ctx, secret_id, policy_id)
+        return 200, {"secret_id": secret_id, "policy_id": policy_id}
+
+    def _bind_policy(self, environ: dict[str, Any], ctx: Any,
+                     secret_id: str, policy_id: str) -> None:
+        """Bind the secret to the policy, if Barbican's ACL rules allow.
+
+        The caller has checked ``tee:secret:bind``.
+        """
+        self._secret_to_change(environ, ctx, secret_id)
         row = self._own_policy(ctx, policy_id)
         # A new binding starts over: no instance, not retired.
         self._change_binding(secret_id, ctx.project_id, None,
                              policy_id=policy_id,
                              policy_pin=db.policy_pin(row),
                              instance_uuid=None, retired=False)
-        return 200, {"secret_id": secret_id, "policy_id": policy_id}
+
+    def create_secret(self, environ: dict[str, Any]) -> tuple[int, Any]:
+        """A new sealed secret, whatever the project's preferred store.
+
+        Barbican's ``secrets:post`` rule, validators and quota apply as for
+        ``POST /v1/secrets``; with ``policy``, ``tee:secret:bind`` and the
+        bind route's checks too, and the secret is bound before the answer
+        (or, if binding fails, deleted again). The answer is Barbican's:
+        201 ``{secret_ref}`` (and ``policy_id`` when bound).
+        """
+        ctx = environ.get("barbican.context")
+        if ctx is None or not getattr(ctx, "project_id", None):
+            raise APIError(401, "unauthenticated",
+                           "this route needs a token")
+        if not self._barbican_allows_create(environ, ctx):
+            raise APIError(403, "forbidden",
+                           "Barbican's policy does not allow secrets:post")
+        body = self._json(environ)
+        policy_id = body.pop("policy", None)
+        try:
+            new = sealed_create.parse(body)
+        except sealed_create.CreateError as exc:
+            raise APIError(exc.status, exc.code, str(exc)) from None
+        if policy_id is not None:
+            try:
+                policy_id = str(uuid.UUID(str(policy_id)))
+            except ValueError:
+                raise APIError(400, "policy_id_invalid",
+                               "policy must be a policy's UUID") from None
+            # Checked before anything is stored; checked again on binding.
+            self._context(environ, "tee:secret:bind")
+            self._own_policy(ctx, policy_id)
+        try:
+            secret_id = sealed_create.create(new, ctx.project_id,
+                                             getattr(ctx, "user_id", None))
+        except sealed_create.CreateError as exc:
+            raise APIError(exc.status, exc.code, str(exc)) from None
+        LOG.info("openstack-tee: sealed secret %s %s in project %s",
+                 secret_id, "generated" if new.generate else "stored",
+                 ctx.project_id)
+        answer = {"secret_ref": sealed_create.secret_href(environ,
+                                                          secret_id)}
+        if policy_id is not None:
+            try:
+                self._bind_policy(environ, ctx, secret_id, policy_id)
+            except APIError:
+                sealed_create.delete(secret_id, ctx.project_id)
+                LOG.info("openstack-tee: sealed secret %s deleted: its "
+                         "binding failed", secret_id)
+                raise
+            answer["policy_id"] = policy_id
+        return 201, answer
 
     def unbind_secret(self, environ: dict[str, Any],
                       id: str) -> tuple[int, Any]:  # noqa: A002
@@ -734,6 +802,20 @@ class TEEAPIFilter:
         """
         return self._barbican_allows(environ, ctx, secret_id,
                                      "secret_acls:put_patch")
+
+    @staticmethod
+    def _barbican_allows_create(environ: dict[str, Any], ctx: Any) -> bool:
+        """Whether Barbican's own ``secrets:post`` rule allows ``ctx``.
+
+        Evaluated as Barbican's SecretsController does (no target).
+        """
+        try:
+            barbican_controllers._do_enforce_rbac(  # noqa: SLF001
+                barbican_controllers.ACLMixin(), webob.Request(environ),
+                "secrets:post", ctx)
+            return True
+        except oslo_policy.PolicyNotAuthorized:
+            return False
 
     def _barbican_allows(self, environ: dict[str, Any], ctx: Any,
                          secret_id: str, rule: str) -> bool:

@@ -185,6 +185,16 @@ class TEEClient:
         """``DELETE /v1/tee/policies/{id}`` (204)."""
         self._request("DELETE", self._url("policies", policy_id))
 
+    def create_secret(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/tee/secrets`` -> ``{secret_ref[, policy_id]}``.
+
+        ``doc`` has Barbican's secret fields (a ``payload``, or
+        ``algorithm`` and ``bit_length`` to generate a key) and optionally
+        ``policy``.
+        """
+        return self._dict(self._request("POST", self._url("secrets"), doc),
+                          "create secret", "secret_ref")
+
     def bind_secret(self, secret_id: str,
                     policy_id: str) -> dict[str, Any]:
         """``PUT /v1/tee/secrets/{secret_id}/policy``."""

@@ -410,7 +410,8 @@ class OpenStackSecretGetTest(test_release._ServerTestBase):
 _KEYS = ("secret_id", "nonce", "public_key", "evidence", "policy_id",
          "name", "tee", "measurements", "instance_uuid", "policy",
          "project_id", "format", "report", "vcek", "quote", "collateral",
-         "min_tcb", "guest_policy", "signers", "kty", "crv", "x", "y")
+         "min_tcb", "guest_policy", "signers", "kty", "crv", "x", "y",
+         "payload", "payload_content_type", "algorithm", "bit_length")
 _SCALARS = (st.none() | st.booleans() | st.integers()
             | st.floats(allow_nan=True) | st.text(max_size=40)
             | st.sampled_from(["amd-sev-snp", "intel-tdx", "amd-sev",
@@ -457,6 +458,7 @@ class PropertyTest(_RawMixin, test_release._ServerTestBase):
                   "POST /v1/tee/policies", "GET /v1/tee/policies",
                   "GET /v1/tee/policies/{id}",
                   "DELETE /v1/tee/policies/{id}",
+                  "POST /v1/tee/secrets",
                   "PUT /v1/tee/secrets/{id}/policy",
                   "PUT /v1/tee/instances/{id2}/secrets/{id}",
                   "DELETE /v1/tee/instances/{id2}",
