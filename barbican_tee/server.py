@@ -103,9 +103,14 @@ DEFAULT_STORES: tuple[Store, ...] = (SOFTWARE_STORE, TEE_SEALED_STORE)
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """Where a server's files live, all inside ``data_dir``."""
+    """Where a server's files live, all inside ``data_dir``.
+
+    The database is the sqlite file ``barbican.sqlite`` there unless
+    ``database_url`` (an SQLAlchemy URL: MariaDB, PostgreSQL) is given.
+    """
 
     data_dir: str
+    database_url: str | None = None
 
     def _path(self, name: str) -> str:
         return os.path.join(self.data_dir, name)
@@ -124,7 +129,7 @@ class Layout:
 
     @property
     def db_url(self) -> str:
-        return f"sqlite:///{self.db_path}"
+        return self.database_url or f"sqlite:///{self.db_path}"
 
     @property
     def log_path(self) -> str:
@@ -166,6 +171,26 @@ def ensure_key_file(path: str, *, urlsafe: bool = False) -> str:
     return text
 
 
+def database_url(url: str | None,
+                 extra_conf: Mapping[str, Mapping[str, str]] | None = None
+                 ) -> str | None:
+    """The database a server uses, None for its own sqlite file.
+
+    ``url`` if given, else a ``[database] connection`` in ``extra_conf``
+    (the operator's configuration), so that the URL Barbican reads and
+    the one ``barbican-manage db upgrade`` upgrades are always the same.
+    """
+    if url:
+        return url
+    connection = (extra_conf or {}).get("database", {}).get("connection")
+    return connection or None
+
+
+def safe_url(url: str) -> str:
+    """``url`` with its password masked, for messages."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
 def render_conf(layout: Layout, port: int, *,
                 stores: Sequence[Store] = DEFAULT_STORES,
                 trust_root: str | None = None,
@@ -201,6 +226,8 @@ def render_conf(layout: Layout, port: int, *,
             "extra_snp_trust_roots": os.path.abspath(trust_root)}})
     if extra_conf:
         parser.read_dict({k: dict(v) for k, v in extra_conf.items()})
+    # The database upgraded is the database used, whatever extra_conf says.
+    parser.read_dict({"database": {"connection": layout.db_url}})
     out = io.StringIO()
     parser.write(out)
     return out.getvalue()
@@ -240,12 +267,16 @@ def write_config(data_dir: str, port: int, *,
                  stores: Sequence[Store] = DEFAULT_STORES,
                  pipeline: Sequence[str] = DEFAULT_PIPELINE,
                  trust_root: str | None = None,
-                 extra_conf: Mapping[str, Mapping[str, str]] | None = None
-                 ) -> Layout:
-    """Write ``barbican.conf``, the paste file and the keys; the layout."""
+                 extra_conf: Mapping[str, Mapping[str, str]] | None = None,
+                 db_url: str | None = None) -> Layout:
+    """Write ``barbican.conf``, the paste file and the keys; the layout.
+
+    ``db_url``: see :func:`database_url` (default: sqlite in
+    ``data_dir``).
+    """
     data_dir = os.path.abspath(data_dir)
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
-    layout = Layout(data_dir)
+    layout = Layout(data_dir, database_url(db_url, extra_conf))
     ensure_key_file(layout.tee_kek_path)
     _write_private(layout.conf_path,
                    render_conf(layout, port, stores=stores,
@@ -594,10 +625,15 @@ def prepare(data_dir: str, port: int, *,
             pipeline: Sequence[str] = DEFAULT_PIPELINE,
             trust_root: str | None = None,
             extra_conf: Mapping[str, Mapping[str, str]] | None = None,
-            check: bool = True) -> Layout:
-    """Configuration, database and (``check``) a preflight; the layout."""
+            check: bool = True, db_url: str | None = None) -> Layout:
+    """Configuration, database and (``check``) a preflight; the layout.
+
+    ``db_url``: an SQLAlchemy URL (MariaDB, PostgreSQL) instead of the
+    sqlite file in ``data_dir``; see :func:`database_url`.
+    """
     layout = write_config(data_dir, port, stores=stores, pipeline=pipeline,
-                          trust_root=trust_root, extra_conf=extra_conf)
+                          trust_root=trust_root, extra_conf=extra_conf,
+                          db_url=db_url)
     db_upgrade(layout)
     if check:
         preflight(layout)

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Install the Debian packages openstack-tee needs (bindep.txt) when run as
-# root on Debian/Ubuntu, then make a virtualenv with tox in it.
+# root on Debian/Ubuntu, then make a virtualenv with tox in it. MariaDB and
+# PostgreSQL are for the functional suite's own servers
+# (tools/with-databases.sh); their system services are not used.
 #   usage: tools/install-deps.sh VENV_DIR
 set -euo pipefail
 venv=${1:?usage: $0 VENV_DIR}
-pkgs="gcc git pkg-config python3-dev python3-venv libvirt-dev libxml2-utils libvirt-clients-qemu python3-libvirt python3-lxml python3-cryptography shellcheck gawk"
+pkgs="gcc git pkg-config python3-dev python3-venv libvirt-dev libxml2-utils libvirt-clients-qemu python3-libvirt python3-lxml python3-cryptography shellcheck gawk mariadb-server postgresql"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     missing=""
     for p in $pkgs; do

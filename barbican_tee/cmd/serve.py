@@ -1,7 +1,8 @@
 """``openstack-tee serve``: a local barbican-api with the whole suite.
 
 Barbican 23.0.0's own API under gunicorn (gevent workers, so slow clients
-cannot hold every worker), on sqlite in ``--data-dir``,
+cannot hold every worker), on sqlite in ``--data-dir`` or on the MariaDB or
+PostgreSQL database of ``--database-url`` (upgraded before it starts),
 on 127.0.0.1 only, without Keystone: clients send ``X-Project-Id``,
 ``X-User-Id`` and ``X-Roles`` instead of a token. For development, tests
 and the demo; never a production deployment.
@@ -21,6 +22,9 @@ from barbican_tee import server
 
 DEFAULT_PORT = 9311
 DEFAULT_DATA_DIR = "openstack-tee-data"
+# The database URL from the environment, so that its password need not be
+# on a command line (which every local user can read).
+ENV_DATABASE_URL = "OPENSTACK_TEE_DATABASE_URL"
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -34,6 +38,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, metavar="D",
                    help="configuration, keys, sqlite database and log "
                         f"(default ./{DEFAULT_DATA_DIR}; created 0700)")
+    p.add_argument("--database-url", metavar="URL",
+                   default=os.environ.get(ENV_DATABASE_URL) or None,
+                   help="SQLAlchemy URL of Barbican's database, e.g. "
+                        "mysql+pymysql://barbican:PASSWORD@db.example/"
+                        "barbican or postgresql+psycopg2://...; "
+                        "upgraded with barbican-manage before serving "
+                        f"(default: ${ENV_DATABASE_URL}, else sqlite in "
+                        "the data directory)")
     p.add_argument("--workers", type=int, default=2, metavar="W",
                    help="gunicorn workers (default 2)")
     p.add_argument("--trust-root", metavar="FILE",
@@ -47,6 +59,7 @@ def _usage(url: str, layout: server.Layout) -> str:
     return "\n".join([
         f"barbican-api with openstack-tee listening on {url}",
         f"  configuration: {layout.conf_path}",
+        f"  database:      {server.safe_url(layout.db_url)}",
         f"  log:           {layout.log_path}",
         "No Keystone: send these headers instead of a token:",
         *(f"  {name}: {value}" for name, value in
@@ -87,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         layout = server.prepare(args.data_dir, args.port,
-                                trust_root=args.trust_root)
+                                trust_root=args.trust_root,
+                                db_url=args.database_url)
         srv = server.Server(layout, args.port, args.workers)
         srv.start()
         print(_usage(srv.url, layout), flush=True)
