@@ -30,6 +30,7 @@ import fixtures
 from nova.tests.unit.virt.libvirt import test_driver as upstream
 from nova.virt.libvirt import driver as libvirt_driver
 
+from nova_tee.virt.libvirt import attest as tee_attest
 from nova_tee.virt.libvirt import driver as tee_driver
 from tests import base
 
@@ -193,6 +194,29 @@ class UpstreamXMLParityTest(upstream.LibvirtConnTestCase):
                 self.assertIn("<cbitpos>47</cbitpos>", xml)
                 self.assertIn("<reducedPhysBits>1</reducedPhysBits>", xml)
 
+    def test_attested_sev_launch_on_this_nova(self) -> None:
+        # SEV with tee:attestation=required works on both releases: the
+        # guest owner's session goes into our element (Barbican's side,
+        # attest.begin, is exercised against a real barbican-api by
+        # tests/functional/nova/test_attested_launch.py on Nova 34).
+        calls: list[int] = []
+
+        def begin(instance: Any, policy: int,
+                  get_sev_info: Any) -> tuple[str, str, Any]:
+            calls.append(policy)
+            return "RENDCERT", "U0VTU0lPTg==", mock.sentinel.plan
+
+        with mock.patch.object(tee_attest, "bind", return_value=None), \
+                mock.patch.object(tee_attest, "begin", begin):
+            ours = self._xml(tee_driver.TEELibvirtDriver, "amd-sev-es",
+                             **{"tee:attestation": "required"})
+        self.assertEqual([0x37], calls)
+        self.assertIn("<policy>0x0037</policy>", ours)
+        self.assertIn("<dhCert>RENDCERT</dhCert>", ours)
+        self.assertIn("<session>U0VTU0lPTg==</session>", ours)
+        if not tee_driver.SNP_TDX:
+            self.assertIn("<cbitpos>47</cbitpos>", ours)
+
     def test_snp_and_tdx_need_nova_34(self) -> None:
         for model in ("amd-sev-snp", "intel-tdx"):
             if tee_driver.SNP_TDX:
@@ -225,6 +249,7 @@ def load_tests(loader: unittest.TestLoader, standard: unittest.TestSuite,
     suite.addTests(loader.loadTestsFromTestCase(SubstitutionTest))
     for name in ("test_upstream_xml_without_tee_keys",
                  "test_tee_keys_change_the_xml",
+                 "test_attested_sev_launch_on_this_nova",
                  "test_snp_and_tdx_need_nova_34",
                  "test_tee_request_without_encryption_here_is_refused"):
         suite.addTest(UpstreamXMLParityTest(name))

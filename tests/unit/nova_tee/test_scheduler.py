@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from nova import objects
-from nova.objects import fields
 from nova.scheduler import weights as nova_weights
 from nova.tests.unit.scheduler import fakes
 from oslo_config import fixture as cfg_fixture
@@ -15,10 +14,19 @@ from nova_tee.scheduler import weights
 from tests import base
 
 SNP = {"hw:mem_encryption": "true", "hw:mem_encryption_model": "amd-sev-snp"}
-# An image property is checked against the installed Nova's models: Nova 33
-# (tox -e nova33) knows amd-sev and amd-sev-es only.
-IMAGE_MODEL = ("amd-sev-snp" if "amd-sev-snp" in fields.MemEncryptionModel.ALL
-               else "amd-sev")
+
+
+def _image_model() -> str:
+    """An image's model, as the installed Nova can express it.
+
+    Nova 33 (tox -e nova33) knows amd-sev and amd-sev-es only. Imported
+    here, not at the top: Nova's unit-test package (imported by ``fakes``)
+    must come before the rest of Nova.
+    """
+    from nova.objects import fields
+
+    return ("amd-sev-snp" if "amd-sev-snp" in fields.MemEncryptionModel.ALL
+            else "amd-sev")
 
 
 def _host(name: str, **stats: str) -> Any:
@@ -93,7 +101,7 @@ class TEEFilterTest(base.TestCase):
             _spec({"hw:mem_encryption": "true",
                    "hw:mem_encryption_model": "intel-tdx"}),
             _spec({}, {"hw_mem_encryption": True,
-                       "hw_mem_encryption_model": IMAGE_MODEL}),
+                       "hw_mem_encryption_model": _image_model()}),
             _spec({}, {"hw_mem_encryption": True}),
         ]
         hosts = [
@@ -134,7 +142,7 @@ class TEEFilterTest(base.TestCase):
         # The model may come from the image; the tee: keys from the flavor.
         spec = _spec({"tee:attestation": "required"},
                      {"hw_mem_encryption": True,
-                      "hw_mem_encryption_model": IMAGE_MODEL})
+                      "hw_mem_encryption_model": _image_model()})
         self.assertTrue(self.filt.host_passes(_snp_host(), spec))
         self.assertFalse(self.filt.host_passes(_host("plain"), spec))
 
