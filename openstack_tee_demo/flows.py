@@ -29,32 +29,25 @@ def owner_secret(url: str, project: str,
                  policy: dict[str, Any]) -> tuple[str, bytes]:
     """The owner's side: a sealed key of ``project``, bound to ``policy``.
 
-    Returns the secret's ID and the key (which only the owner and, after
+    Created with ``POST /v1/tee/secrets`` (``openstack tee secret
+    create``), so the project's preferred store stays as it is. Returns
+    the secret's ID and the key (which only the owner and, after
     attestation, the guest ever hold).
     """
-    stores = requests.get(f"{url}/v1/secret-stores", timeout=TIMEOUT,
-                          headers=headers(project)).json()
-    sealed = [s for s in stores["secret_stores"]
-              if "tee" in s["name"].lower()][0]
-    requests.post(sealed["secret_store_ref"] + "/preferred",
-                  headers=headers(project),
-                  timeout=TIMEOUT).raise_for_status()
-    key = os.urandom(32)
-    resp = requests.post(f"{url}/v1/secrets", headers=headers(project),
-                         timeout=TIMEOUT, json={
-                             "payload": base64.b64encode(key).decode(),
-                             "payload_content_type":
-                                 "application/octet-stream",
-                             "payload_content_encoding": "base64"})
-    resp.raise_for_status()
-    secret_id = resp.json()["secret_ref"].rsplit("/", 1)[1]
     created = requests.post(f"{url}/v1/tee/policies", timeout=TIMEOUT,
                             headers=headers(project), json=policy)
     created.raise_for_status()
-    requests.put(f"{url}/v1/tee/secrets/{secret_id}/policy",
-                 headers=headers(project), timeout=TIMEOUT,
-                 json={"policy_id": created.json()["id"]}
-                 ).raise_for_status()
+    key = os.urandom(32)
+    resp = requests.post(f"{url}/v1/tee/secrets", headers=headers(project),
+                         timeout=TIMEOUT, json={
+                             "name": "disk-key", "secret_type": "symmetric",
+                             "payload": base64.b64encode(key).decode(),
+                             "payload_content_type":
+                                 "application/octet-stream",
+                             "payload_content_encoding": "base64",
+                             "policy": created.json()["id"]})
+    resp.raise_for_status()
+    secret_id = resp.json()["secret_ref"].rsplit("/", 1)[1]
     return secret_id, key
 
 
