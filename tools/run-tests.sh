@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every test of openstack-tee: unit, functional (the installed commands run
-# as subprocesses) and style/type checks on Nova 34, then the Nova side
-# again on Nova 33.0.2 (tox -e nova33). Installs what it needs first.
+# as subprocesses) and style/type checks on Nova 34, the Nova side again on
+# Nova 33.0.2 (tox -e nova33), and barbican-tempest-plugin's API tests with
+# and without the suite (tox -e tempest). Installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh .venv-tools
-exec .venv-tools/bin/tox -e py3,functional,pep8,nova33 "$@"
+exec .venv-tools/bin/tox -e py3,functional,pep8,nova33,tempest "$@"
