@@ -520,6 +520,15 @@ class TEESecretCheck:
             raise SecretCheckError(
                 f"{name} cannot be read by you in Barbican: {exc}"
             ) from None
+        except Exception as exc:  # noqa: BLE001 - the client's own errors
+            # A token Keystone or Barbican refuses (expired, revoked) can
+            # surface as keystoneauth's or barbicanclient's own exception
+            # (a 401 body barbicanclient cannot parse is a KeyError).
+            LOG.warning("openstack-tee: tee_secret %s could not be checked "
+                        "in Barbican: %s", secret_id, type(exc).__name__)
+            raise SecretCheckError(
+                f"{name} cannot be checked in Barbican with your "
+                f"credentials ({type(exc).__name__})") from None
         binding = cls._binding(ctx, secret_id, name)
         if not binding.get("policy_id"):
             raise SecretCheckError(

@@ -118,3 +118,14 @@ class CastellanKeystoneTest(base.TestCase):
                                 middleware.TEESecretCheck.check,
                                 self.ctx("b-member"), self.bound)
         self.assertIn("cannot be read by you in Barbican", str(exc))
+
+    def test_a_token_barbican_refuses_is_a_refusal(self) -> None:
+        # Expired or revoked: nova-api's own auth_token let it through a
+        # moment ago, Keystone and Barbican refuse it now. A 400 with the
+        # reason, never an exception out of the filter (a 500).
+        ctx = self.ctx("a-member")
+        ctx.auth_token = "gAAAAA" + "x" * 180  # noqa: S105 - not a token
+        exc = self.assertRaises(middleware.SecretCheckError,
+                                middleware.TEESecretCheck.check,
+                                ctx, self.bound)
+        self.assertIn(f"tee_secret {self.bound} cannot", str(exc))
