@@ -27,14 +27,20 @@ chmod 0711 "$top"
 mysql_pidfile="$top/mysql/mariadb.pid"
 pg_pidfile="$top/postgresql/data/postmaster.pid"
 
-stop_pid() {  # stop_pid PIDFILE NAME: SIGTERM, then SIGKILL after 20 s
+alive() {  # alive PID: running, and not a zombie nobody reaped
+    local state
+    state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+    [ "${state:0:1}" != Z ]
+}
+
+stop_pid() {  # stop_pid PIDFILE NAME SIGNAL: SIGNAL, then SIGKILL after 20 s
     local pid
     [ -s "$1" ] || return 0
     pid=$(head -n 1 "$1")
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
+    [ -n "$pid" ] && alive "$pid" || return 0
+    kill "-$3" "$pid" 2>/dev/null || true
     for _ in $(seq 200); do
-        kill -0 "$pid" 2>/dev/null || return 0
+        alive "$pid" || return 0
         sleep 0.1
     done
     echo ">> $2 (pid $pid) did not stop; SIGKILL" >&2
@@ -44,8 +50,9 @@ stop_pid() {  # stop_pid PIDFILE NAME: SIGTERM, then SIGKILL after 20 s
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    stop_pid "$mysql_pidfile" mariadb
-    stop_pid "$pg_pidfile" postgres
+    stop_pid "$mysql_pidfile" mariadb TERM
+    # SIGINT: PostgreSQL's fast shutdown (SIGTERM waits for its clients).
+    stop_pid "$pg_pidfile" postgres INT
     rm -rf "$top"
     exit "$rc"
 }
