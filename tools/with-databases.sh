@@ -177,6 +177,12 @@ export TEE_TEST_POSTGRESQL_PIDFILE="$pg_pidfile"
 export TEE_TEST_POSTGRESQL_START="$pdir/start"
 echo ">> PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') on 127.0.0.1:$pport (pid $(head -n 1 "$pg_pidfile"))"
 
-# Not exec: the trap stops both servers when COMMAND ends.
+# Not exec: the trap stops both servers when COMMAND ends. In the
+# background and waited for, so that a SIGTERM or SIGINT to this script is
+# handled at once (passed on to COMMAND) rather than when COMMAND ends.
 set +e
-"$@"
+"$@" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 143' TERM
+trap 'kill -INT "$child" 2>/dev/null; wait "$child"; exit 130' INT
+wait "$child"
