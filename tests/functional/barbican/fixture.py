@@ -205,13 +205,17 @@ class BarbicanServer(fixtures.Fixture):
             engine.dispose()
 
     def insert(self, table: str, row: Mapping[str, Any]) -> None:
-        """Insert ``row`` into ``table`` (columns quoted as needed)."""
+        """Insert ``row`` (as :meth:`sql` read it) into ``table``.
+
+        Column names are quoted as the database needs (``key`` is reserved
+        in MariaDB); values go to the driver untyped, as they came.
+        """
         engine = sa.create_engine(self.layout.db_url,
                                   poolclass=sa.pool.NullPool)
         try:
-            reflected = sa.Table(table, sa.MetaData(), autoload_with=engine)
+            target = sa.table(table, *(sa.column(k) for k in row))
             with engine.begin() as conn:
-                conn.execute(reflected.insert().values(**row))
+                conn.execute(sa.insert(target).values(**row))
         finally:
             engine.dispose()
 
