@@ -27,14 +27,20 @@ chmod 0711 "$top"
 mysql_pidfile="$top/mysql/mariadb.pid"
 pg_pidfile="$top/postgresql/data/postmaster.pid"
 
-stop_pid() {  # stop_pid PIDFILE NAME: SIGTERM, then SIGKILL after 20 s
+alive() {  # alive PID: running, and not a zombie nobody reaped
+    local state
+    state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+    [ "${state:0:1}" != Z ]
+}
+
+stop_pid() {  # stop_pid PIDFILE NAME SIGNAL: SIGNAL, then SIGKILL after 20 s
     local pid
     [ -s "$1" ] || return 0
     pid=$(head -n 1 "$1")
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
+    [ -n "$pid" ] && alive "$pid" || return 0
+    kill "-$3" "$pid" 2>/dev/null || true
     for _ in $(seq 200); do
-        kill -0 "$pid" 2>/dev/null || return 0
+        alive "$pid" || return 0
         sleep 0.1
     done
     echo ">> $2 (pid $pid) did not stop; SIGKILL" >&2
@@ -44,8 +50,9 @@ stop_pid() {  # stop_pid PIDFILE NAME: SIGTERM, then SIGKILL after 20 s
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    stop_pid "$mysql_pidfile" mariadb
-    stop_pid "$pg_pidfile" postgres
+    stop_pid "$mysql_pidfile" mariadb TERM
+    # SIGINT: PostgreSQL's fast shutdown (SIGTERM waits for its clients).
+    stop_pid "$pg_pidfile" postgres INT
     rm -rf "$top"
     exit "$rc"
 }
@@ -170,6 +177,12 @@ export TEE_TEST_POSTGRESQL_PIDFILE="$pg_pidfile"
 export TEE_TEST_POSTGRESQL_START="$pdir/start"
 echo ">> PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') on 127.0.0.1:$pport (pid $(head -n 1 "$pg_pidfile"))"
 
-# Not exec: the trap stops both servers when COMMAND ends.
+# Not exec: the trap stops both servers when COMMAND ends. In the
+# background and waited for, so that a SIGTERM or SIGINT to this script is
+# handled at once (passed on to COMMAND) rather than when COMMAND ends.
 set +e
-"$@"
+"$@" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 143' TERM
+trap 'kill -INT "$child" 2>/dev/null; wait "$child"; exit 130' INT
+wait "$child"

@@ -12,21 +12,35 @@ rolled back on its own. A challenge writes no row (its nonce authenticates
 itself, see :mod:`barbican_tee.api.nonce`); a release spends its nonce with
 one ``INSERT`` keyed by the nonce's digest, whose primary key is the
 single-use guarantee across workers.
+
+On MariaDB/MySQL and PostgreSQL, a transaction the database chose as a
+deadlock victim (or a serialisation failure, a lock wait timeout or a
+dropped connection) is run again whole, as oslo.db's ``wrap_db_retry``
+does; no savepoint is used (a deadlock rolls back the whole transaction,
+savepoints included). MariaDB's default collations ignore case and
+trailing spaces, so every lookup by id or value is compared again, exactly,
+in Python: a case-swapped id finds nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import datetime
 import hashlib
 import json
 from typing import Any
+from typing import TypeVar
 
 from oslo_config import cfg
+from oslo_db import api as oslo_db_api
 from oslo_db import exception as db_exc
 from oslo_db import options as db_options
 from oslo_db.sqlalchemy import engines
+from oslo_log import log as logging
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import mysql as sa_mysql
+from sqlalchemy.dialects import postgresql as sa_postgresql
+from sqlalchemy.dialects import sqlite as sa_sqlite
 
 from barbican_tee.plugin import keyring as keyring_mod
 
@@ -42,7 +56,8 @@ def _exact(length: int) -> sa.types.TypeEngine[str]:
     collation does not (PostgreSQL's and sqlite's defaults are exact).
     """
     return sa.String(length).with_variant(
-        mysql.VARCHAR(length, collation="utf8mb4_bin"), "mysql", "mariadb")
+        sa_mysql.VARCHAR(length, collation="utf8mb4_bin"), "mysql",
+        "mariadb")
 
 
 POLICIES = sa.Table(
@@ -123,6 +138,53 @@ _STORE_META = sa.Table(
     sa.Column("value", sa.String(255)), sa.Column("deleted", sa.Boolean))
 
 
+LOG = logging.getLogger(__name__)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+# MySQL/MariaDB: ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT. PostgreSQL:
+# deadlock_detected, serialization_failure.
+_MYSQL_RETRY_ERRNOS = frozenset({1213, 1205})
+_PG_RETRY_CODES = frozenset({"40P01", "40001"})
+
+# A duplicate primary key: SQLAlchemy's error, or oslo.db's when the engine
+# is oslo.db's (its filters translate it).
+DUPLICATE = (sa.exc.IntegrityError, db_exc.DBDuplicateEntry)
+
+
+def retryable(exc: BaseException) -> bool:
+    """True for an error after which the whole transaction may run again.
+
+    A deadlock victim, a serialisation failure, a lock wait timeout or a
+    connection the pool has invalidated (dropped, the server restarted),
+    as SQLAlchemy reports them; oslo.db's own ``DBDeadlock`` and
+    ``DBConnectionError`` are retried by ``wrap_db_retry`` itself.
+    """
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _MYSQL_RETRY_ERRNOS:
+        return True
+    return getattr(orig, "pgcode", None) in _PG_RETRY_CODES
+
+
+def _retry(func: _F) -> _F:
+    """Run ``func`` (its own whole transaction) again on :func:`retryable`.
+
+    At most 10 more times, about 5 s in all, with jittered growing pauses
+    (oslo.db's ``wrap_db_retry``).
+    """
+    wrapped: _F = oslo_db_api.wrap_db_retry(
+        retry_interval=0.02, max_retries=10, inc_retry_interval=True,
+        max_retry_interval=1.0, retry_on_deadlock=True,
+        retry_on_disconnect=True, exception_checker=retryable,
+        jitter=True)(func)
+    return wrapped
+
+
 def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
 
@@ -155,10 +217,6 @@ def make_engine(url: str, conf: cfg.ConfigOpts | None = None) -> sa.Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 
-
-# A duplicate key: oslo.db's engine raises DBDuplicateEntry (an engine
-# built otherwise, sqlalchemy's IntegrityError).
-DUPLICATE_KEY = (db_exc.DBDuplicateEntry, sa.exc.IntegrityError)
 
 # oslo.db's [database] options that its engine factory takes, as
 # oslo.db's enginefacade (Barbican's engine) passes them.
@@ -225,18 +283,24 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(POLICIES.insert().values(**row))
 
+    @_retry
     def list_policies(self, project_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(POLICIES.select().where(
                 POLICIES.c.project_id == project_id).order_by(
                 POLICIES.c.created_at)).mappings().all()
-        return [dict(r) for r in rows]
+        # Exactly this project, whatever the collation matched.
+        return [dict(r) for r in rows if r["project_id"] == project_id]
 
+    @_retry
     def get_policy(self, policy_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            row = conn.execute(POLICIES.select().where(
-                POLICIES.c.id == policy_id)).mappings().first()
-        return dict(row) if row else None
+            rows = conn.execute(POLICIES.select().where(
+                POLICIES.c.id == policy_id)).mappings().all()
+        for row in rows:
+            if row["id"] == policy_id:
+                return dict(row)
+        return None
 
     def policy_intact(self, row: dict[str, Any]) -> bool:
         return self.keyring.check_mac(row["mac_kek"],
@@ -244,9 +308,14 @@ class Store:
                                       bytes.fromhex(row["mac"]))
 
     def delete_policy(self, policy_id: str) -> bool:
+        # Collations that ignore case would delete a case-swapped id's row
+        # too: delete by the exact id found.
+        row = self.get_policy(policy_id)
+        if row is None:
+            return False
         with self.engine.begin() as conn:
             result = conn.execute(POLICIES.delete().where(
-                POLICIES.c.id == policy_id))
+                POLICIES.c.id == row["id"]))
         return bool(result.rowcount)
 
     def remac_rows(self) -> tuple[int, int]:
@@ -287,17 +356,19 @@ class Store:
             if inspector.has_table(BINDINGS.name):
                 row = conn.execute(BINDINGS.select().where(
                     BINDINGS.c.secret_id == secret_id)).mappings().first()
-                if row is not None and self.keyring.check_mac(
+                if row is not None and row["secret_id"] == secret_id and (
+                        self.keyring.check_mac(
                         row["mac_kek"], _binding_mac_input(dict(row)),
-                        bytes.fromhex(row["mac"])):
+                        bytes.fromhex(row["mac"]))):
                     policy_id = str(row["policy_id"])
             if inspector.has_table(INSTANCE_BINDINGS.name):
                 row = conn.execute(INSTANCE_BINDINGS.select().where(
                     INSTANCE_BINDINGS.c.secret_id == secret_id)
                 ).mappings().first()
-                if row is not None and self.keyring.check_mac(
-                        row["mac_kek"], _instance_mac_input(dict(row)),
-                        bytes.fromhex(row["mac"])):
+                if row is not None and row["secret_id"] == secret_id and (
+                        self.keyring.check_mac(
+                            row["mac_kek"], _instance_mac_input(dict(row)),
+                            bytes.fromhex(row["mac"]))):
                     instance = str(row["instance_uuid"])
                     retired = bool(row["retired"])
         return policy_id, instance, retired
@@ -307,42 +378,74 @@ class Store:
                     prune_before: int) -> bool:
         """Record a verified nonce as spent; False if it already was.
 
-        One ``INSERT`` on the primary key: of concurrent releases of one
-        nonce, in any worker, exactly one inserts the row. Rows of nonces
-        that expired before ``prune_before`` go in the same transaction
-        (an index range; an expired nonce is refused before this table is
-        read, so its row is no longer needed).
+        One ``INSERT`` on the primary key, committed on its own: of
+        concurrent releases of one nonce, in any worker, exactly one
+        inserts the row. A deadlock or a dropped connection runs the
+        insert again; if the first attempt did commit after all, the
+        retry finds the row and refuses (never a second release). Then,
+        in a transaction of their own, the rows of nonces that expired
+        before ``prune_before`` go (an expired nonce is refused before
+        this table is read).
         """
-        with self.engine.begin() as conn:
-            try:
-                with conn.begin_nested():
-                    conn.execute(SPENT_NONCES.insert().values(
-                        digest=digest, expires_at=expires_at))
-            except DUPLICATE_KEY:
-                return False
-            conn.execute(SPENT_NONCES.delete().where(
-                SPENT_NONCES.c.expires_at < prune_before))
+        if not self._insert_spent(digest, expires_at):
+            return False
+        self._housekeeping(SPENT_NONCES.delete().where(
+            SPENT_NONCES.c.expires_at < prune_before))
         return True
+
+    @_retry
+    def _insert_spent(self, digest: str, expires_at: int) -> bool:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(SPENT_NONCES.insert().values(
+                    digest=digest, expires_at=expires_at))
+        except DUPLICATE:
+            return False
+        return True
+
+    def _housekeeping(self, statement: sa.Executable) -> None:
+        """Run a pruning ``DELETE``; retried, and never the request's fail.
+
+        Rows it leaves are only removed later: the request's own
+        transaction has committed already.
+        """
+        try:
+            self._execute_retried(statement)
+        except (sa.exc.DBAPIError, db_exc.DBError) as exc:
+            LOG.warning("openstack-tee: pruning %s deferred: %s",
+                        getattr(statement, "table", "?"),
+                        type(exc).__name__)
+
+    @_retry
+    def _execute_retried(self, statement: sa.Executable) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(statement)
 
     # -- SEV launch sessions ---------------------------------------------
     def add_sev_session(self, row: dict[str, Any]) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(SEV_SESSIONS.delete().where(
-                SEV_SESSIONS.c.expires_at < utcnow()))
-            conn.execute(SEV_SESSIONS.insert().values(**row))
+        self._housekeeping(SEV_SESSIONS.delete().where(
+            SEV_SESSIONS.c.expires_at < utcnow()))
+        self._execute_retried(SEV_SESSIONS.insert().values(**row))
 
+    @_retry
     def take_sev_session(self, session_id: str) -> dict[str, Any] | None:
-        """The session row, removed: a measurement is answered once."""
+        """The session row, removed: a measurement is answered once.
+
+        Only the row whose id is exactly ``session_id`` (not one a
+        collation that ignores case matched); of concurrent takers, only
+        the one whose ``DELETE`` removed it gets it.
+        """
         with self.engine.begin() as conn:
-            row = conn.execute(SEV_SESSIONS.select().where(
-                SEV_SESSIONS.c.id == session_id)).mappings().first()
-            if row is None:
+            rows = conn.execute(SEV_SESSIONS.select().where(
+                SEV_SESSIONS.c.id == session_id)).mappings().all()
+            found = [r for r in rows if r["id"] == session_id]
+            if not found:
                 return None
             result = conn.execute(SEV_SESSIONS.delete().where(
                 SEV_SESSIONS.c.id == session_id))
             if result.rowcount != 1:
                 return None
-        return dict(row)
+        return dict(found[0])
 
     # -- rate limits ----------------------------------------------------
     def hit(self, bucket: str, window: int, limit: int) -> bool:
@@ -352,64 +455,80 @@ class Store:
     def hit_many(self, buckets: list[tuple[str, int]], window: int) -> bool:
         """Count one request in each (bucket, limit), in one transaction.
 
-        False if any bucket is over its limit.
+        False if any bucket is over its limit. Each bucket's row is
+        counted with one upsert (``INSERT ... ON DUPLICATE KEY UPDATE`` /
+        ``ON CONFLICT DO UPDATE``), in bucket order, so that concurrent
+        requests lock rows in the same order; a deadlock victim runs the
+        whole transaction again (:func:`_retry`): no savepoint, which a
+        deadlock's rollback would have destroyed. The first hit of a
+        window removes its bucket's earlier windows afterwards, in a
+        transaction of its own.
         """
-        ok = True
+        counts = self._count_hits(sorted({b for b, _ in buckets}), window)
+        for bucket, count in counts.items():
+            if count == 1:
+                self._housekeeping(RATES.delete().where(
+                    (RATES.c.bucket == bucket) & (RATES.c.window < window)))
+        return all(counts[bucket] <= limit for bucket, limit in buckets)
+
+    @_retry
+    def _count_hits(self, buckets: list[str], window: int) -> dict[str, int]:
+        counts: dict[str, int] = {}
         with self.engine.begin() as conn:
-            for bucket, limit in buckets:
-                where = (RATES.c.bucket == bucket) & (RATES.c.window == window)
-                updated = conn.execute(RATES.update().where(where).values(
-                    count=RATES.c.count + 1))
-                if not updated.rowcount:
-                    conn.execute(RATES.delete().where(
-                        (RATES.c.bucket == bucket)
-                        & (RATES.c.window < window)))
-                    try:
-                        # A savepoint, so that losing an insert race to
-                        # another worker (other databases than sqlite,
-                        # which serialises writers) only retries the update.
-                        with conn.begin_nested():
-                            conn.execute(RATES.insert().values(
-                                bucket=bucket, window=window, count=1))
-                    except DUPLICATE_KEY:
-                        conn.execute(RATES.update().where(where).values(
-                            count=RATES.c.count + 1))
-                count = conn.execute(sa.select(RATES.c.count).where(
-                    where)).scalar_one()
-                ok = ok and count <= limit
-        return ok
+            for bucket in buckets:
+                conn.execute(_upsert_hit(conn.dialect.name, bucket, window))
+                counts[bucket] = conn.execute(sa.select(RATES.c.count).where(
+                    (RATES.c.bucket == bucket)
+                    & (RATES.c.window == window))).scalar_one()
+        return counts
 
     # -- Barbican's secrets ---------------------------------------------
+    @_retry
     def secret_project(self, secret_id: str) -> str | None:
-        """The Keystone project owning a live secret, if it exists."""
-        query = sa.select(_PROJECTS.c.external_id).select_from(
+        """The Keystone project owning a live secret, if it exists.
+
+        Only a secret whose id is exactly ``secret_id``.
+        """
+        query = sa.select(_SECRETS.c.id, _PROJECTS.c.external_id).select_from(
             _SECRETS.join(_PROJECTS, _SECRETS.c.project_id == _PROJECTS.c.id)
         ).where((_SECRETS.c.id == secret_id)
                 & (_SECRETS.c.deleted == sa.false()))
         with self.engine.connect() as conn:
-            value = conn.execute(query).scalar_one_or_none()
-        return str(value) if value is not None else None
+            rows = conn.execute(query).all()
+        for found_id, project in rows:
+            if found_id == secret_id and project is not None:
+                return str(project)
+        return None
 
+    @_retry
     def sealed_secret_ids(self, plugin_path: str) -> list[str]:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(_STORE_META.c.secret_id).where(
+            rows = conn.execute(sa.select(
+                _STORE_META.c.secret_id, _STORE_META.c.key,
+                _STORE_META.c.value).where(
                 (_STORE_META.c.key == "plugin_name")
                 & (_STORE_META.c.value == plugin_path)
                 & (_STORE_META.c.deleted == sa.false()))).all()
-        return [str(r[0]) for r in rows]
+        return [str(r[0]) for r in rows
+                if r[1] == "plugin_name" and r[2] == plugin_path]
 
+    @_retry
     def secrets_with_metadata(self, key: str, value: str) -> list[str]:
         """Live secrets whose store metadata has ``key`` = ``value``.
 
         An index only: every caller opens each record and checks what it
-        says before acting on it.
+        says before acting on it. Compared exactly, whatever the
+        database's collation.
         """
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(_STORE_META.c.secret_id).where(
+            rows = conn.execute(sa.select(
+                _STORE_META.c.secret_id, _STORE_META.c.key,
+                _STORE_META.c.value).where(
                 (_STORE_META.c.key == key)
                 & (_STORE_META.c.value == value)
                 & (_STORE_META.c.deleted == sa.false()))).all()
-        return sorted({str(r[0]) for r in rows})
+        return sorted({str(r[0]) for r in rows
+                       if r[1] == key and r[2] == value})
 
     def replace_store_metadata(self, secret_id: str,
                                old: dict[str, str],
@@ -435,10 +554,34 @@ class Store:
                     return False
         return True
 
+    @_retry
     def store_metadata(self, secret_id: str) -> dict[str, str]:
+        """The live store metadata of exactly ``secret_id``."""
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(
-                _STORE_META.c.key, _STORE_META.c.value).where(
+                _STORE_META.c.secret_id, _STORE_META.c.key,
+                _STORE_META.c.value).where(
                 (_STORE_META.c.secret_id == secret_id)
                 & (_STORE_META.c.deleted == sa.false()))).all()
-        return {str(k): str(v) for k, v in rows}
+        return {str(k): str(v) for s, k, v in rows if s == secret_id}
+
+
+def _upsert_hit(dialect: str, bucket: str, window: int) -> sa.Executable:
+    """One statement adding 1 to (bucket, window), creating it at 1."""
+    values = {"bucket": bucket, "window": window, "count": 1}
+    if dialect in ("mysql", "mariadb"):
+        mysql_insert = sa_mysql.insert(RATES).values(**values)
+        return mysql_insert.on_duplicate_key_update(
+            count=RATES.c.count + 1)
+    if dialect == "postgresql":
+        pg_insert = sa_postgresql.insert(RATES).values(**values)
+        return pg_insert.on_conflict_do_update(
+            index_elements=[RATES.c.bucket, RATES.c.window],
+            set_={"count": RATES.c.count + 1})
+    if dialect == "sqlite":
+        lite_insert = sa_sqlite.insert(RATES).values(**values)
+        return lite_insert.on_conflict_do_update(
+            index_elements=[RATES.c.bucket, RATES.c.window],
+            set_={"count": RATES.c.count + 1})
+    raise NotImplementedError(f"rate limits on {dialect!r}: MariaDB/MySQL, "
+                              "PostgreSQL and sqlite are supported")

@@ -4,13 +4,95 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from collections.abc import Sequence
+import os
+import secrets
 import shutil
 import signal
 import tempfile
+from typing import Any
 
 import fixtures
+import sqlalchemy as sa
 
 from barbican_tee import server
+
+# Which database the functional servers use: sqlite (the default, a file in
+# the server's data directory), mysql (MariaDB) or postgresql, the latter
+# two on the servers tools/with-databases.sh starts.
+ENV_DB = "TEE_FUNCTIONAL_DB"
+DB_KINDS = ("sqlite", "mysql", "postgresql")
+ENV_URLS = {"mysql": "TEE_TEST_MYSQL_URL",
+            "postgresql": "TEE_TEST_POSTGRESQL_URL"}
+
+
+def db_kind() -> str:
+    """The database kind the functional suite runs on (``ENV_DB``)."""
+    kind = os.environ.get(ENV_DB) or "sqlite"
+    if kind not in DB_KINDS:
+        raise ValueError(f"{ENV_DB}={kind!r}: not one of {DB_KINDS}")
+    return kind
+
+
+def admin_url(kind: str) -> sa.URL:
+    """The URL tools/with-databases.sh gives for ``kind``; fails if unset.
+
+    Not a skip: a run that asked for a database and did not get one must
+    not pass.
+    """
+    value = os.environ.get(ENV_URLS[kind])
+    if not value:
+        raise RuntimeError(
+            f"{ENV_DB}={kind} needs {ENV_URLS[kind]}: run the tests under "
+            "tools/with-databases.sh")
+    return sa.make_url(value)
+
+
+class Database(fixtures.Fixture):
+    """A new, empty database of ``kind`` with a random name, dropped after.
+
+    ``url`` is its SQLAlchemy URL; ``query`` adds connection arguments
+    (say a MariaDB ``init_command``). For sqlite, ``url`` is None: each
+    server makes its own file.
+    """
+
+    def __init__(self, kind: str | None = None,
+                 query: Mapping[str, str] | None = None) -> None:
+        super().__init__()
+        self.kind = kind or db_kind()
+        self.query = dict(query or {})
+        self.url: str | None = None
+        self.name: str | None = None
+
+    def _setUp(self) -> None:
+        if self.kind == "sqlite":
+            return
+        admin = admin_url(self.kind)
+        self.name = "tee_" + secrets.token_hex(8)
+        create = f"CREATE DATABASE {self.name}"
+        if self.kind == "mysql":
+            create += " CHARACTER SET utf8mb4"
+        self._execute(admin, create)
+        self.addCleanup(self._drop, admin)
+        self.url = admin.set(
+            database=self.name,
+            query={**admin.query, **self.query}).render_as_string(
+            hide_password=False)
+
+    def _drop(self, admin: sa.URL) -> None:
+        drop = f"DROP DATABASE IF EXISTS {self.name}"
+        if self.kind == "postgresql":
+            drop += " WITH (FORCE)"
+        self._execute(admin, drop)
+
+    @staticmethod
+    def _execute(admin: sa.URL, statement: str) -> None:
+        engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT",
+                                  poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text(statement))
+        finally:
+            engine.dispose()
 
 
 class BarbicanServer(fixtures.Fixture):
@@ -26,6 +108,12 @@ class BarbicanServer(fixtures.Fixture):
     Startup failures raise :class:`barbican_tee.server.ServerError` (the
     plugin check's :class:`~barbican_tee.server.PluginLoadError` message
     included) from ``setUp``.
+
+    The database is the one ``TEE_FUNCTIONAL_DB`` names (see
+    :func:`db_kind`): a fresh one per server, dropped at cleanup, unless
+    ``db_url`` names one (say another server's, to share it). A second
+    API node of the same deployment also needs the first one's keys:
+    ``keys_from`` is that server's data directory.
     """
 
     def __init__(self, workers: int = 2,
@@ -33,8 +121,12 @@ class BarbicanServer(fixtures.Fixture):
                  paste_filters: Sequence[str] = server.DEFAULT_PIPELINE,
                  stores: Sequence[server.Store] = server.DEFAULT_STORES,
                  trust_root: str | None = None,
-                 preflight: bool = True) -> None:
+                 preflight: bool = True,
+                 db_url: str | None = None,
+                 keys_from: str | None = None) -> None:
         super().__init__()
+        self.db_url = db_url
+        self.keys_from = keys_from
         self.workers = workers
         self.extra_conf = extra_conf
         self.paste_filters = tuple(paste_filters)
@@ -58,10 +150,17 @@ class BarbicanServer(fixtures.Fixture):
         self.data_dir = tempfile.mkdtemp(prefix="openstack-tee-barbican-")
         self.addCleanup(shutil.rmtree, self.data_dir, ignore_errors=True)
         self.port = server.free_port()
+        if self.keys_from:
+            for name in (server.TEE_KEK_NAME, server.SIMPLE_KEK_NAME):
+                shutil.copy2(os.path.join(self.keys_from, name),
+                             os.path.join(self.data_dir, name))
+        if self.db_url is None:
+            self.db_url = self.useFixture(Database()).url
         self.layout = server.prepare(
             self.data_dir, self.port, stores=self.stores,
             pipeline=self.paste_filters, trust_root=self.trust_root,
-            extra_conf=self.extra_conf, check=self.preflight)
+            extra_conf=self.extra_conf, check=self.preflight,
+            db_url=self.db_url)
         self.server = server.Server(self.layout, self.port, self.workers)
         self.addCleanup(self.server.stop)
         self.server.start()
@@ -86,6 +185,48 @@ class BarbicanServer(fixtures.Fixture):
     @property
     def log_path(self) -> str:
         return self.layout.log_path
+
+    def sql(self, statement: str,
+            params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """One SQL statement on the server's database, committed.
+
+        What an attacker with database access does, on whichever database
+        the server uses (``:name`` parameters); the rows, if any.
+        """
+        engine = sa.create_engine(self.layout.db_url,
+                                  poolclass=sa.pool.NullPool)
+        try:
+            with engine.begin() as conn:
+                result = conn.execute(sa.text(statement), dict(params or {}))
+                if not result.returns_rows:
+                    return []
+                return [dict(r) for r in result.mappings().all()]
+        finally:
+            engine.dispose()
+
+    def insert(self, table: str, row: Mapping[str, Any]) -> None:
+        """Insert ``row`` (as :meth:`sql` read it) into ``table``.
+
+        Column names are quoted as the database needs (``key`` is reserved
+        in MariaDB); values go to the driver untyped, as they came.
+        """
+        engine = sa.create_engine(self.layout.db_url,
+                                  poolclass=sa.pool.NullPool)
+        try:
+            target = sa.table(table, *(sa.column(k) for k in row))
+            with engine.begin() as conn:
+                conn.execute(sa.insert(target).values(**row))
+        finally:
+            engine.dispose()
+
+    def table_names(self) -> list[str]:
+        """The tables of the server's database."""
+        engine = sa.create_engine(self.layout.db_url,
+                                  poolclass=sa.pool.NullPool)
+        try:
+            return sorted(sa.inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """``sig`` to gunicorn's master and workers (our process group)."""

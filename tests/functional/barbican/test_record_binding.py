@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import sqlite3
 from typing import Any
 
 import requests
@@ -48,39 +47,36 @@ class _Base(base_release._ServerTestBase):
     # -- the attacker's SQL ---------------------------------------------
     def _rows(self, secret_id: str) -> dict[str, str]:
         """The secret's sealed record, found by value (its own id)."""
-        with sqlite3.connect(self.db) as conn:
-            rows = conn.execute(
-                "SELECT key, value FROM secret_store_metadata WHERE "
-                "deleted = 0 AND secret_id IN (SELECT secret_id FROM "
-                "secret_store_metadata WHERE key = 'tee_secret' AND "
-                "value = ?) AND key LIKE 'tee_%'", (secret_id,)).fetchall()
+        rows = self.server.sql(
+            "SELECT secret_store_metadata.key, value FROM "
+            "secret_store_metadata WHERE deleted = :f AND secret_id IN "
+            "(SELECT secret_id FROM secret_store_metadata WHERE "
+            "secret_store_metadata.key = 'tee_secret' AND value = :id) "
+            "AND secret_store_metadata.key LIKE 'tee_%'",
+            {"id": secret_id, "f": False})
         self.assertTrue(rows, "no sealed record found")
-        return dict(rows)
+        return {r["key"]: r["value"] for r in rows}
 
     def _write(self, secret_id: str, rows: dict[str, str]) -> None:
-        with sqlite3.connect(self.db) as conn:
-            for key, value in rows.items():
-                conn.execute("UPDATE secret_store_metadata SET value = ? "
-                             "WHERE secret_id = ? AND key = ? AND "
-                             "deleted = 0", (value, secret_id, key))
+        for key, value in rows.items():
+            self.server.sql(
+                "UPDATE secret_store_metadata SET value = :value WHERE "
+                "secret_id = :id AND secret_store_metadata.key = :key AND "
+                "deleted = :f",
+                {"value": value, "id": secret_id, "key": key, "f": False})
 
     def _delete_row(self, secret_id: str, key: str) -> dict[str, Any]:
         """Delete one row; the whole row, to put back."""
-        with sqlite3.connect(self.db) as conn:
-            conn.row_factory = sqlite3.Row
-            row = dict(conn.execute(
-                "SELECT * FROM secret_store_metadata WHERE secret_id = ? "
-                "AND key = ?", (secret_id, key)).fetchone())
-            conn.execute("DELETE FROM secret_store_metadata WHERE "
-                         "secret_id = ? AND key = ?", (secret_id, key))
+        where = ("WHERE secret_id = :id AND "
+                 "secret_store_metadata.key = :key")
+        params = {"id": secret_id, "key": key}
+        row = self.server.sql(
+            "SELECT * FROM secret_store_metadata " + where, params)[0]
+        self.server.sql("DELETE FROM secret_store_metadata " + where, params)
         return row
 
     def _insert_row(self, row: dict[str, Any]) -> None:
-        with sqlite3.connect(self.db) as conn:
-            conn.execute(
-                f"INSERT INTO secret_store_metadata ({', '.join(row)}) "
-                f"VALUES ({', '.join('?' for _ in row)})",
-                tuple(row.values()))
+        self.server.insert("secret_store_metadata", row)
 
     def _granted(self, secret_id: str, key: bytes, **report: Any) -> None:
         resp, guest_key = self._attempt(secret_id, **report)
@@ -221,17 +217,12 @@ class RecordBindingTest(_Base):
         secret_id, key = self._secret()
         policy_id = self._policy()
         self._bind(secret_id, policy_id)
-        with sqlite3.connect(self.db) as conn:
-            conn.row_factory = sqlite3.Row
-            saved = dict(conn.execute("SELECT * FROM tee_policies WHERE "
-                                      "id = ?", (policy_id,)).fetchone())
+        saved = self.server.sql("SELECT * FROM tee_policies WHERE id = :id",
+                                {"id": policy_id})[0]
         resp = requests.delete(f"{self.url}/v1/tee/policies/{policy_id}",
                                headers=self._headers(OWNER), timeout=30)
         self.assertEqual(204, resp.status_code, resp.text)
-        with sqlite3.connect(self.db) as conn:
-            conn.execute(
-                f"INSERT INTO tee_policies ({', '.join(saved)}) VALUES "
-                f"({', '.join('?' for _ in saved)})", tuple(saved.values()))
+        self.server.insert("tee_policies", saved)
         self._refused("secret_no_policy", secret_id)
         self._bind(secret_id, policy_id)
         self._granted(secret_id, key)
@@ -264,10 +255,10 @@ class RecordBindingTest(_Base):
                                        sev.POLICY)
         launch.launch_update_data(firmware)
         measurement = launch.launch_measure()
-        with sqlite3.connect(self.db) as conn:
-            conn.execute("UPDATE tee_sev_sessions SET secret_id = ?, "
-                         "instance_uuid = ? WHERE id = ?",
-                         (victim, sev.INSTANCE, body["session_id"]))
+        self.server.sql("UPDATE tee_sev_sessions SET secret_id = :victim, "
+                        "instance_uuid = :instance WHERE id = :id",
+                        {"victim": victim, "instance": sev.INSTANCE,
+                         "id": body["session_id"]})
         major, minor = self.sev.api
         resp = requests.post(
             f"{self.url}/v1/tee/sev/sessions/{body['session_id']}"

@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import uuid
 
 from jwcrypto import jwk
 import requests
+import sqlalchemy as sa
 
 from barbican_tee.client import guest
 from barbican_tee.client import rest
@@ -47,6 +47,8 @@ class _ServerTestBase(base.TestCase):
     # More barbican.conf sections for a subclass's server, and its workers.
     EXTRA_CONF: dict[str, dict[str, str]] = {}
     WORKERS = 2
+    # The database (default: a fresh one of TEE_FUNCTIONAL_DB's kind).
+    DB_URL: str | None = None
 
     @classmethod
     def setUpClass(cls) -> None:
@@ -69,10 +71,9 @@ class _ServerTestBase(base.TestCase):
                     "extra_sev_trust_roots": f"{ark}:{ask}"},
                 # Audit notifications through oslo.messaging's log driver.
                 "oslo_messaging_notifications": {"driver": "log"},
-                **cls.EXTRA_CONF})
+                **cls.EXTRA_CONF}, db_url=cls.DB_URL)
         cls.server.setUp()
         cls.url = cls.server.url
-        cls.db = os.path.join(cls.server.data_dir, "barbican.sqlite")
         owner = cls._headers(OWNER)
         stores = requests.get(f"{cls.url}/v1/secret-stores",
                               headers=owner, timeout=30).json()
@@ -304,14 +305,14 @@ class ReleaseTest(_ServerTestBase):
         self._refused("secret_no_policy", secret_id)
         strict = self._policy()
         self._bind(secret_id, strict)
-        with sqlite3.connect(self.db) as conn:
-            conn.execute("UPDATE tee_policies SET document = replace("
-                         "document, ?, ?) WHERE id = ?",
-                         (MEASUREMENT.hex(), "03" * 48, strict))
+        self.server.sql("UPDATE tee_policies SET document = replace("
+                        "document, :old, :new) WHERE id = :id",
+                        {"old": MEASUREMENT.hex(), "new": "03" * 48,
+                         "id": strict})
         self._refused("policy_tampered", secret_id,
                       measurement=b"\x03" * 48)
-        with sqlite3.connect(self.db) as conn:
-            conn.execute("DELETE FROM tee_policies WHERE id = ?", (strict,))
+        self.server.sql("DELETE FROM tee_policies WHERE id = :id",
+                        {"id": strict})
         self._refused("policy_deleted", secret_id)
 
     def test_a_policy_must_pin_the_guest(self) -> None:
@@ -568,10 +569,14 @@ class ServeCommandTest(base.TestCase):
         data = tempfile.mkdtemp()
         port = server.free_port()
         cmd = os.path.join(os.path.dirname(sys.executable), "openstack-tee")
-        proc = subprocess.Popen(
-            [cmd, "serve", "--port", str(port), "--data-dir", data,
-             "--workers", "2"], stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True)
+        # TEE_FUNCTIONAL_DB's database (--database-url), or sqlite.
+        db_url = self.useFixture(fixture.Database()).url
+        argv = [cmd, "serve", "--port", str(port), "--data-dir", data,
+                "--workers", "2"]
+        if db_url:
+            argv += ["--database-url", db_url]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
         self.addCleanup(lambda: proc.poll() is None and proc.kill())
         url = f"http://127.0.0.1:{port}"
         # serve prints its URL and the headers to use once every worker
@@ -579,7 +584,8 @@ class ServeCommandTest(base.TestCase):
         seen = []
         for line in iter(proc.stdout.readline, ""):  # type: ignore[union-attr]
             seen.append(line)
-            if url in line:
+            # The URL comes first; the usage text ends with this line.
+            if "SIGTERM" in line and url in "".join(seen):
                 break
         else:
             self.fail(f"openstack-tee serve exited: {''.join(seen)}")
@@ -596,6 +602,25 @@ class ServeCommandTest(base.TestCase):
         self.assertIn("listening on", "".join(seen))
         self.assertRaises(requests.ConnectionError, requests.get,
                           f"{url}/v1/tee/policies", timeout=5)
+        sqlite_file = os.path.join(data, server.DB_NAME)
+        if db_url is None:
+            self.assertTrue(os.path.isfile(sqlite_file))
+            return
+        # That database was upgraded and used; no sqlite file was made,
+        # and its password was not printed.
+        password = sa.make_url(db_url).password
+        self.assertTrue(password)
+        self.assertNotIn(password, "".join(seen) + out)
+        self.assertIn(f"database:      {server.safe_url(db_url)}",
+                      "".join(seen))
+        self.assertFalse(os.path.exists(sqlite_file))
+        engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
+        self.addCleanup(engine.dispose)
+        tables = set(sa.inspect(engine).get_table_names())
+        self.assertLessEqual({"secrets", "projects", "tee_rates"}, tables)
+        with engine.connect() as conn:
+            self.assertEqual(1, conn.execute(sa.text(
+                "SELECT count(*) FROM tee_rates")).scalar_one())
 
 
 class ServerCheckTest(base.TestCase):

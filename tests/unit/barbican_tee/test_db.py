@@ -1,0 +1,114 @@
+"""barbican_tee.api.db: which errors rerun a transaction; exact lookups.
+
+The behaviour on MariaDB and PostgreSQL themselves is in
+tests/functional/barbican/test_databases.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+
+import pymysql
+import sqlalchemy as sa
+
+from barbican_tee.api import db
+from barbican_tee.plugin import keyring
+from tests import base
+from tests.unit.barbican_tee import test_sealed
+
+
+class _PgError(Exception):
+    def __init__(self, pgcode: str) -> None:
+        super().__init__(pgcode)
+        self.pgcode = pgcode
+
+
+def _wrapped(orig: BaseException, invalidated: bool = False
+             ) -> sa.exc.DBAPIError:
+    return sa.exc.OperationalError("UPDATE tee_rates ...", {}, orig,
+                                   connection_invalidated=invalidated)
+
+
+class RetryableTest(base.TestCase):
+
+    def test_deadlocks_and_lock_timeouts_are_retried(self) -> None:
+        for errno in (1213, 1205):
+            self.assertTrue(db.retryable(_wrapped(
+                pymysql.err.OperationalError(errno, "Deadlock found"))))
+        for code in ("40P01", "40001"):
+            self.assertTrue(db.retryable(_wrapped(_PgError(code))))
+        self.assertTrue(db.retryable(_wrapped(Exception("gone"),
+                                              invalidated=True)))
+
+    def test_other_errors_are_not(self) -> None:
+        # A duplicate key (the spent-nonce guarantee) must not be retried
+        # into a success, nor anything that is not a database error.
+        self.assertFalse(db.retryable(sa.exc.IntegrityError(
+            "INSERT", {}, pymysql.err.IntegrityError(1062, "Duplicate"))))
+        self.assertFalse(db.retryable(_wrapped(
+            pymysql.err.OperationalError(1045, "Access denied"))))
+        self.assertFalse(db.retryable(_wrapped(_PgError("23505"))))
+        self.assertFalse(db.retryable(ValueError("1213")))
+
+    def test_a_deadlock_victim_runs_again_whole(self) -> None:
+        calls = []
+
+        class Flaky:
+            @db._retry  # noqa: SLF001
+            def run(self) -> str:
+                calls.append(1)
+                if len(calls) < 3:
+                                raise _wrapped(pymysql.err.OperationalError(
+                        1213, "Deadlock found"))
+                return "done"
+
+        self.assertEqual("done", Flaky().run())
+        self.assertEqual(3, len(calls))
+
+
+class StoreOnSqliteTest(base.TestCase):
+
+    def setUp(self) -> None:
+        super().setUp()
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        ring = keyring.Keyring.from_files(test_sealed._kek(tmp, "k"), [])
+        self.store = db.Store(db.make_engine(f"sqlite:///{tmp}/t.sqlite"),
+                              ring)
+
+    def test_rate_counts_are_exact_under_threads(self) -> None:
+        results: list[bool] = []
+        lock = threading.Lock()
+
+        def hit() -> None:
+            ok = self.store.hit_many([("client:a", 10), ("secret:s", 25)], 7)
+            with lock:
+                results.append(ok)
+
+        threads = [threading.Thread(target=hit) for _ in range(30)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(10, results.count(True))
+        # The next window starts at 1 and prunes the old one.
+        self.assertTrue(self.store.hit("client:a", 8, 1))
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(sa.select(db.RATES)).all()
+        self.assertEqual({("client:a", 8, 1), ("secret:s", 7, 30)},
+                         {tuple(r) for r in rows})
+
+    def test_lookups_are_exact(self) -> None:
+        self.store.create_policy("abcdef00-0000-4000-8000-000000000000",
+                                 "project", {"tee": "amd-sev-snp"})
+        self.assertIsNotNone(self.store.get_policy(
+            "abcdef00-0000-4000-8000-000000000000"))
+        self.assertIsNone(self.store.get_policy(
+            "ABCDEF00-0000-4000-8000-000000000000"))
+        self.assertEqual([], self.store.list_policies("PROJECT"))
+        self.assertFalse(self.store.delete_policy(
+            "ABCDEF00-0000-4000-8000-000000000000"))
+        self.assertTrue(self.store.delete_policy(
+            "abcdef00-0000-4000-8000-000000000000"))
