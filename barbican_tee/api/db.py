@@ -160,6 +160,11 @@ def retryable(exc: BaseException) -> bool:
     as SQLAlchemy reports them; oslo.db's own ``DBDeadlock`` and
     ``DBConnectionError`` are retried by ``wrap_db_retry`` itself.
     """
+    if isinstance(exc, db_exc.DBError) and isinstance(
+            exc.inner_exception, sa.exc.DBAPIError):
+        # oslo.db's engine wraps what it does not translate itself (a
+        # PostgreSQL serialisation failure, say).
+        exc = exc.inner_exception
     if not isinstance(exc, sa.exc.DBAPIError):
         return False
     if exc.connection_invalidated:

@@ -10,10 +10,12 @@ import shutil
 import tempfile
 import threading
 
+from oslo_db import exception as db_exc
 import pymysql
 import sqlalchemy as sa
 
 from barbican_tee.api import db
+from barbican_tee import migrations
 from barbican_tee.plugin import keyring
 from tests import base
 from tests.unit.barbican_tee import test_sealed
@@ -41,6 +43,14 @@ class RetryableTest(base.TestCase):
             self.assertTrue(db.retryable(_wrapped(_PgError(code))))
         self.assertTrue(db.retryable(_wrapped(Exception("gone"),
                                               invalidated=True)))
+
+    def test_oslo_db_wrapped_errors_are_judged_by_their_cause(self) -> None:
+        # What oslo.db's engine raises for an error it does not translate.
+        serialisation = db_exc.DBError(_wrapped(_PgError("40001")))
+        self.assertTrue(db.retryable(serialisation))
+        denied = db_exc.DBError(_wrapped(
+            pymysql.err.OperationalError(1045, "Access denied")))
+        self.assertFalse(db.retryable(denied))
 
     def test_other_errors_are_not(self) -> None:
         # A duplicate key (the spent-nonce guarantee) must not be retried
@@ -75,8 +85,9 @@ class StoreOnSqliteTest(base.TestCase):
         tmp = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, tmp)
         ring = keyring.Keyring.from_files(test_sealed._kek(tmp, "k"), [])
-        self.store = db.Store(db.make_engine(f"sqlite:///{tmp}/t.sqlite"),
-                              ring)
+        engine = db.make_engine(f"sqlite:///{tmp}/t.sqlite")
+        migrations.upgrade(engine)
+        self.store = db.Store(engine, ring)
 
     def test_rate_counts_are_exact_under_threads(self) -> None:
         results: list[bool] = []
