@@ -29,6 +29,7 @@ import sqlalchemy as sa
 
 from barbican_tee.api import db
 from barbican_tee.client import guest
+from barbican_tee import migrations
 from barbican_tee.plugin import keyring
 from barbican_tee import server
 from tests import base
@@ -620,6 +621,7 @@ class StoreConcurrencyTest(base.TestCase):
             url = f"sqlite:///{tmp}/rates.sqlite"
         engine = db.make_engine(url)
         self.addCleanup(engine.dispose)
+        migrations.upgrade(engine)
         return db.Store(engine, None)  # type: ignore[arg-type]
 
     def _hammer(self, store: db.Store, window: Any) -> list[str]:
