@@ -543,8 +543,10 @@ class DatabaseRestartTest(_TwoNodes):
                         self.assertEqual(sealed_key, guest.decrypt(
                             resp.json()["jwe"], guest_key))
                 except requests.RequestException as exc:
+                    # The route the failed request was on.
                     with lock:
-                        seen.append((sent, "any", -1, repr(exc)[:200]))
+                        seen.append((sent, "barbican" if i % 2 else "tee",
+                                     -1, repr(exc)[:200]))
                     time.sleep(0.1)
 
         with concurrent.futures.ThreadPoolExecutor(6) as pool:
