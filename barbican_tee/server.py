@@ -370,7 +370,22 @@ WORKER_CLASS = "gevent"
 WORKER_CONNECTIONS = 1000
 
 
+def _has_control_socket() -> bool:
+    """Whether gunicorn (25.1.0 and later) opens a control socket."""
+    try:
+        version = importlib.metadata.version("gunicorn")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    parts = re.findall(r"\d+", version)[:2]
+    return tuple(int(p) for p in parts) >= (25, 1)
+
+
 def gunicorn_argv(port: int, workers: int) -> list[str]:
+    # gunicorn 25.1.0's control socket (for gunicornc) is one path per
+    # user ($HOME/.gunicorn/gunicorn.ctl) that every server of that user
+    # takes over, and stopping it costs the master about 4 s: nothing here
+    # uses it.
+    no_ctl = ["--no-control-socket"] if _has_control_socket() else []
     return [sys.executable, "-m", "gunicorn",
             "--bind", f"{HOST}:{port}",
             "--workers", str(workers),
@@ -378,6 +393,7 @@ def gunicorn_argv(port: int, workers: int) -> list[str]:
             "--worker-connections", str(WORKER_CONNECTIONS),
             "--timeout", "120",
             "--graceful-timeout", "5",
+            *no_ctl,
             "barbican_tee.wsgi:application"]
 
 
