@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 import os
@@ -15,6 +16,7 @@ import fixtures
 import sqlalchemy as sa
 
 from barbican_tee import server
+from tests.functional.barbican import db_template
 
 # Which database the functional servers use: sqlite (the default, a file in
 # the server's data directory), mysql (MariaDB) or postgresql, the latter
@@ -48,18 +50,27 @@ def admin_url(kind: str) -> sa.URL:
 
 
 class Database(fixtures.Fixture):
-    """A new, empty database of ``kind`` with a random name, dropped after.
+    """A new database of ``kind`` with a random name, dropped after.
 
     ``url`` is its SQLAlchemy URL; ``query`` adds connection arguments
     (say a MariaDB ``init_command``). For sqlite, ``url`` is None: each
     server makes its own file.
+
+    Empty, unless ``migrated``: then a copy of this process's template
+    (:mod:`db_template`), which the real upgrade commands and a preflight
+    with ``stores`` made, so a server on it runs neither again.
     """
 
     def __init__(self, kind: str | None = None,
-                 query: Mapping[str, str] | None = None) -> None:
+                 query: Mapping[str, str] | None = None,
+                 migrated: bool = False,
+                 stores: Sequence[server.Store] = server.DEFAULT_STORES
+                 ) -> None:
         super().__init__()
         self.kind = kind or db_kind()
         self.query = dict(query or {})
+        self.migrated = migrated
+        self.stores = tuple(stores)
         self.url: str | None = None
         self.name: str | None = None
 
@@ -71,12 +82,27 @@ class Database(fixtures.Fixture):
         create = f"CREATE DATABASE {self.name}"
         if self.kind == "mysql":
             create += " CHARACTER SET utf8mb4"
-        self._execute(admin, create)
-        self.addCleanup(self._drop, admin)
+        if self.migrated:
+            template = db_template.get(self.kind, self.stores,
+                                       self._new_empty)
+            self.addCleanup(self._drop, admin)
+            db_template.create_copy(template, admin, self.name, create)
+        else:
+            self._execute(admin, create)
+            self.addCleanup(self._drop, admin)
         self.url = admin.set(
             database=self.name,
             query={**admin.query, **self.query}).render_as_string(
             hide_password=False)
+        if self.migrated:
+            db_template.register(self.url, self.stores)
+            self.addCleanup(db_template.forget, self.url)
+
+    def _new_empty(self) -> tuple[str, Callable[[], None]]:
+        empty = Database(self.kind)
+        empty.setUp()
+        assert empty.url is not None
+        return empty.url, empty.cleanUp
 
     def _drop(self, admin: sa.URL) -> None:
         drop = f"DROP DATABASE IF EXISTS {self.name}"
@@ -95,6 +121,10 @@ class Database(fixtures.Fixture):
             engine.dispose()
 
 
+def _no_server() -> tuple[str, Callable[[], None]]:
+    raise AssertionError("sqlite needs no database server")
+
+
 class BarbicanServer(fixtures.Fixture):
     """gunicorn + barbican-api on sqlite in a temporary directory.
 
@@ -102,8 +132,10 @@ class BarbicanServer(fixtures.Fixture):
     ``tee_api`` filter); ``stores`` the secret store backends (default:
     store_crypto + simple_crypto, and tee_sealed); ``extra_conf`` extra
     ``barbican.conf`` options, ``{section: {option: value}}``. With
-    ``preflight`` (the default) the app is built once before gunicorn
-    starts; without, a failure shows up as gunicorn exiting.
+    ``preflight`` the app is built once before gunicorn starts; without,
+    a failure shows up as gunicorn exiting. By default (None) it runs
+    unless the database is a template copy (see below): its secret store
+    rows are there already, and each worker checks the plugins again.
 
     Startup failures raise :class:`barbican_tee.server.ServerError` (the
     plugin check's :class:`~barbican_tee.server.PluginLoadError` message
@@ -111,9 +143,14 @@ class BarbicanServer(fixtures.Fixture):
 
     The database is the one ``TEE_FUNCTIONAL_DB`` names (see
     :func:`db_kind`): a fresh one per server, dropped at cleanup, unless
-    ``db_url`` names one (say another server's, to share it). A second
-    API node of the same deployment also needs the first one's keys:
-    ``keys_from`` is that server's data directory.
+    ``db_url`` (say another server's, to share it) or a ``[database]
+    connection`` in ``extra_conf`` names one. A fresh one is a copy of a
+    template that ``barbican-manage db upgrade``, ``openstack-tee db
+    upgrade`` and the preflight made once in this process
+    (:mod:`db_template`); a named one is upgraded, unless it is such a
+    copy (:class:`Database` ``migrated``). A second API node of the same
+    deployment also needs the first one's keys: ``keys_from`` is that
+    server's data directory.
     """
 
     def __init__(self, workers: int = 2,
@@ -121,7 +158,7 @@ class BarbicanServer(fixtures.Fixture):
                  paste_filters: Sequence[str] = server.DEFAULT_PIPELINE,
                  stores: Sequence[server.Store] = server.DEFAULT_STORES,
                  trust_root: str | None = None,
-                 preflight: bool = True,
+                 preflight: bool | None = None,
                  db_url: str | None = None,
                  keys_from: str | None = None) -> None:
         super().__init__()
@@ -154,13 +191,26 @@ class BarbicanServer(fixtures.Fixture):
             for name in (server.TEE_KEK_NAME, server.SIMPLE_KEK_NAME):
                 shutil.copy2(os.path.join(self.keys_from, name),
                              os.path.join(self.data_dir, name))
-        if self.db_url is None:
-            self.db_url = self.useFixture(Database()).url
-        self.layout = server.prepare(
+        fresh = server.database_url(self.db_url, self.extra_conf) is None
+        kind = db_kind()
+        if fresh and kind != "sqlite":
+            self.db_url = self.useFixture(Database(
+                kind, migrated=True, stores=self.stores)).url
+        self.layout = server.write_config(
             self.data_dir, self.port, stores=self.stores,
             pipeline=self.paste_filters, trust_root=self.trust_root,
-            extra_conf=self.extra_conf, check=self.preflight,
-            db_url=self.db_url)
+            extra_conf=self.extra_conf, db_url=self.db_url)
+        if fresh and kind == "sqlite":
+            db_template.copy_sqlite(
+                db_template.get(kind, self.stores, _no_server),
+                self.layout.db_path)
+            db_template.register(self.layout.db_url, self.stores)
+            self.addCleanup(db_template.forget, self.layout.db_url)
+        at_head = db_template.at_head(self.layout.db_url, self.stores)
+        if not at_head:
+            server.db_upgrade(self.layout)
+        if self.preflight or (self.preflight is None and not at_head):
+            server.preflight(self.layout)
         self.server = server.Server(self.layout, self.port, self.workers)
         self.addCleanup(self.server.stop)
         self.server.start()

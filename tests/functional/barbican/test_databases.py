@@ -52,7 +52,7 @@ class _TwoNodes(test_release._ServerTestBase):
 
     @classmethod
     def setUpClass(cls) -> None:
-        cls.database = fixture.Database(query=cls.DB_QUERY)
+        cls.database = fixture.Database(query=cls.DB_QUERY, migrated=True)
         cls.database.setUp()
         # _ServerTestBase makes node A, on this class's database.
         cls.DB_URL = cls.database.url
