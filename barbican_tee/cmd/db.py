@@ -3,7 +3,12 @@
 ``upgrade`` brings them to the schema this release needs (alembic, with
 its own version table ``tee_alembic_version``; Barbican's
 ``alembic_version`` is never touched); run it after ``barbican-manage db
-upgrade``, on one host, before starting barbican-api with this release.
+upgrade``, before starting barbican-api with this release. It holds the
+database's upgrade lock throughout: a second ``upgrade`` run at the same
+time (another host, a config-management run) waits for the first, up to
+``--lock-timeout`` seconds, then finds the tables current and does
+nothing. Migrations go forward only: ``downgrade`` is refused; to go back
+to an earlier release, restore the backup taken before the upgrade.
 ``current`` says where the database stands; ``check`` exits 1 unless it is
 at this release's schema (barbican-api refuses to start then too).
 
@@ -28,6 +33,29 @@ EXIT_UNUSABLE = 2
 
 # Barbican's own default (barbican.common.config).
 BARBICAN_DEFAULT_CONNECTION = "sqlite:///barbican.sqlite"
+# barbican_tee.migrations.DEFAULT_LOCK_TIMEOUT (not imported here: the
+# parser is built without the database libraries).
+DEFAULT_LOCK_TIMEOUT = 300.0
+
+DOWNGRADE_REFUSED = (
+    "openstack-tee's migrations go forward only, as Barbican's and "
+    "Nova's do: there is no downgrade, and nothing was changed. To go "
+    "back to an earlier release, restore the backup of Barbican's "
+    "database taken before `barbican-manage db upgrade` and "
+    "`openstack-tee db upgrade` (see \"Database\" in the install guide), "
+    "then install the earlier release")
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a number of seconds") from None
+    if not 0 < seconds <= 86400:
+        raise argparse.ArgumentTypeError(
+            "must be more than 0 and at most 86400 seconds")
+    return seconds
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -43,10 +71,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = p.add_subparsers(dest="db_command", required=True,
                                parser_class=type(p))
-    actions.add_parser(
+    up = actions.add_parser(
         "upgrade", parents=[common],
         help="bring the tables to this release's schema (after "
-             "barbican-manage db upgrade)").set_defaults(func=run_upgrade)
+             "barbican-manage db upgrade)")
+    up.add_argument(
+        "--lock-timeout", metavar="SECONDS", type=_seconds,
+        default=DEFAULT_LOCK_TIMEOUT,
+        help="how long to wait for another `openstack-tee db upgrade` "
+             "of the same database to finish (default: "
+             f"{DEFAULT_LOCK_TIMEOUT:g})")
+    up.set_defaults(func=run_upgrade)
+    down = actions.add_parser(
+        "downgrade", parents=[common],
+        help="refused: migrations go forward only (restore the backup "
+             "taken before the upgrade instead)")
+    down.add_argument("revision", nargs="?", help=argparse.SUPPRESS)
+    down.set_defaults(func=run_downgrade)
     actions.add_parser(
         "current", parents=[common],
         help="where the tables stand").set_defaults(func=run_current)
@@ -76,13 +117,15 @@ def _engine(conf: cfg.ConfigOpts) -> Any:
     return db.make_engine(conf.database.connection, conf)
 
 
-def upgrade(config_files: Sequence[str]) -> str:
+def upgrade(config_files: Sequence[str],
+            lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> str:
     """Upgrade the database ``config_files`` name; what was done."""
     from barbican_tee import migrations
 
     engine = _engine(load_conf(config_files))
     try:
-        return migrations.upgrade(engine).describe()
+        return migrations.upgrade(
+            engine, lock_timeout=lock_timeout).describe()
     finally:
         engine.dispose()
 
@@ -104,10 +147,17 @@ def _errors() -> tuple[type[Exception], ...]:
 
 def run_upgrade(args: argparse.Namespace) -> int:
     try:
-        print(upgrade(args.config_file))
+        print(upgrade(args.config_file, args.lock_timeout))
     except _errors() as exc:
         return _fail(args, exc)
     return EXIT_OK
+
+
+def run_downgrade(args: argparse.Namespace) -> int:
+    """Refused, touching nothing: migrations go forward only."""
+    print(f"openstack-tee db downgrade: {DOWNGRADE_REFUSED}",
+          file=sys.stderr)
+    return EXIT_UNUSABLE
 
 
 def _state(args: argparse.Namespace) -> Any:

@@ -18,7 +18,10 @@ from there. A database it does not recognise is refused, untouched.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+import contextlib
 import dataclasses
+import hashlib
 import os
 from typing import Any
 
@@ -42,8 +45,24 @@ UPGRADE_HINT = ("run `openstack-tee db upgrade --config-file "
                 "upgrade`), then start barbican-api again")
 
 
+# How long `openstack-tee db upgrade` waits for another one to finish.
+DEFAULT_LOCK_TIMEOUT = 300.0
+# PostgreSQL's advisory lock (a lock of this database: PostgreSQL scopes
+# advisory locks by database) and MariaDB/MySQL's named lock (server-wide:
+# see _mysql_lock_name) that upgrades hold from reading the schema to
+# committing it.
+PG_LOCK_KEY = int.from_bytes(
+    hashlib.sha256(b"openstack-tee db upgrade").digest()[:8], "big",
+    signed=True)
+_MYSQL_LOCK_PREFIX = "openstack-tee-upgrade-"
+
+
 class SchemaError(RuntimeError):
     """The suite's tables are not at the schema this release needs."""
+
+
+class UpgradeLocked(SchemaError):
+    """Another upgrade held the database's upgrade lock too long."""
 
 
 def _config() -> alembic_config.Config:
@@ -226,24 +245,172 @@ class Upgrade:
         return f"openstack-tee tables upgraded from {start} to {self.after}"
 
 
-def upgrade(engine: sa.Engine, revision: str = "head") -> Upgrade:
+def _mysql_lock_name(conn: sa.Connection) -> str:
+    """The named lock of this database (GET_LOCK names are server-wide).
+
+    At most 64 characters, as MySQL requires.
+    """
+    database = conn.execute(sa.text("SELECT DATABASE()")).scalar_one()
+    digest = hashlib.sha256(str(database).encode()).hexdigest()
+    return _MYSQL_LOCK_PREFIX + digest[:32]
+
+
+def _locked(what: str, timeout: float) -> UpgradeLocked:
+    return UpgradeLocked(
+        f"another `openstack-tee db upgrade` has held this database's "
+        f"upgrade lock ({what}) for more than {timeout:g} s; nothing was "
+        "changed. Let it finish, then run this one again: it will find "
+        "the tables at the release's schema and do nothing (or wait "
+        "longer with --lock-timeout)")
+
+
+def _is_lock_timeout(exc: BaseException) -> bool:
+    """PostgreSQL's lock_not_available (55P03), however oslo.db wraps it."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if getattr(current, "pgcode", None) == "55P03":
+            return True
+        orig = getattr(current, "orig", None)
+        if orig is not None and getattr(orig, "pgcode", None) == "55P03":
+            return True
+        current = current.__cause__ or getattr(current, "inner_exception",
+                                               None)
+    return False
+
+
+@contextlib.contextmanager
+def _server_lock(conn: sa.Connection, timeout: float) -> Iterator[None]:
+    """PostgreSQL/MariaDB: the upgrade lock of ``conn``'s session.
+
+    Taken (waiting up to ``timeout`` s, else :class:`UpgradeLocked`) and
+    held across transactions: on MariaDB each DDL statement commits. A
+    session that ends (process killed, connection lost) releases it.
+    sqlite has no such lock: :func:`upgrade` takes its write lock instead.
+    """
+    kind = conn.dialect.name
+    if kind == "postgresql":
+        try:
+            conn.execute(sa.text("SELECT set_config('lock_timeout', :t, "
+                                 "true)"), {"t": str(_ms(timeout))})
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"),
+                         {"k": PG_LOCK_KEY})
+        except Exception as exc:
+            conn.rollback()
+            if _is_lock_timeout(exc):
+                raise _locked(f"PostgreSQL advisory lock {PG_LOCK_KEY}",
+                              timeout) from None
+            raise
+        conn.commit()
+        release = sa.text("SELECT pg_advisory_unlock(:k)")
+        params: dict[str, Any] = {"k": PG_LOCK_KEY}
+    elif kind in ("mysql", "mariadb"):
+        name = _mysql_lock_name(conn)
+        got = conn.execute(sa.text("SELECT GET_LOCK(:n, :t)"),
+                           {"n": name, "t": timeout}).scalar()
+        conn.commit()
+        if got != 1:
+            raise _locked(f"GET_LOCK('{name}')", timeout)
+        release = sa.text("SELECT RELEASE_LOCK(:n)")
+        params = {"n": name}
+    else:
+        yield
+        return
+    try:
+        yield
+    finally:
+        try:
+            if conn.in_transaction():
+                conn.rollback()
+            conn.execute(release, params)
+            conn.commit()
+        except Exception:  # noqa: BLE001 - the upgrade's error matters
+            # The session may still hold the lock: end it.
+            conn.invalidate()
+
+
+@contextlib.contextmanager
+def _sqlite_busy_timeout(conn: sa.Connection, timeout: float
+                         ) -> Iterator[None]:
+    """sqlite: wait up to ``timeout`` s for a lock, on this connection."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    before = int(conn.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0)
+    conn.exec_driver_sql(f"PRAGMA busy_timeout = {_ms(timeout)}")
+    conn.commit()
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA busy_timeout = {before}")
+        conn.commit()
+
+
+def _sqlite_write_lock(conn: sa.Connection, timeout: float) -> None:
+    """sqlite: take the database's write lock as the transaction begins.
+
+    BEGIN EXCLUSIVE (under WAL, other connections may still read), waiting
+    up to ``timeout`` s for another writer, else :class:`UpgradeLocked`.
+    """
+    try:
+        conn.exec_driver_sql("BEGIN EXCLUSIVE")
+    except sa.exc.OperationalError as exc:
+        if "locked" in str(exc.orig):
+            raise _locked("sqlite's write lock", timeout) from None
+        raise
+
+
+@contextlib.contextmanager
+def _transaction(conn: sa.Connection, timeout: float) -> Iterator[None]:
+    """The upgrade's transaction; on sqlite, under its write lock."""
+    if conn.dialect.name != "sqlite":
+        with conn.begin():
+            yield
+        return
+    # oslo.db's engines emit a plain (deferred) BEGIN as a transaction
+    # begins, unless this marker says one is open: BEGIN EXCLUSIVE instead.
+    conn.info["in_transaction"] = True
+    try:
+        with conn.begin():
+            _sqlite_write_lock(conn, timeout)
+            yield
+    finally:
+        conn.info.pop("in_transaction", None)
+
+
+def _ms(timeout: float) -> int:
+    # 0 would mean "no wait" on sqlite but "forever" on PostgreSQL.
+    return max(1, int(timeout * 1000))
+
+
+def upgrade(engine: sa.Engine, revision: str = "head",
+            lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Upgrade:
     """Bring the suite's tables to :func:`head`, keeping their rows.
 
     ``revision``, an earlier one, is for tests of the revisions.
 
-    One transaction where the database has transactional DDL
+    Under the database's upgrade lock, from reading where the schema
+    stands to committing it: a concurrent upgrade (another host, a
+    config-management run) waits up to ``lock_timeout`` s for this one,
+    then finds the tables at head and does nothing, or gives up with
+    :class:`UpgradeLocked`. PostgreSQL: a session advisory lock
+    (:data:`PG_LOCK_KEY`); MariaDB/MySQL: ``GET_LOCK``; sqlite: ``BEGIN
+    EXCLUSIVE``. One transaction where the database has transactional DDL
     (PostgreSQL, sqlite); MariaDB commits each DDL statement.
     """
-    with engine.begin() as conn:
-        before = state(conn)
-        stamped = None
-        cfg = _config()
-        cfg.attributes["connection"] = conn
-        if before.before_migrations:
-            stamped = _recognise(conn, before.tables)
-            command.stamp(cfg, stamped)
-        if not before.at_head:
-            command.upgrade(cfg, revision)
-        after = state(conn)
+    with (engine.connect() as conn, _server_lock(conn, lock_timeout),
+          _sqlite_busy_timeout(conn, lock_timeout)):
+        with _transaction(conn, lock_timeout):
+            before = state(conn)
+            stamped = None
+            cfg = _config()
+            cfg.attributes["connection"] = conn
+            if before.before_migrations:
+                stamped = _recognise(conn, before.tables)
+                command.stamp(cfg, stamped)
+            if not before.at_head:
+                command.upgrade(cfg, revision)
+            after = state(conn)
     assert after.revision is not None
     return Upgrade(before, stamped, after.revision)

@@ -12,14 +12,20 @@ that reason, without them.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import io
 import os
 import subprocess
+import sys
+import time
 
 import fixtures
 import sqlalchemy as sa
 
 from barbican_tee.api import db
+from barbican_tee.cmd import cli
+from barbican_tee.cmd import db as db_cmd
 from barbican_tee import migrations
 from barbican_tee.plugin import keyring
 from tests import base
@@ -133,6 +139,71 @@ SHAPES = {
               "tee_spent_nonces"}),
 }
 
+# `openstack-tee db upgrade` (the real command, cli.main) in a process of
+# its own. It starts once the file NAME.start exists (so that the
+# processes' imports overlap), stops right after its first look at the
+# schema (under the upgrade lock, if it has it) until the file "go"
+# exists, and leaves markers: NAME.locking as it asks for the lock,
+# NAME.read (what it saw) once it has looked. With TEE_TEST_NO_LOCK=1 the
+# lock is left out (the transaction is what it was without it): the
+# positive control of the race the lock prevents.
+#   python -c UPGRADER MARKER_DIR NAME CONFIG_FILE [UPGRADE ARGS...]
+UPGRADER = """
+import contextlib, os, sys, time
+from barbican_tee import migrations
+from barbican_tee.cmd import cli
+
+markers, name, conf = sys.argv[1:4]
+no_lock = bool(os.environ.get("TEE_TEST_NO_LOCK"))
+
+def wait_for(path):
+    deadline = time.monotonic() + 120
+    while not os.path.exists(os.path.join(markers, path)):
+        if time.monotonic() > deadline:
+            sys.exit("no " + path)
+        time.sleep(0.01)
+
+def mark(suffix, text=""):
+    with open(os.path.join(markers, name + suffix + ".tmp"), "w") as f:
+        f.write(text)
+    os.rename(os.path.join(markers, name + suffix + ".tmp"),
+              os.path.join(markers, name + suffix))
+
+server_lock = migrations._server_lock
+write_lock = migrations._sqlite_write_lock
+state, seen = migrations.state, []
+
+@contextlib.contextmanager
+def _server_lock(conn, timeout):
+    mark(".locking")
+    if no_lock:
+        yield
+    else:
+        with server_lock(conn, timeout):
+            yield
+
+def _sqlite_write_lock(conn, timeout):
+    if no_lock:
+        # The deferred transaction oslo.db's engine begins without it.
+        conn.exec_driver_sql("BEGIN")
+    else:
+        write_lock(conn, timeout)
+
+def _state(conn):
+    st = state(conn)
+    if not seen:
+        seen.append(st)
+        mark(".read", st.describe())
+        wait_for("go")
+    return st
+
+migrations._server_lock = _server_lock
+migrations._sqlite_write_lock = _sqlite_write_lock
+migrations.state = _state
+wait_for(name + ".start")
+sys.exit(cli.main(["db", "upgrade", "--config-file", conf, *sys.argv[4:]]))
+"""
+
 HEAD_TABLES = {"tee_policies", "tee_bindings", "tee_rates",
                "tee_sev_sessions", "tee_instance_bindings",
                "tee_spent_nonces"}
@@ -169,17 +240,130 @@ class _MigrationTests:
     def _tables(self) -> set[str]:
         return set(sa.inspect(self.engine).get_table_names())
 
-    def _assert_at_head(self) -> None:
+    def _assert_at_head(self, compare_models: bool = True) -> None:
         self.assertEqual(HEAD_TABLES | {migrations.VERSION_TABLE,
                                         "alembic_version"},
                          self._tables())
         with self.engine.connect() as conn:
             self.assertEqual(migrations.head(),
                              migrations.state(conn).revision)
-            self.assertEqual([], migrations.drift(conn))
+            if compare_models:
+                self.assertEqual([], migrations.drift(conn))
             self.assertEqual(["barbican-rev"], conn.execute(sa.text(
                 "SELECT version_num FROM alembic_version")).scalars().all())
         migrations.check(self.engine)
+
+    def _start(self, markers: str, name: str, no_lock: bool,
+               *args: str) -> subprocess.Popen[str]:
+        """An upgrader NAME (see UPGRADER), waiting for NAME.start."""
+        env = dict(os.environ)
+        env.pop("TEE_TEST_NO_LOCK", None)
+        if no_lock:
+            env["TEE_TEST_NO_LOCK"] = "1"
+        proc = subprocess.Popen(  # noqa: S603 - fixed argv
+            [sys.executable, "-c", UPGRADER, markers, name,
+             os.path.join(markers, "barbican.conf"), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env)
+        self.addCleanup(self._reap, proc)
+        return proc
+
+    @staticmethod
+    def _reap(proc: subprocess.Popen[str]) -> None:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+    def _wait_for(self, path: str, procs: list[subprocess.Popen[str]]
+                  ) -> str:
+        deadline = time.monotonic() + 120
+        while not os.path.exists(path):
+            for proc in procs:
+                if proc.poll() is not None:
+                    out, err = proc.communicate()
+                    self.fail(f"upgrader exited {proc.returncode} before "
+                              f"{os.path.basename(path)}: {out}{err}")
+            self.assertLess(time.monotonic(), deadline, path)
+            time.sleep(0.01)
+        with open(path) as f:
+            return f.read()
+
+    def _waiting_for_lock(self) -> bool:
+        """Whether a session waits for the upgrade lock, says the server."""
+        if self.KIND == scratch_db.POSTGRESQL:
+            query = ("SELECT COUNT(*) FROM pg_locks WHERE locktype = "
+                     "'advisory' AND NOT granted AND database = (SELECT "
+                     "oid FROM pg_database WHERE datname = "
+                     "current_database())")
+        elif self.KIND == scratch_db.MYSQL:
+            query = ("SELECT COUNT(*) FROM information_schema.processlist "
+                     "WHERE state = 'User lock' AND info LIKE "
+                     "'SELECT GET_LOCK%%'")
+        else:
+            raise AssertionError(f"{self.KIND} has no such view")
+        with self.engine.connect() as conn:
+            return bool(conn.exec_driver_sql(query).scalar())
+
+    def _run_pair(self, no_lock: bool) -> tuple[
+            subprocess.Popen[str], subprocess.Popen[str], str, str]:
+        """A stops after its look at the schema; then B starts.
+
+        With the lock, B must wait for A, and a third upgrader, C, with
+        --lock-timeout 0.5, gives up. Returns A and B once both have
+        ended, what A saw and what B saw.
+        """
+        markers = self.useFixture(fixtures.TempDir()).path
+        with open(os.path.join(markers, "barbican.conf"), "w") as f:
+            f.write(f"[database]\nconnection = {self.url}\n")
+
+        def path(name: str) -> str:
+            return os.path.join(markers, name)
+
+        def release(name: str) -> None:
+            with open(path(name + ".start"), "w"):
+                pass
+
+        first = self._start(markers, "a", no_lock)
+        second = self._start(markers, "b", no_lock)
+        third = (None if no_lock else
+                 self._start(markers, "c", False, "--lock-timeout", "0.5"))
+        release("a")
+        seen_a = self._wait_for(path("a.read"), [first])
+        release("b")
+        self._wait_for(path("b.locking"), [first, second])
+        if no_lock:
+            # B looks while A is between its look and its commit.
+            seen_b = self._wait_for(path("b.read"), [first, second])
+        else:
+            assert third is not None
+            # B waits: the server says so (PostgreSQL, MariaDB); sqlite's
+            # waiters are invisible, so there B must stay out for 1 s.
+            sqlite = self.KIND == scratch_db.SQLITE
+            deadline = time.monotonic() + (1 if sqlite else 60)
+            while sqlite or not self._waiting_for_lock():
+                self.assertFalse(os.path.exists(path("b.read")))
+                self.assertIsNone(second.poll())
+                if time.monotonic() > deadline:
+                    self.assertTrue(sqlite, "B never waited for the lock")
+                    break
+                time.sleep(0.02)
+            # C will not wait long: a clear refusal.
+            release("c")
+            _out, err = third.communicate(timeout=120)
+            self.assertEqual(2, third.returncode, err)
+            self.assertIn("another `openstack-tee db upgrade` has held "
+                          "this database's upgrade lock", err)
+            self.assertIn("nothing was changed", err)
+            self.assertNotIn("Traceback", err)
+            self.assertFalse(os.path.exists(path("c.read")))
+            self.assertFalse(os.path.exists(path("b.read")))
+        with open(path("go"), "w"):
+            pass
+        if not no_lock:
+            seen_b = self._wait_for(path("b.read"), [first, second])
+        for proc in (first, second):
+            proc.wait(timeout=120)
+        return first, second, seen_a, seen_b
 
     def _store(self) -> db.Store:
         return db.Store(self.engine, self.ring)
@@ -255,6 +439,56 @@ class _MigrationTests:
         again = migrations.upgrade(self.engine)
         self.assertIn("already at revision", again.describe())
         self._assert_at_head()
+
+    def test_concurrent_upgrades_wait_for_the_lock(self) -> None:
+        """Two `db upgrade` processes on a fresh database: one waits.
+
+        A holds the upgrade lock between its look at the schema and its
+        commit; B asks for the lock meanwhile and waits (on PostgreSQL and
+        MariaDB the server says so; sqlite's waiters are invisible, so
+        there B is seen not to get in for a second); a third with
+        --lock-timeout 0.5 gives up clearly; B then finds the tables at
+        head and changes nothing.
+        """
+        first, second, seen_a, seen_b = self._run_pair(no_lock=False)
+        out_a, err_a = first.communicate()
+        out_b, err_b = second.communicate()
+        self.assertEqual(0, first.returncode, err_a)
+        self.assertEqual(0, second.returncode, err_b)
+        self.assertIn("not created yet", seen_a)
+        self.assertIn("upgraded from an empty schema to "
+                      f"{migrations.head()}", out_a)
+        self.assertEqual(f"at revision {migrations.head()} (head)", seen_b)
+        self.assertIn(f"already at revision {migrations.head()}", out_b)
+        # Not compared with the models on sqlite: Barbican's models
+        # (imported by other modules of this test run, and always in
+        # barbican-api) render BigInteger as INTEGER there, and the
+        # command (without them) created BIGINT: the same type in sqlite.
+        self._assert_at_head(compare_models=self.KIND != scratch_db.SQLITE)
+        with self.engine.connect() as conn:
+            self.assertEqual([migrations.head()], conn.execute(sa.text(
+                f"SELECT version_num FROM {migrations.VERSION_TABLE}"
+            )).scalars().all())
+
+    def test_concurrent_upgrades_race_without_the_lock(self) -> None:
+        """Positive control: without the lock, both see an empty schema.
+
+        Both then create the same tables, and one of them fails on the
+        other's (this is what the lock prevents).
+        """
+        first, second, seen_a, seen_b = self._run_pair(no_lock=True)
+        self.assertIn("not created yet", seen_a)
+        self.assertIn("not created yet", seen_b)
+        results = [(p.returncode, *p.communicate()) for p in (first,
+                                                               second)]
+        failed = [err for code, _out, err in results if code != 0]
+        self.assertNotEqual([], failed, results)
+        # sqlite: B's deferred transaction, which read before A wrote,
+        # cannot write after A's commit (SQLITE_BUSY_SNAPSHOT).
+        race = ("database is locked" if self.KIND == scratch_db.SQLITE
+                else "already exists|duplicate")
+        for err in failed:
+            self.assertRegex(err.lower(), race, results)
 
     def test_first_released_schema_with_rows_to_head(self) -> None:
         """Through the revisions: tee0001 (f43a069), rows, then head."""
@@ -443,3 +677,46 @@ class CommandTest(base.TestCase):
         missing = self._run("upgrade", "--config-file",
                             os.path.join(tmp, "nowhere.conf"))
         self.assertEqual(2, missing.returncode, missing)
+
+    def test_downgrade_refused(self) -> None:
+        """Migrations go forward only: a downgrade request is refused."""
+        tmp = self.useFixture(fixtures.TempDir()).path
+        conf = os.path.join(tmp, "barbican.conf")
+        url = f"sqlite:///{tmp}/barbican.sqlite"
+        with open(conf, "w") as f:
+            f.write(f"[database]\nconnection = {url}\n")
+        engine = db.make_engine(url)
+        self.addCleanup(engine.dispose)
+        migrations.upgrade(engine)
+        refused = self._run("downgrade", migrations.FIRST_RELEASE,
+                            "--config-file", conf)
+        self.assertEqual(2, refused.returncode, refused)
+        self.assertIn("go forward only", refused.stderr)
+        self.assertIn("restore the backup", refused.stderr)
+        self.assertIn("nothing was changed", refused.stderr)
+        self.assertEqual(migrations.head(), migrations.check(engine).revision)
+        # Listed, so that an operator looking for it reads why not.
+        parser = cli.build_parser()
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            self.assertRaises(SystemExit, parser.parse_args,
+                              ["db", "--help"])
+        self.assertIn("downgrade", out.getvalue())
+
+    def test_lock_timeout_argument(self) -> None:
+        self.assertEqual(migrations.DEFAULT_LOCK_TIMEOUT,
+                         db_cmd.DEFAULT_LOCK_TIMEOUT)
+        parser = cli.build_parser()
+        args = parser.parse_args(["db", "upgrade"])
+        self.assertEqual(migrations.DEFAULT_LOCK_TIMEOUT, args.lock_timeout)
+        args = parser.parse_args(["db", "upgrade", "--lock-timeout", "2.5"])
+        self.assertEqual(2.5, args.lock_timeout)
+        for bad in ("0", "-1", "soon", "86401"):
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                error = self.assertRaises(
+                    SystemExit, parser.parse_args,
+                    ["db", "upgrade", "--lock-timeout", bad])
+            self.assertEqual(2, error.code)
+            self.assertIn("--lock-timeout", err.getvalue())
+
