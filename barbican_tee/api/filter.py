@@ -76,6 +76,7 @@ import webob  # type: ignore[import-untyped]
 from barbican_tee.api import client_addr
 from barbican_tee.api import db
 from barbican_tee.api import nonce as nonce_mod
+from barbican_tee.api import request_body
 from barbican_tee.api import sealed_create
 from barbican_tee.attestation import errors
 from barbican_tee.attestation import policy as policy_mod
@@ -434,39 +435,19 @@ class TEEAPIFilter:
     @staticmethod
     def _body(environ: dict[str, Any]) -> bytes:
         """The request body, at most ``_MAX_BODY`` bytes of it."""
-        too_large = APIError(413, "body_too_large", "request bodies are "
-                             f"limited to {_MAX_BODY} bytes")
-        stream = environ["wsgi.input"]
-        declared = environ.get("CONTENT_LENGTH")
         try:
-            if declared:
-                if not re.fullmatch(r"[0-9]+", declared):
-                    raise APIError(400, "body_length_invalid",
-                                   "Content-Length is not a byte count")
-                if int(declared) > _MAX_BODY:
-                    raise too_large
-                return bytes(stream.read(int(declared)))
-            if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING",
-                                            "").lower():
-                return b""
-            # Chunked: the server gives the decoded body; read until its
-            # end, one byte past the limit at most.
-            chunks: list[bytes] = []
-            size = 0
-            while size <= _MAX_BODY:
-                chunk = bytes(stream.read(_MAX_BODY + 1 - size))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
+            return request_body.read(environ, _MAX_BODY) or b""
+        except request_body.LengthInvalid:
+            raise APIError(400, "body_length_invalid",
+                           "Content-Length is not a byte count") from None
+        except request_body.TooLarge:
+            raise APIError(413, "body_too_large", "request bodies are "
+                           f"limited to {_MAX_BODY} bytes") from None
         except OSError:
             # A body cut short or a malformed chunk (the server's errors
             # are IOErrors).
             raise APIError(400, "body_unreadable",
                            "the request body could not be read") from None
-        if size > _MAX_BODY:
-            raise too_large
-        return b"".join(chunks)
 
     @staticmethod
     def _json(environ: dict[str, Any]) -> dict[str, Any]:
