@@ -250,20 +250,26 @@ def _check_barbican_hooks() -> None:
             "binding with this Barbican: missing " + "; ".join(missing))
 
 
+# The database URLs whose schema this process found at head.
+_SCHEMA_AT_HEAD: set[str] = set()
+
+
 def _check_schema(conf: cfg.ConfigOpts) -> None:
     """Fail at startup unless the suite's tables are at this release's head.
 
     Nothing creates or alters a table on the request path: the schema is
     ``openstack-tee db upgrade``'s job, and barbican-api refuses to start
-    before it has run (the message names the command).
+    before it has run (the message names the command). Checked once per
+    process, on the engine the filters then use for requests; a failed
+    check is not remembered (each filter refuses).
     """
     from barbican_tee import migrations
 
-    engine = db.make_engine(conf.database.connection, conf)
-    try:
-        migrations.check(engine)
-    finally:
-        engine.dispose()
+    url = conf.database.connection
+    if url in _SCHEMA_AT_HEAD:
+        return
+    migrations.check(db.process_engine(url, conf))
+    _SCHEMA_AT_HEAD.add(url)
 
 
 def _session_label(session_id: str, secret_id: str, instance_uuid: str,
@@ -333,13 +339,15 @@ class TEEAPIFilter:
 
     @property
     def store(self) -> db.Store:
-        # Created on first use, in the worker process (not before fork).
+        # Created on first use, on this process's engine (db.process_engine:
+        # one per process, shared with the schema check and the other
+        # filter; a forked worker opens its own connections).
         if self._store is None:
             with self._store_lock:
                 if self._store is None:
                     self._store = db.Store(
-                        db.make_engine(self.conf.database.connection,
-                                       self.conf),
+                        db.process_engine(self.conf.database.connection,
+                                          self.conf),
                         self.keyring)
         return self._store
 
