@@ -28,6 +28,8 @@ from collections.abc import Callable
 import datetime
 import hashlib
 import json
+import os
+import threading
 from typing import Any
 from typing import TypeVar
 
@@ -221,6 +223,36 @@ def make_engine(url: str, conf: cfg.ConfigOpts | None = None) -> sa.Engine:
     if is_sqlite:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+_ENGINES: dict[str, sa.Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def process_engine(url: str, conf: cfg.ConfigOpts) -> sa.Engine:
+    """This process's engine on ``url`` (:func:`make_engine`), built once.
+
+    Both /v1/tee filters of barbican-api's pipeline (and their schema
+    check at startup) share it: one pool per worker, not one per filter.
+    """
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(url)
+        if engine is None:
+            engine = _ENGINES[url] = make_engine(url, conf)
+        return engine
+
+
+def _forget_parent_connections() -> None:
+    # A server that loads the app before forking its workers: a child
+    # must not use (nor close, which would end the parent's) the
+    # connections pooled before the fork; it opens its own.
+    global _ENGINES_LOCK
+    _ENGINES_LOCK = threading.Lock()
+    for engine in _ENGINES.values():
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_parent_connections)
 
 
 # oslo.db's [database] options that its engine factory takes, as

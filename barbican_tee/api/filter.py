@@ -76,6 +76,7 @@ import webob  # type: ignore[import-untyped]
 from barbican_tee.api import client_addr
 from barbican_tee.api import db
 from barbican_tee.api import nonce as nonce_mod
+from barbican_tee.api import request_body
 from barbican_tee.api import sealed_create
 from barbican_tee.attestation import errors
 from barbican_tee.attestation import policy as policy_mod
@@ -249,20 +250,26 @@ def _check_barbican_hooks() -> None:
             "binding with this Barbican: missing " + "; ".join(missing))
 
 
+# The database URLs whose schema this process found at head.
+_SCHEMA_AT_HEAD: set[str] = set()
+
+
 def _check_schema(conf: cfg.ConfigOpts) -> None:
     """Fail at startup unless the suite's tables are at this release's head.
 
     Nothing creates or alters a table on the request path: the schema is
     ``openstack-tee db upgrade``'s job, and barbican-api refuses to start
-    before it has run (the message names the command).
+    before it has run (the message names the command). Checked once per
+    process, on the engine the filters then use for requests; a failed
+    check is not remembered (each filter refuses).
     """
     from barbican_tee import migrations
 
-    engine = db.make_engine(conf.database.connection, conf)
-    try:
-        migrations.check(engine)
-    finally:
-        engine.dispose()
+    url = conf.database.connection
+    if url in _SCHEMA_AT_HEAD:
+        return
+    migrations.check(db.process_engine(url, conf))
+    _SCHEMA_AT_HEAD.add(url)
 
 
 def _session_label(session_id: str, secret_id: str, instance_uuid: str,
@@ -332,13 +339,15 @@ class TEEAPIFilter:
 
     @property
     def store(self) -> db.Store:
-        # Created on first use, in the worker process (not before fork).
+        # Created on first use, on this process's engine (db.process_engine:
+        # one per process, shared with the schema check and the other
+        # filter; a forked worker opens its own connections).
         if self._store is None:
             with self._store_lock:
                 if self._store is None:
                     self._store = db.Store(
-                        db.make_engine(self.conf.database.connection,
-                                       self.conf),
+                        db.process_engine(self.conf.database.connection,
+                                          self.conf),
                         self.keyring)
         return self._store
 
@@ -434,39 +443,19 @@ class TEEAPIFilter:
     @staticmethod
     def _body(environ: dict[str, Any]) -> bytes:
         """The request body, at most ``_MAX_BODY`` bytes of it."""
-        too_large = APIError(413, "body_too_large", "request bodies are "
-                             f"limited to {_MAX_BODY} bytes")
-        stream = environ["wsgi.input"]
-        declared = environ.get("CONTENT_LENGTH")
         try:
-            if declared:
-                if not re.fullmatch(r"[0-9]+", declared):
-                    raise APIError(400, "body_length_invalid",
-                                   "Content-Length is not a byte count")
-                if int(declared) > _MAX_BODY:
-                    raise too_large
-                return bytes(stream.read(int(declared)))
-            if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING",
-                                            "").lower():
-                return b""
-            # Chunked: the server gives the decoded body; read until its
-            # end, one byte past the limit at most.
-            chunks: list[bytes] = []
-            size = 0
-            while size <= _MAX_BODY:
-                chunk = bytes(stream.read(_MAX_BODY + 1 - size))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
+            return request_body.read(environ, _MAX_BODY) or b""
+        except request_body.LengthInvalid:
+            raise APIError(400, "body_length_invalid",
+                           "Content-Length is not a byte count") from None
+        except request_body.TooLarge:
+            raise APIError(413, "body_too_large", "request bodies are "
+                           f"limited to {_MAX_BODY} bytes") from None
         except OSError:
             # A body cut short or a malformed chunk (the server's errors
             # are IOErrors).
             raise APIError(400, "body_unreadable",
                            "the request body could not be read") from None
-        if size > _MAX_BODY:
-            raise too_large
-        return b"".join(chunks)
 
     @staticmethod
     def _json(environ: dict[str, Any]) -> dict[str, Any]:

@@ -65,6 +65,7 @@ from keystoneauth1 import plugin as ksa_plugin
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from barbican_tee.api import request_body
 from nova_tee import conf as tee_conf
 from nova_tee import specs
 from nova_tee.virt.libvirt.attest import META_SECRET
@@ -225,34 +226,6 @@ class _IdentityHeaders(ksa_plugin.BaseAuthPlugin):
 _MAX_BODY = 1024 * 1024
 
 
-class _Rest(io.RawIOBase):
-    """What was read, then the rest of the original stream."""
-
-    def __init__(self, head: bytes, stream: Any) -> None:
-        super().__init__()
-        self._head = io.BytesIO(head)
-        self._stream = stream
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        data = self._head.read(size if size is not None else -1)
-        if size is None or size < 0:
-            return data + bytes(self._stream.read())
-        if len(data) < size:
-            data += bytes(self._stream.read(size - len(data)))
-        return data
-
-    def readline(self, size: int | None = -1) -> bytes:
-        line = self._head.readline(size if size is not None else -1)
-        if line.endswith(b"\n") or (size is not None and 0 <= size
-                                     <= len(line)):
-            return line
-        rest = -1 if size is None or size < 0 else size - len(line)
-        return line + bytes(self._stream.readline(rest))
-
-
 def _read_body(environ: dict[str, Any]) -> bytes | None:
     """The request body, put back for Nova; None if left untouched.
 
@@ -261,31 +234,10 @@ def _read_body(environ: dict[str, Any]) -> bytes | None:
     rest and the request goes on unchecked: Nova refuses it anyway). A
     malformed length is left to Nova.
     """
-    stream = environ["wsgi.input"]
-    declared = environ.get("CONTENT_LENGTH")
-    if declared:
-        if not re.fullmatch(r"[0-9]+", declared) or (
-                int(declared) > _MAX_BODY):
-            return None
-        raw = bytes(stream.read(int(declared)))
-        environ["wsgi.input"] = io.BytesIO(raw)
-        return raw
-    if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+    try:
+        return request_body.read(environ, _MAX_BODY, put_back=True)
+    except request_body.BodyError:
         return None
-    chunks: list[bytes] = []
-    size = 0
-    while size <= _MAX_BODY:
-        chunk = bytes(stream.read(_MAX_BODY + 1 - size))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    raw = b"".join(chunks)
-    if size > _MAX_BODY:
-        environ["wsgi.input"] = _Rest(raw, stream)
-        return None
-    environ["wsgi.input"] = io.BytesIO(raw)
-    return raw
 
 
 def _instance(ctx: Any, server_id: str, attrs: list[str]) -> Any:
