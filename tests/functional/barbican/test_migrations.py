@@ -133,7 +133,7 @@ SHAPES = {
               "tee_spent_nonces"}),
 }
 
-HEAD_TABLES = {"tee_policies", "tee_bindings", "tee_rates",
+HEAD_TABLES = {"tee_policies", "tee_bindings", "tee_rates", "tee_floors",
                "tee_sev_sessions", "tee_instance_bindings",
                "tee_spent_nonces"}
 
