@@ -19,6 +19,8 @@ key                         value
 ``tee.snp_tcb``             SNP committed TCB as ``BL.TEE.SNP.UCODE``
                             (plus ``.FMC`` on Turin)
 ``tee.tdx_module``          TDX module version, where the host shows it
+``tee.snp_product``         the CPU's SNP product: ``milan``, ``genoa``
+                            or ``turin`` (whose TCB floor applies)
 ==========================  ==============================================
 """
 
@@ -33,6 +35,7 @@ FW_KEY = "tee.fw"
 FW_BUILD_KEY = "tee.fw_build"
 SNP_TCB_KEY = "tee.snp_tcb"
 TDX_MODULE_KEY = "tee.tdx_module"
+SNP_PRODUCT_KEY = "tee.snp_product"
 
 
 def slots_key(model: str) -> str:

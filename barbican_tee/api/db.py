@@ -119,6 +119,18 @@ SEV_SESSIONS = sa.Table(
     sa.Column("expires_at", sa.DateTime, nullable=False),
 )
 
+# Platform TCB floors an administrator set through the API (one row per
+# product), MACed like policy rows: see barbican_tee.api.floors.
+FLOORS = sa.Table(
+    "tee_floors", METADATA,
+    sa.Column("product", _exact(16), primary_key=True),
+    sa.Column("document", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Column("updated_by", _exact(255), nullable=False),
+    sa.Column("mac_kek", _exact(32), nullable=False),
+    sa.Column("mac", _exact(64), nullable=False),
+)
+
 RATES = sa.Table(
     "tee_rates", METADATA,
     sa.Column("bucket", _exact(300), primary_key=True),

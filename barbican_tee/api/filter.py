@@ -75,6 +75,7 @@ import webob  # type: ignore[import-untyped]
 
 from barbican_tee.api import client_addr
 from barbican_tee.api import db
+from barbican_tee.api import floors
 from barbican_tee.api import nonce as nonce_mod
 from barbican_tee.api import request_body
 from barbican_tee.api import sealed_create
@@ -143,6 +144,11 @@ _ROUTES = [
     ("DELETE", re.compile(rf"^/v1/tee/instances/(?P<instance>{_UUID})$"),
      "unbind_instance"),
     ("POST", re.compile(r"^/v1/tee/sev/sessions/?$"), "sev_session"),
+    ("GET", re.compile(r"^/v1/tee/floors/?$"), "list_floors"),
+    ("GET", re.compile(r"^/v1/tee/floors/(?P<product>[a-z]{1,20})$"),
+     "show_floor"),
+    ("PUT", re.compile(r"^/v1/tee/floors/(?P<product>[a-z]{1,20})$"),
+     "set_floor"),
     ("POST", re.compile(rf"^/v1/tee/sev/sessions/(?P<id>{_UUID})"
                         r"/measurement$"), "sev_measurement"),
 ]
@@ -313,6 +319,7 @@ class TEEAPIFilter:
         self.verifier = snp.SnpVerifier.from_conf(conf)
         self.enforcer = oslo_policy.Enforcer(conf)
         self.enforcer.register_defaults(RULES)
+        self.enforcer.register_defaults(floors.RULES)
         self.notifier = self._make_notifier(conf)
         if routes != "public":
             _check_barbican_hooks()
@@ -350,6 +357,10 @@ class TEEAPIFilter:
                                           self.conf),
                         self.keyring)
         return self._store
+
+    @functools.cached_property
+    def floor_store(self) -> floors.FloorStore:
+        return floors.FloorStore(self.store.engine, self.keyring)
 
     # -- WSGI -------------------------------------------------------------
     def __call__(self, environ: dict[str, Any],
@@ -1316,6 +1327,9 @@ class TEEAPIFilter:
             raise APIError(403, first.code,
                            "; ".join(f.message for f in result.failures),
                            codes=result.codes)
+        # The operator's floor, whatever the policy says.
+        self._floor_check(floors.check_snp, verified.product,
+                          verified.reported_tcb)
         return verified.report.report_data
 
     def _verify_tdx(self, evidence: dict[str, Any],
@@ -1347,7 +1361,48 @@ class TEEAPIFilter:
             raise APIError(403, result.failures[0].code,
                            "; ".join(f.message for f in result.failures),
                            codes=result.codes)
+        # The operator's floor, whatever the policy says.
+        self._floor_check(floors.check_tdx, claims.tcb_status,
+                          claims.tee_tcb_svn)
         return claims.report_data
+
+    def _floor_check(self, check: Callable[..., None], *args: Any) -> None:
+        try:
+            check(self.floor_store, self.conf, *args)
+        except floors.FloorError as exc:
+            raise APIError(exc.status, exc.code, str(exc)) from None
+
+    # -- routes: platform TCB floors (barbican_tee.api.floors) -------------
+    def _floors(self, environ: dict[str, Any], rule: str,
+                call: Callable[..., Any], *args: Any) -> Any:
+        ctx = self._context(environ, rule)
+        try:
+            return call(ctx, *args)
+        except floors.FloorTampered as exc:
+            raise APIError(409, exc.code, str(exc)) from None
+        except floors.FloorError as exc:
+            raise APIError(exc.status, exc.code, str(exc)) from None
+
+    def list_floors(self, environ: dict[str, Any]) -> tuple[int, Any]:
+        return 200, self._floors(environ, "tee:floor:get", lambda ctx: {
+            "floors": [floors.view(self.floor_store, self.conf, p)
+                       for p in floors.PRODUCTS]})
+
+    def show_floor(self, environ: dict[str, Any],
+                   product: str) -> tuple[int, Any]:
+        return 200, self._floors(
+            environ, "tee:floor:get", lambda ctx: floors.view(
+                self.floor_store, self.conf,
+                floors.product_name(product)))
+
+    def set_floor(self, environ: dict[str, Any],
+                  product: str) -> tuple[int, Any]:
+        def put(ctx: Any) -> dict[str, Any]:
+            name = floors.product_name(product)
+            return floors.set_floor(
+                self.floor_store, self.conf, name, self._json(environ),
+                str(getattr(ctx, "user_id", None) or "-"), self.notifier)
+        return 200, self._floors(environ, "tee:floor:set", put)
 
     def _audit(self, granted: bool, payload: dict[str, Any]) -> None:
         event = "tee.release.granted" if granted else "tee.release.denied"
@@ -1371,4 +1426,4 @@ class TEEAPIFilter:
 
 def list_rules() -> list[oslo_policy.RuleDefault]:
     """Policy defaults for oslopolicy-sample-generator."""
-    return list(RULES)
+    return list(RULES) + floors.list_rules()

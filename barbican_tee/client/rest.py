@@ -217,6 +217,32 @@ class TEEClient:
             self._request("GET", self._url("secrets", secret_id, "policy")),
             "secret binding", "secret_id")
 
+    def list_floors(self) -> list[dict[str, Any]]:
+        """``GET /v1/tee/floors``: every product's TCB floor.
+
+        Each ``{product, config, set, effective, updated_at, updated_by}``.
+        """
+        doc = self._request("GET", self._url("floors"))
+        floors = doc.get("floors") if isinstance(doc, dict) else None
+        if not isinstance(floors, list) or not all(
+                isinstance(f, dict) and isinstance(f.get("product"), str)
+                for f in floors):
+            raise TEEClientError(None, BAD_RESPONSE,
+                                 "the floor list is not a list of floors")
+        return floors
+
+    def get_floor(self, product: str) -> dict[str, Any]:
+        """``GET /v1/tee/floors/{product}``."""
+        return self._dict(self._request("GET", self._url("floors", product)),
+                          "get floor", "product")
+
+    def set_floor(self, product: str,
+                  floor: dict[str, Any]) -> dict[str, Any]:
+        """``PUT /v1/tee/floors/{product}``: the floor as it now stands."""
+        return self._dict(
+            self._request("PUT", self._url("floors", product), floor),
+            "set floor", "product")
+
     # -- evidence-authenticated routes -----------------------------------
     def challenge(self, secret_id: str) -> tuple[str, str]:
         """``POST /v1/tee/challenge`` -> ``(nonce, expires_at)``."""

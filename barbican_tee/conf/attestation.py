@@ -88,6 +88,24 @@ OPTS = [
              "the default, which only demands bootloader, snp and "
              "microcode SPLs of at least 1: set it from AMD's security "
              "bulletins and your hosts before trusting Turin hosts."),
+    cfg.ListOpt(
+        "tcb_floor_tdx_statuses",
+        default=[],
+        help="Intel TCB statuses (as Intel PCS names them: UpToDate, "
+             "SWHardeningNeeded, ConfigurationNeeded, "
+             "ConfigurationAndSWHardeningNeeded, OutOfDate, "
+             "OutOfDateConfigurationNeeded) a TDX platform may have for "
+             "any key to be released, whatever a policy accepts. Empty: "
+             "no floor here (a policy accepts UpToDate only unless it "
+             "says otherwise). An administrator's floor set with "
+             "`openstack tee floor set tdx` narrows it further; this "
+             "option is the one a database writer cannot change."),
+    cfg.StrOpt(
+        "tcb_floor_tdx_tee_tcb_svn",
+        default="",
+        help="Lowest TEE TCB SVN (32 hex digits, the TD report's "
+             "TEE_TCB_SVN, compared byte by byte) a TDX platform may "
+             "report for any key to be released. Empty: no floor here."),
 ]
 
 

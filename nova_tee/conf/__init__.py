@@ -20,6 +20,19 @@ SCHEDULER_OPTS = [
              "to keep headroom for rebuilds and evacuations, which need a "
              "slot on the target. Flavors without tee: keys are placed "
              "by upstream's MEM_ENCRYPTION_CONTEXT inventory alone."),
+    cfg.IntOpt(
+        "floor_cache_ttl",
+        default=60,
+        min=0,
+        help="Seconds TEEFilter keeps the platform TCB floors it read from "
+             "Barbican (GET /v1/tee/floors, with [tee] barbican_url and "
+             "the [tee_barbican] service credentials) before reading them "
+             "again: a floor an administrator raises refuses stale hosts "
+             "for new guests within this time. When Barbican cannot be "
+             "read, the last floors read stay in force past it; before any "
+             "were read, every host is refused for amd-sev-snp requests. "
+             "Without [tee] barbican_url on the scheduler, TEEFilter does "
+             "not apply the floors (releases are still held to them)."),
     cfg.FloatOpt(
         "weight_multiplier",
         default=1.0,

@@ -9,6 +9,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_tee import conf as tee_conf
+from nova_tee.scheduler import floors as tee_floors
 from nova_tee.scheduler import request as tee_request
 from nova_tee import specs
 
@@ -30,15 +31,23 @@ class TEEFilter(filters.BaseHostFilter):
     it would without this filter. A host without ``tee.*`` stats (its
     nova-compute does not run TEELibvirtDriver, or has not reported since
     it was upgraded) fails ``tee:`` requests with a reason saying so.
+
+    With ``[tee] barbican_url`` set, an SEV-SNP host must also meet the
+    platform TCB floor of its product (``tee.snp_product``) as Barbican
+    answers it (:mod:`nova_tee.scheduler.floors`, cached for ``[tee]
+    floor_cache_ttl`` seconds; the last floors read stay in force while
+    Barbican cannot be read, and before any were read every host fails).
     """
 
     RUN_ON_REBUILD = False
 
     def __init__(self) -> None:
-        # (spec, need, error, debug) of the last RequestSpec, replaced as a
-        # whole so concurrent requests never see a mixed tuple.
+        # (spec, need, error, debug, floors applied, floors) of the last
+        # RequestSpec, replaced as a whole so concurrent requests never
+        # see a mixed tuple. floors: None when never read.
         self._last: tuple[Any, tee_request.Need | None, str | None,
-                          bool] = (None, None, None, False)
+                          bool, bool, tee_floors.Floors | None] = (
+            None, None, None, False, False, None)
 
     def host_passes(self, host_state: Any, spec_obj: Any) -> bool:
         last = self._last
@@ -47,8 +56,13 @@ class TEEFilter(filters.BaseHostFilter):
                                                  CONF.tee.min_free_slots)
             # Whether to explain refusals is decided once per request: a
             # log call per host would cost more than the check itself.
+            applied = bool(need is not None and (
+                need.model == "amd-sev-snp") and CONF.tee.barbican_url)
+            # Read (at most once per TTL) per request, not per host.
+            floors = tee_floors.CACHE.current() if applied else None
             last = self._last = (spec_obj, need, error,
-                                 LOG.isEnabledFor(logging.DEBUG))
+                                 LOG.isEnabledFor(logging.DEBUG), applied,
+                                 floors)
             if error is not None:
                 LOG.info("TEEFilter: the request cannot be placed: %s",
                          error)
@@ -63,6 +77,9 @@ class TEEFilter(filters.BaseHostFilter):
         else:
             offer = tee_request.offer(host_state)
         reason = self._refusal(offer, need)
+        if reason is None and last[4]:
+            reason = tee_floors.refusal(last[5], offer.snp_product,
+                                        offer.snp_tcb)
         if reason is None:
             return True
         if last[3]:

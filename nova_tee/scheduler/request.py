@@ -40,6 +40,8 @@ class Offer:
     snp_tcb: tuple[int, ...] | None
     # Whether the host reports our stats scheme at all (``tee.v``).
     reported: bool = True
+    # milan, genoa or turin: whose TCB floor applies (None: unknown).
+    snp_product: str | None = None
 
     @classmethod
     def from_stats(cls, stats: dict[str, str]) -> Offer:
@@ -52,7 +54,8 @@ class Offer:
                        stats.get(tee_stats.FW_KEY)),
                    snp_tcb=tcb if tcb is not None and len(tcb) >= 4
                    else None,
-                   reported=tee_stats.VERSION_KEY in stats)
+                   reported=tee_stats.VERSION_KEY in stats,
+                   snp_product=stats.get(tee_stats.SNP_PRODUCT_KEY))
 
 
 def image_props(spec_obj: Any) -> dict[str, Any]:

@@ -267,6 +267,9 @@ class HostTEECapabilities:
             if self.firmware.snp_current_tcb is not None:
                 out[tee_stats.SNP_TCB_KEY] = snp_tcb_string(
                     self.firmware.snp_current_tcb, self.product)
+                if self.product is not None:
+                    out[tee_stats.SNP_PRODUCT_KEY] = (
+                        self.product.name.lower())
         if self.tdx_module:
             out[tee_stats.TDX_MODULE_KEY] = self.tdx_module
         return out

@@ -148,6 +148,30 @@ class OpenStackCLITest(base.TestCase):
                 self.assertIn(code, err)
         self.assertEqual(before, self.json_cli("tee", "policy", "list"))
 
+    def test_floor_set_and_show(self) -> None:
+        shown = self.json_cli("tee", "floor", "set", "genoa",
+                              "--bootloader", "10", "--tee", "0",
+                              "--snp", "24", "--microcode", "84")
+        # The config's genoa default, with snp raised through the API.
+        self.assertEqual("bootloader=10, microcode=84, snp=24, tee=0",
+                         shown["effective"])
+        self.assertEqual("openstack-cli", shown["updated_by"])
+        tdx = self.json_cli("tee", "floor", "set", "tdx", "--tcb-status",
+                            "UpToDate", "--tcb-status",
+                            "SWHardeningNeeded", "--min-tee-tcb-svn",
+                            "02" * 16)
+        self.assertEqual("min_tee_tcb_svn=" + "02" * 16 + ", "
+                         "tcb_statuses=UpToDate,SWHardeningNeeded",
+                         tdx["effective"])
+        rows = self.json_cli("tee", "floor", "show")
+        self.assertEqual(["milan", "genoa", "turin", "tdx"],
+                         [r["product"] for r in rows])
+        self.assertEqual(shown["effective"], rows[1]["effective"])
+        self.assertEqual(tdx["effective"], rows[3]["effective"])
+        self.assertIn("milan needs --tee, --microcode", self.failing(
+            "tee", "floor", "set", "milan", "--bootloader", "1",
+            "--snp", "2"))
+
     def test_delete_reports_each_failure(self) -> None:
         policy_id = self.json_cli("tee", "policy", "create", "p", "--tee",
                                   "amd-sev", "--measurement",

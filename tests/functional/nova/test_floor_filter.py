@@ -1,0 +1,101 @@
+"""TEEFilter and the platform TCB floors set in a real barbican-api.
+
+Nova's harness (API, scheduler with TEEFilter, a compute whose secure
+processor is the software model: Milan, TCB 3.0.8.115, the config's
+default Milan floor) and one barbican-api for the class. The floor cache's
+clock is the test's, so "past the TTL" needs no sleep.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fixtures
+from oslo_utils.fixture import uuidsentinel as uuids
+import requests
+
+from barbican_tee import server as tee_server
+from nova_tee.scheduler import floors as tee_floors
+from openstack_tee_demo import nova_harness as base
+from tests.functional.barbican import fixture as barbican_fixture
+
+TTL = 60
+ADMIN = {"X-Project-Id": "cloud-admin", "X-Roles": "admin",
+         "X-User-Id": "operator"}
+
+
+class FloorFilterTest(base.TEEServersTestBase):
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.barbican = barbican_fixture.BarbicanServer(workers=1)
+        cls.barbican.setUp()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.barbican.cleanUp()
+        super().tearDownClass()
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.flags(barbican_url=self.barbican.url,
+                   barbican_noauth_project="nova-service",
+                   floor_cache_ttl=TTL, group="tee")
+        self.now = 1000.0
+        self._fresh_cache()
+        self.addCleanup(self._set_floor, 0)
+
+    def _fresh_cache(self) -> None:
+        cache = tee_floors.FloorCache(clock=lambda: self.now)
+        self.useFixture(fixtures.MockPatchObject(tee_floors, "CACHE",
+                                                 cache))
+
+    def _set_floor(self, snp: int) -> None:
+        resp = requests.put(
+            f"{self.barbican.url}/v1/tee/floors/milan", headers=ADMIN,
+            json={"bootloader": 0, "tee": 0, "snp": snp, "microcode": 0},
+            timeout=30)
+        self.assertEqual(200, resp.status_code, resp.text)
+
+    def _boot(self, expected: str) -> dict[str, Any]:
+        flavor = self.tee_flavor("amd-sev-snp", min_tcb_snp="0")
+        with base.snp_caps():
+            server: dict[str, Any] = self._create_server(
+                image_uuid=uuids.tee_snp_image, flavor_id=flavor,
+                networks="none", expected_state=expected)
+        if expected == "ERROR":
+            self.assertIn("No valid host", server["fault"]["message"])
+        return server
+
+    def test_raised_floor_refuses_the_stale_host_within_the_ttl(
+            self) -> None:
+        self.start_tee_compute("stale")  # SNP SPL 8
+        self._boot("ACTIVE")
+        self._set_floor(9)
+        # Once the floors read are TTL old, the raised floor applies.
+        self.now += TTL
+        self._boot("ERROR")
+        self._set_floor(8)
+        self.now += TTL
+        self._boot("ACTIVE")
+
+    def test_unreachable_barbican_never_makes_the_host_pass(self) -> None:
+        self.start_tee_compute("stale")
+        self._set_floor(9)
+        self._boot("ERROR")
+        # Barbican gone (nothing listens there), its floor lowered: the
+        # floor last read stays in force, however old.
+        self.flags(barbican_url=f"http://127.0.0.1:{tee_server.free_port()}",
+                   group="tee")
+        self._set_floor(8)
+        self.now += 100 * TTL
+        self._boot("ERROR")
+        # A scheduler that never read a floor refuses, and says why.
+        self._fresh_cache()
+        self._boot("ERROR")
+        self.assertIn("none were ever read", self.stdlog.logger.output)
+        # Positive control: Barbican back, the lowered floor is read.
+        self.flags(barbican_url=self.barbican.url, group="tee")
+        self.now += 100 * TTL
+        self._boot("ACTIVE")

@@ -1,0 +1,91 @@
+"""The floor arithmetic and the TDX check of barbican_tee.api.floors."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+
+from oslo_config import cfg
+
+from barbican_tee.api import db
+from barbican_tee.api import floors
+from barbican_tee.attestation import snp
+from barbican_tee import conf as tee_conf
+from barbican_tee import migrations
+from barbican_tee.plugin import keyring
+from tests import base
+from tests.unit.barbican_tee import test_sealed
+
+SVN_3 = bytes([3] + [0] * 15)
+
+
+class EffectiveTest(base.TestCase):
+
+    def test_snp_field_by_field_maximum(self) -> None:
+        a = snp.TcbVersion(bootloader=3, tee=0, snp=8, microcode=115)
+        b = snp.TcbVersion(bootloader=2, tee=1, snp=9, microcode=100,
+                           fmc=4)
+        self.assertEqual(snp.TcbVersion(bootloader=3, tee=1, snp=9,
+                                        microcode=115, fmc=4),
+                         floors.effective(a, b))
+        self.assertEqual(a, floors.effective(a, None))
+        self.assertEqual(b, floors.effective(None, b))
+        self.assertIsNone(floors.effective(None, None))
+
+    def test_tdx_statuses_both_accept_and_higher_svn(self) -> None:
+        a = floors.TdxFloor(("UpToDate", "SWHardeningNeeded"),
+                            bytes([3, 1] + [0] * 14))
+        b = floors.TdxFloor(("UpToDate", "OutOfDate"),
+                            bytes([2, 5] + [0] * 14))
+        self.assertEqual(floors.TdxFloor(("UpToDate",),
+                                         bytes([3, 5] + [0] * 14)),
+                         floors.effective(a, b))
+        self.assertEqual(a, floors.effective(a, floors.TdxFloor(None,
+                                                                None)))
+
+
+class TdxCheckTest(base.TestCase):
+    """check_tdx against a stored floor (no TDX model signs quotes)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        ring = keyring.Keyring.from_files(test_sealed._kek(tmp, "k"), [])
+        engine = db.make_engine(f"sqlite:///{tmp}/t.sqlite")
+        self.addCleanup(engine.dispose)
+        migrations.upgrade(engine)
+        self.store = floors.FloorStore(engine, ring)
+        self.conf = cfg.ConfigOpts()
+        tee_conf.register_opts(self.conf)
+        self.conf([])
+
+    def _code(self, status: str, svn: bytes) -> str | None:
+        try:
+            floors.check_tdx(self.store, self.conf, status, svn)
+        except floors.FloorError as exc:
+            return exc.code
+        return None
+
+    def test_statuses_and_svn(self) -> None:
+        # No floor anywhere: the policy alone decides.
+        self.assertIsNone(self._code("OutOfDate", bytes(16)))
+        self.store.put("tdx", floors.TdxFloor(("UpToDate",), SVN_3), "adm")
+        self.assertIsNone(self._code("UpToDate", SVN_3))
+        self.assertEqual("tcb_below_floor",
+                         self._code("SWHardeningNeeded", SVN_3))
+        self.assertEqual("tcb_below_floor",
+                         self._code("UpToDate", bytes([2] + [9] * 15)))
+        # The config's floor narrows the statuses further.
+        self.conf.set_override("tcb_floor_tdx_statuses",
+                               ["SWHardeningNeeded"], "tee_attestation")
+        self.assertEqual("tcb_below_floor", self._code("UpToDate", SVN_3))
+
+    def test_forged_row_fails_closed(self) -> None:
+        self.store.put("tdx", floors.TdxFloor(("UpToDate",), SVN_3), "adm")
+        with self.store.engine.begin() as conn:
+            conn.execute(db.FLOORS.update().values(
+                document='{"tcb_statuses": ["OutOfDate"], '
+                         '"min_tee_tcb_svn": null}'))
+        self.assertEqual("tcb_floor_tampered",
+                         self._code("OutOfDate", bytes(16)))

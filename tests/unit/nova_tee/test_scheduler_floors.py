@@ -1,0 +1,74 @@
+"""TEEFilter's floor cache and check (nova_tee.scheduler.floors)."""
+
+from __future__ import annotations
+
+from oslo_config import fixture as cfg_fixture
+
+from nova_tee import conf as tee_conf
+from nova_tee.scheduler import floors
+from tests import base
+
+MILAN_9 = {"milan": (3, 0, 9, 115, 0)}
+
+
+def _views(snp: int = 9) -> list[dict[str, object]]:
+    return [{"product": "milan", "effective": {
+                "bootloader": 3, "tee": 0, "snp": snp, "microcode": 115}},
+            {"product": "genoa", "effective": None},
+            {"product": "turin", "effective": {
+                "bootloader": 1, "tee": 0, "snp": 1, "microcode": 1,
+                "fmc": 2}},
+            {"product": "tdx", "effective": None}]
+
+
+class FloorCacheTest(base.TestCase):
+
+    def setUp(self) -> None:
+        super().setUp()
+        conf = self.useFixture(cfg_fixture.Config()).conf
+        tee_conf.register_opts(conf)
+        conf.set_override("floor_cache_ttl", 60, "tee")
+        self.now = 0.0
+        self.answers: list[object] = []
+
+    def _read(self) -> floors.Floors:
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        assert isinstance(answer, dict)
+        return answer
+
+    def test_stale_floor_stays_in_force_while_barbican_fails(self) -> None:
+        cache = floors.FloorCache(self._read, clock=lambda: self.now)
+        self.answers = [MILAN_9, floors.FloorReadError("down"),
+                        floors.FloorReadError("down"), {}]
+        self.assertEqual(MILAN_9, cache.current())
+        self.now = 30.0  # within the TTL: not read again
+        self.assertEqual(MILAN_9, cache.current())
+        self.now = 61.0
+        self.assertEqual(MILAN_9, cache.current())
+        self.now = 10_000.0
+        self.assertEqual(MILAN_9, cache.current())
+        self.now = 20_000.0  # Barbican back: what it says now
+        self.assertEqual({}, cache.current())
+        self.assertEqual([], self.answers)
+
+    def test_never_read_is_none(self) -> None:
+        cache = floors.FloorCache(self._read, clock=lambda: self.now)
+        self.answers = [floors.FloorReadError("down")]
+        self.assertIsNone(cache.current())
+        self.assertIn("could ever be read",
+                      floors.refusal(None, "milan", (9, 9, 9, 255)) or "")
+
+    def test_parse_and_refusal(self) -> None:
+        parsed = floors.parse(_views())
+        self.assertEqual({"milan": (3, 0, 9, 115, 0),
+                          "turin": (1, 0, 1, 1, 2)}, parsed)
+        self.assertRaises(floors.FloorReadError, floors.parse, _views()[:2])
+        self.assertIsNone(floors.refusal(parsed, "milan", (3, 0, 9, 115)))
+        self.assertIn("snp", floors.refusal(parsed, "milan",
+                                            (3, 0, 8, 115)) or "")
+        self.assertIsNone(floors.refusal(parsed, "genoa", (0, 0, 0, 0)))
+        self.assertIn("fmc", floors.refusal(parsed, "turin",
+                                            (1, 0, 1, 1, 1)) or "")
+        self.assertIsNotNone(floors.refusal(parsed, None, (3, 0, 9, 115)))
