@@ -80,11 +80,11 @@ from barbican_tee.api import nonce as nonce_mod
 from barbican_tee.api import request_body
 from barbican_tee.api import sealed_create
 from barbican_tee.attestation import errors
+from barbican_tee.attestation import evidence as evidence_mod
 from barbican_tee.attestation import policy as policy_mod
 from barbican_tee.attestation import sev
 from barbican_tee.attestation import sev_certs
 from barbican_tee.attestation import snp
-from barbican_tee.attestation import snp_certs
 from barbican_tee.attestation import tdx
 from barbican_tee import conf as tee_conf
 from barbican_tee.plugin import store as sealed_store
@@ -316,7 +316,7 @@ class TEEAPIFilter:
         self.keyring = sealed_store.load_keyring(conf)
         self._store: db.Store | None = None
         self._store_lock = threading.Lock()
-        self.verifier = snp.SnpVerifier.from_conf(conf)
+        self.evidence = evidence_mod.EvidenceVerifiers(conf)
         self.enforcer = oslo_policy.Enforcer(conf)
         self.enforcer.register_defaults(RULES)
         self.enforcer.register_defaults(floors.RULES)
@@ -1277,94 +1277,51 @@ class TEEAPIFilter:
 
     def _verify(self, evidence: dict[str, Any], policy: policy_mod.Policy,
                 instance_uuid: str | None = None) -> bytes:
-        """Verify evidence and evaluate the policy; its report_data."""
-        fmt = evidence.get("format")
+        """Verify evidence and evaluate the policy; its report_data.
+
+        The format's plugin (:mod:`barbican_tee.attestation.evidence`)
+        verifies and evaluates; a format not enabled is refused.
+        """
+        verifier = self.evidence.get(evidence.get("format"))
+        if verifier is None:
+            raise APIError(400, "evidence_format",
+                           "evidence.format must be "
+                           + self.evidence.describe())
         try:
-            if fmt == "amd-sev-snp-report":
-                return self._verify_snp(evidence, policy, instance_uuid)
-            if fmt == "intel-tdx-quote":
-                return self._verify_tdx(evidence, policy, instance_uuid)
+            verified = verifier.verify(
+                evidence, datetime.datetime.now(datetime.UTC))
+            result = verifier.evaluate(policy, verified, instance_uuid)
+        except evidence_mod.MalformedEvidence as exc:
+            raise APIError(400, exc.code, exc.message) from None
         except errors.InvalidInput as exc:
             raise APIError(403, exc.code, exc.message) from None
         except errors.VerificationFailed as exc:
             raise APIError(403, exc.code, exc.message) from None
-        raise APIError(400, "evidence_format",
-                       "evidence.format must be amd-sev-snp-report or "
-                       "intel-tdx-quote")
-
-    def _verify_snp(self, evidence: dict[str, Any],
-                    policy: policy_mod.Policy,
-                    instance_uuid: str | None = None) -> bytes:
-        try:
-            raw = base64.b64decode(str(evidence.get("report", "")),
-                                   validate=True)
-        except (binascii.Error, ValueError):
-            raise APIError(400, "evidence_invalid",
-                           "evidence.report is not base64") from None
-        cert = evidence.get("vcek") or evidence.get("vlek")
-        if not isinstance(cert, str):
-            raise APIError(400, "evidence_invalid",
-                           "SNP evidence needs the vcek or vlek PEM (from "
-                           "the extended report's certificate table)")
-        endorsement, chain = snp_certs.split_endorsement_bundle(
-            cert.encode())
-        if isinstance(evidence.get("cert_chain"), str):
-            chain += snp_certs.load_ca_certs(
-                evidence["cert_chain"].encode())
-        verified = self.verifier.verify(raw, endorsement, chain)
-        if instance_uuid is not None:
-            # Nova launched the bound instance with this hostData.
-            expected = hashlib.sha256(b"openstack-tee:v1:"
-                                      + instance_uuid.encode()).digest()
-            if not hmac.compare_digest(verified.report.host_data,
-                                       expected):
-                raise APIError(403, "instance_mismatch",
-                               "the guest is not the instance the secret "
-                               "is bound to (host_data)")
-        result = policy_mod.evaluate_snp(policy, verified)
-        if not result.ok:
-            first = result.failures[0]
-            raise APIError(403, first.code,
-                           "; ".join(f.message for f in result.failures),
-                           codes=result.codes)
-        # The operator's floor, whatever the policy says.
-        self._floor_check(floors.check_snp, verified.product,
-                          verified.reported_tcb)
-        return verified.report.report_data
-
-    def _verify_tdx(self, evidence: dict[str, Any],
-                    policy: policy_mod.Policy,
-                    instance_uuid: str | None = None) -> bytes:
-        try:
-            quote = base64.b64decode(str(evidence.get("quote", "")),
-                                     validate=True)
-        except (binascii.Error, ValueError):
-            raise APIError(400, "evidence_invalid",
-                           "evidence.quote is not base64") from None
-        collateral = evidence.get("collateral")
-        if not isinstance(collateral, (dict, str)):
-            raise APIError(400, "evidence_invalid",
-                           "TDX evidence needs its Intel PCS collateral "
-                           "(QuoteCollateralV3) in evidence.collateral")
-        claims = tdx.verify_quote(quote, collateral,
-                                  datetime.datetime.now(datetime.UTC))
-        if instance_uuid is not None:
-            # Nova launched the bound instance with this MRCONFIGID.
-            expected = hashlib.sha384(b"openstack-tee:v1:"
-                                      + instance_uuid.encode()).digest()
-            if not hmac.compare_digest(claims.mr_config_id, expected):
-                raise APIError(403, "instance_mismatch",
-                               "the TD is not the instance the secret is "
-                               "bound to (MRCONFIGID)")
-        result = policy_mod.evaluate_tdx(policy, claims)
         if not result.ok:
             raise APIError(403, result.failures[0].code,
                            "; ".join(f.message for f in result.failures),
                            codes=result.codes)
         # The operator's floor, whatever the policy says.
-        self._floor_check(floors.check_tdx, claims.tcb_status,
-                          claims.tee_tcb_svn)
-        return claims.report_data
+        self._platform_floor(verified)
+        return verified.report_data
+
+    def _platform_floor(self, verified: evidence_mod.VerifiedEvidence
+                        ) -> None:
+        """Refuse evidence below the operator's TCB floor (SNP, TDX)."""
+        details = verified.details
+        if isinstance(details, snp.VerifiedReport):
+            self._floor_check(floors.check_snp, details.product,
+                              details.reported_tcb)
+        elif isinstance(details, tdx.TdxClaims):
+            self._floor_check(floors.check_tdx, details.tcb_status,
+                              details.tee_tcb_svn)
+        elif verified.tee in ("amd-sev-snp", "intel-tdx"):
+            # A plugin that speaks for SNP or TDX hardware without the
+            # built-in verified objects: the floor cannot be applied, so
+            # nothing is released (never a silent pass).
+            raise APIError(403, "evidence_verifier_error",
+                           "the evidence verifier gives no TCB the "
+                           "operator's floor can be applied to")
 
     def _floor_check(self, check: Callable[..., None], *args: Any) -> None:
         try:

@@ -19,6 +19,25 @@ _TURIN_FLOOR = {"bootloader": "1", "tee": "0", "snp": "1",
                 "microcode": "1"}
 
 OPTS = [
+    cfg.ListOpt(
+        "evidence_formats",
+        default=["amd-sev-snp-report", "intel-tdx-quote"],
+        help="Evidence formats a release accepts (evidence.format), each "
+             "verified by the plugin of that name in the "
+             "openstack_tee.evidence entry-point namespace. A format not "
+             "listed, or whose plugin is not installed or fails to load, "
+             "is refused with evidence_format. Add a third-party verifier "
+             "here only once you trust it: it decides which evidence "
+             "proves a guest."),
+    cfg.ListOpt(
+        "endorsement_sources",
+        default=[],
+        help="Endorsement sources (plugins in the "
+             "openstack_tee.endorsements entry-point namespace), asked in "
+             "this order for what a guest's evidence lacks (an SNP "
+             "report's VCEK or VLEK, a TDX quote's collateral). What a "
+             "source gives is verified against the trust roots like "
+             "anything a guest sends: a source adds no trust."),
     cfg.BoolOpt(
         "use_builtin_amd_roots",
         default=True,

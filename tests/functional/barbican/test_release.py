@@ -257,6 +257,31 @@ class ReleaseTest(_ServerTestBase):
         self.assertEqual("tdx_collateral_expired",
                          resp.json()["error"]["code"])
 
+    def test_third_party_format_needs_the_operators_opt_in(self) -> None:
+        # tee_test_verifier (installed in this env) registers
+        # test-hmac-evidence; this server does not enable it
+        # (test_verifier_plugins has the server that does).
+        import tee_test_verifier
+
+        secret_id, _ = self._bound_secret()
+        nonce = requests.post(f"{self.url}/v1/tee/challenge", timeout=30,
+                              json={"secret_id": secret_id}).json()["nonce"]
+        key = guest.make_key()
+        claims = {"measurement": MEASUREMENT.hex(),
+                  "report_data": guest.report_data(nonce, key).hex(),
+                  "host_data": "00" * 32}
+        resp = requests.post(f"{self.url}/v1/tee/release", timeout=30,
+                             json={"secret_id": secret_id, "nonce": nonce,
+                                   "public_key": guest.public_jwk(key),
+                                   "evidence": {
+                                       "format": "test-hmac-evidence",
+                                       "claims": claims,
+                                       "mac": tee_test_verifier.mac(
+                                           b"any key", claims)}})
+        self.assertEqual(400, resp.status_code, resp.text)
+        self.assertEqual("evidence_format", resp.json()["error"]["code"])
+        self.assertIn("amd-sev-snp-report or intel-tdx-quote", resp.text)
+
     def test_tcb_below_minimum(self) -> None:
         secret_id, _ = self._bound_secret(
             min_tcb={"bootloader": 3, "snp": 9, "microcode": 115})

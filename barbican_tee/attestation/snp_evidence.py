@@ -1,0 +1,101 @@
+"""The ``amd-sev-snp-report`` evidence format (an evidence plugin).
+
+Evidence: ``report`` (the 1184-byte attestation report, base64), ``vcek``
+or ``vlek`` (the endorsement key's certificate, PEM, optionally followed
+by its ASK/ARK, as in the extended report's certificate table) and,
+optionally, ``cert_chain`` (PEM ASK/ASVK/ARK). A report without its
+endorsement key is looked up in the enabled endorsement sources; whatever
+they give is verified against the configured AMD roots all the same.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+import datetime
+import hashlib
+import hmac
+from typing import Any
+
+from oslo_config import cfg
+
+from barbican_tee.attestation import errors
+from barbican_tee.attestation import evidence as evidence_mod
+from barbican_tee.attestation import policy as policy_mod
+from barbican_tee.attestation import snp
+from barbican_tee.attestation import snp_certs
+
+
+class SnpReportVerifier(evidence_mod.EvidenceVerifier):
+    """SEV-SNP attestation reports, verified up to AMD's roots."""
+
+    format = "amd-sev-snp-report"
+
+    def __init__(self, conf: cfg.ConfigOpts,
+                 sources: tuple[evidence_mod.EndorsementSource, ...] = ()
+                 ) -> None:
+        super().__init__(conf, sources)
+        self.verifier = snp.SnpVerifier.from_conf(conf)
+
+    def _endorsement(self, evidence: Mapping[str, Any],
+                     raw: bytes) -> bytes:
+        cert = evidence.get("vcek") or evidence.get("vlek")
+        if isinstance(cert, str):
+            return cert.encode()
+        if self.sources:
+            try:
+                report = snp.parse_report(raw)
+            except errors.AttestationError:
+                report = None  # verify() below says what is wrong
+            if report is not None and report.signer is not None:
+                for source in self.sources:
+                    found = source.snp_endorsement(
+                        report.chip_id, report.reported_tcb_raw,
+                        report.signer.value)
+                    if found:
+                        return found
+        raise evidence_mod.MalformedEvidence(
+            "SNP evidence needs the vcek or vlek PEM (from the extended "
+            "report's certificate table)")
+
+    def verify(self, evidence: Mapping[str, Any],
+               now: datetime.datetime) -> evidence_mod.VerifiedEvidence:
+        try:
+            raw = base64.b64decode(str(evidence.get("report", "")),
+                                   validate=True)
+        except (binascii.Error, ValueError):
+            raise evidence_mod.MalformedEvidence(
+                "evidence.report is not base64") from None
+        endorsement, chain = snp_certs.split_endorsement_bundle(
+            self._endorsement(evidence, raw))
+        if isinstance(evidence.get("cert_chain"), str):
+            chain += snp_certs.load_ca_certs(
+                evidence["cert_chain"].encode())
+        verified = self.verifier.verify(raw, endorsement, chain, now)
+        report = verified.report
+        return evidence_mod.VerifiedEvidence(
+            format=self.format, tee="amd-sev-snp",
+            report_data=report.report_data,
+            measurement=report.measurement,
+            instance_data=report.host_data,
+            tcb=verified.reported_tcb.as_dict(),
+            product=verified.product.name.lower(),
+            chip_id=report.chip_id,
+            policy_bits=report.policy.raw,
+            details=verified)
+
+    def evaluate(self, policy: policy_mod.Policy,
+                 verified: evidence_mod.VerifiedEvidence,
+                 instance_uuid: str | None) -> policy_mod.Result:
+        if instance_uuid is not None:
+            # Nova launched the bound instance with this hostData.
+            expected = hashlib.sha256(b"openstack-tee:v1:"
+                                      + instance_uuid.encode()).digest()
+            if not hmac.compare_digest(verified.instance_data, expected):
+                return policy_mod.Result((policy_mod.Failure(
+                    "instance_mismatch",
+                    "the guest is not the instance the secret is bound to "
+                    "(host_data)"),))
+        details: snp.VerifiedReport = verified.details
+        return policy_mod.evaluate_snp(policy, details)

@@ -1,0 +1,73 @@
+"""The ``intel-tdx-quote`` evidence format (an evidence plugin).
+
+Evidence: ``quote`` (a TDX DCAP quote, base64) and ``collateral`` (Intel
+PCS QuoteCollateralV3, as an object or JSON text). A quote without its
+collateral is looked up in the enabled endorsement sources; what they give
+is verified against Intel's root all the same.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+import datetime
+import hashlib
+import hmac
+from typing import Any
+
+from barbican_tee.attestation import evidence as evidence_mod
+from barbican_tee.attestation import policy as policy_mod
+from barbican_tee.attestation import tdx
+
+
+class TdxQuoteVerifier(evidence_mod.EvidenceVerifier):
+    """TDX quotes, verified with their collateral (dcap-qvl)."""
+
+    format = "intel-tdx-quote"
+
+    def verify(self, evidence: Mapping[str, Any],
+               now: datetime.datetime) -> evidence_mod.VerifiedEvidence:
+        try:
+            quote = base64.b64decode(str(evidence.get("quote", "")),
+                                     validate=True)
+        except (binascii.Error, ValueError):
+            raise evidence_mod.MalformedEvidence(
+                "evidence.quote is not base64") from None
+        collateral = evidence.get("collateral")
+        if not isinstance(collateral, (dict, str)):
+            collateral = None
+            for source in self.sources:
+                collateral = source.tdx_collateral(quote)
+                if collateral:
+                    break
+        if not isinstance(collateral, (dict, str)) or not collateral:
+            raise evidence_mod.MalformedEvidence(
+                "TDX evidence needs its Intel PCS collateral "
+                "(QuoteCollateralV3) in evidence.collateral")
+        claims = tdx.verify_quote(quote, collateral, now)
+        return evidence_mod.VerifiedEvidence(
+            format=self.format, tee="intel-tdx",
+            report_data=claims.report_data,
+            measurement=claims.mr_td,
+            instance_data=claims.mr_config_id,
+            tcb={f"tee_tcb_svn_{i}": b
+                 for i, b in enumerate(claims.tee_tcb_svn)},
+            product="tdx",
+            policy_bits=claims.td_attributes,
+            details=claims)
+
+    def evaluate(self, policy: policy_mod.Policy,
+                 verified: evidence_mod.VerifiedEvidence,
+                 instance_uuid: str | None) -> policy_mod.Result:
+        if instance_uuid is not None:
+            # Nova launched the bound instance with this MRCONFIGID.
+            expected = hashlib.sha384(b"openstack-tee:v1:"
+                                      + instance_uuid.encode()).digest()
+            if not hmac.compare_digest(verified.instance_data, expected):
+                return policy_mod.Result((policy_mod.Failure(
+                    "instance_mismatch",
+                    "the TD is not the instance the secret is bound to "
+                    "(MRCONFIGID)"),))
+        details: tdx.TdxClaims = verified.details
+        return policy_mod.evaluate_tdx(policy, details)
