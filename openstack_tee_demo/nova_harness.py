@@ -64,6 +64,22 @@ def _nova_paste_file() -> str:
                          f"{sys.prefix}/etc/nova")
 
 
+def use_tee_paste_config(test: Any) -> None:
+    """Nova's API through its own api-paste.ini with our filters added.
+
+    ``test`` is one of Nova's test cases, before its API starts: the file
+    is written to a temporary directory of the test and named in
+    ``[wsgi] api_paste_config``.
+    """
+    tmp = test.useFixture(fixtures.TempDir()).path
+    with open(_nova_paste_file()) as f:
+        text = middleware.add_to_paste_config(f.read())
+    paste = os.path.join(tmp, "api-paste.ini")
+    with open(paste, "w") as f:
+        f.write(text)
+    test.flags(api_paste_config=paste, group="wsgi")
+
+
 class TEEServersTestBase(base.ServersTestBase):
     microversion = "latest"
     ADDITIONAL_FILTERS = ["TEEFilter"]
@@ -119,13 +135,7 @@ class TEEServersTestBase(base.ServersTestBase):
 
     def _setup_services(self) -> None:
         # Nova's API through a paste file that carries our filter.
-        tmp = self.useFixture(fixtures.TempDir()).path
-        with open(_nova_paste_file()) as f:
-            text = middleware.add_to_paste_config(f.read())
-        paste = os.path.join(tmp, "api-paste.ini")
-        with open(paste, "w") as f:
-            f.write(text)
-        self.flags(api_paste_config=paste, group="wsgi")
+        use_tee_paste_config(self)
         super()._setup_services()
 
     def _setup_compute_service(self) -> None:

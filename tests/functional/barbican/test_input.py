@@ -15,9 +15,6 @@ import base64
 import http.client
 import http.server
 import json
-import os
-import subprocess
-import threading
 from typing import Any
 import urllib.parse
 import uuid
@@ -31,6 +28,8 @@ from barbican_tee.client import guest
 from barbican_tee import server
 from tests import base
 from tests.functional.barbican import fixture
+from tests.functional.barbican import osc_cli
+from tests.functional.barbican import stores
 from tests.functional.barbican import test_release
 
 OWNER = test_release.OWNER
@@ -306,13 +305,7 @@ class StoreRefusalTest(_RawMixin, base.TestCase):
         self.useFixture(srv)
         self.url = srv.url
         headers = test_release._ServerTestBase._headers(OWNER)
-        stores = requests.get(f"{self.url}/v1/secret-stores",
-                              headers=headers, timeout=30).json()
-        sealed = [s for s in stores["secret_stores"]
-                  if "tee" in s["name"].lower()]
-        resp = requests.post(sealed[0]["secret_store_ref"] + "/preferred",
-                             headers=headers, timeout=30)
-        self.assertEqual(204, resp.status_code, resp.text)
+        stores.prefer_sealed_store(self.url, headers)
         resp = requests.post(f"{self.url}/v1/secrets", headers=headers,
                              timeout=30, json={
                                  "name": "k", "payload": "c2VjcmV0",
@@ -330,71 +323,12 @@ class StoreRefusalTest(_RawMixin, base.TestCase):
         self.assertEqual(200, resp.status_code, resp.text)
 
 
-class _KeystoneStandIn(http.server.ThreadingHTTPServer):
-    """A proxy that adds what keystonemiddleware would (X-Project-Id).
-
-    python-barbicanclient sends no project header with ``--os-auth-type
-    none``, and there is no Keystone here.
-    """
-
-    def __init__(self, target: str, project: str) -> None:
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("host", "content-length")}
-                headers.update({"X-Project-Id": outer.project,
-                                "X-User-Id": "owner",
-                                "X-Roles": "admin,member,reader"})
-                resp = requests.request(self.command, outer.target
-                                        + self.path, headers=headers,
-                                        data=body, timeout=60)
-                self.send_response(resp.status_code)
-                for k, v in resp.headers.items():
-                    if k.lower() not in ("content-length", "connection",
-                                         "transfer-encoding"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(resp.content)))
-                self.end_headers()
-                self.wfile.write(resp.content)
-
-            do_GET = do_POST = do_PUT = do_DELETE = _forward
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.target = target
-        self.project = project
-        super().__init__(("127.0.0.1", 0), Handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
 class OpenStackSecretGetTest(test_release._ServerTestBase):
     """``openstack secret get --payload`` tells the user it is sealed."""
 
     def test_cli_prints_that_the_secret_is_sealed(self) -> None:
         sealed, _ = self._bound_secret()
-        proxy = _KeystoneStandIn(self.url, OWNER)
-        thread = threading.Thread(target=proxy.serve_forever, daemon=True)
-        thread.start()
-        self.addCleanup(proxy.server_close)
-        self.addCleanup(proxy.shutdown)
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("OS_")}
-        env.update(OS_AUTH_TYPE="none", OS_ENDPOINT=proxy.url + "/v1")
-        ref = f"{proxy.url}/v1/secrets/{sealed}"
-
-        def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [base.installed_command("openstack"), "secret", "get", ref,
-                 *args], capture_output=True, text=True, check=False,
-                env=env, timeout=120)
+        cli = osc_cli.secret_get(self, self.url, OWNER, sealed)
 
         proc = cli("--payload")
         self.assertEqual(1, proc.returncode, proc.stdout)

@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 from typing import Any
 
 from barbican_tee.attestation import measure
@@ -22,7 +21,7 @@ from openstack_tee_demo import flows
 from openstack_tee_demo.sp_model import snp as sp_snp
 from tests import base
 from tests.functional.barbican import fixture
-from tests.functional.barbican import test_input
+from tests.functional.barbican import osc_cli
 
 PROJECT = "osc-project"
 
@@ -49,14 +48,9 @@ class OpenStackCLITest(base.TestCase):
     def run_cli(self, *args: str, project: str = PROJECT,
                 stdin: str | None = None
                 ) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("OS_")}
-        env.update({"OS_AUTH_TYPE": "none",
-                    "OS_TEE_ENDPOINT": self.barbican.url,
-                    "OS_TEE_NOAUTH_PROJECT": project})
-        return subprocess.run([base.installed_command("openstack"), *args],
-                              capture_output=True, text=True, check=False,
-                              env=env, timeout=120, input=stdin)
+        return osc_cli.openstack(*args, stdin=stdin, env={
+            "OS_AUTH_TYPE": "none", "OS_TEE_ENDPOINT": self.barbican.url,
+            "OS_TEE_NOAUTH_PROJECT": project})
 
     def json_cli(self, *args: str, project: str = PROJECT,
                  stdin: str | None = None) -> Any:
@@ -314,21 +308,8 @@ class OpenStackCLITest(base.TestCase):
         project = "osc-get"
         created = self.json_cli("tee", "secret", "create", "--generate",
                                 "--name", "vol", project=project)
-        proxy = test_input._KeystoneStandIn(self.barbican.url, project)
-        thread = threading.Thread(target=proxy.serve_forever, daemon=True)
-        thread.start()
-        self.addCleanup(proxy.server_close)
-        self.addCleanup(proxy.shutdown)
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("OS_")}
-        env.update(OS_AUTH_TYPE="none", OS_ENDPOINT=proxy.url + "/v1")
-        ref = f"{proxy.url}/v1/secrets/{created['secret_id']}"
-
-        def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [base.installed_command("openstack"), "secret", "get", ref,
-                 *args], capture_output=True, text=True, check=False,
-                env=env, timeout=120)
+        cli = osc_cli.secret_get(self, self.barbican.url, project,
+                                 created["secret_id"])
 
         proc = cli("-f", "json")
         self.assertEqual(0, proc.returncode, proc.stderr)

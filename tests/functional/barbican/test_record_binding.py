@@ -16,6 +16,7 @@ from typing import Any
 import requests
 
 from barbican_tee.client import guest
+from openstack_tee_demo import flows
 from tests.functional.barbican import test_release as base_release
 
 OWNER = base_release.OWNER
@@ -30,19 +31,6 @@ class _Base(base_release._ServerTestBase):
     # The attacks below make many attempts on one secret in a minute.
     EXTRA_CONF = {"tee_api": {"release_rate_per_secret": "1000",
                               "release_rate_per_client": "10000"}}
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        # The other project prefers the sealed store as well.
-        owner = cls._headers(OTHER)
-        stores = requests.get(f"{cls.url}/v1/secret-stores",
-                              headers=owner, timeout=30).json()
-        sealed = [s for s in stores["secret_stores"]
-                  if "tee" in s["name"].lower()]
-        resp = requests.post(sealed[0]["secret_store_ref"] + "/preferred",
-                             headers=owner, timeout=30)
-        assert resp.status_code == 204, resp.text
 
     # -- the attacker's SQL ---------------------------------------------
     def _rows(self, secret_id: str) -> dict[str, str]:
@@ -123,27 +111,12 @@ class RecordBindingTest(_Base):
 
     def test_a_record_moved_across_projects_does_not_open(self) -> None:
         mine, key = self._bound_secret()
-        # The other project's secret, bound to its own policy.
-        resp = requests.post(f"{self.url}/v1/secrets", timeout=30,
-                             headers=self._headers(OTHER), json={
-                                 "payload": base64.b64encode(
-                                     b"other key").decode(),
-                                 "payload_content_type":
-                                     "application/octet-stream",
-                                 "payload_content_encoding": "base64"})
-        self.assertEqual(201, resp.status_code, resp.text)
-        theirs = resp.json()["secret_ref"].rsplit("/", 1)[1]
-        resp = requests.post(f"{self.url}/v1/tee/policies", timeout=30,
-                             headers=self._headers(OTHER), json={
-                                 "tee": "amd-sev-snp",
-                                 "measurements": [LAX.hex()]})
-        self.assertEqual(201, resp.status_code, resp.text)
-        resp = requests.put(
-            f"{self.url}/v1/tee/secrets/{theirs}/policy", timeout=30,
-            headers=self._headers(OTHER),
-            json={"policy_id": resp.json()["id"]})
-        self.assertEqual(200, resp.status_code, resp.text)
-        self._granted(theirs, b"other key", measurement=LAX)
+        # The other project's secret, bound to its own policy (sealed with
+        # POST /v1/tee/secrets: that project prefers no store).
+        theirs, their_key = flows.owner_secret(
+            self.url, OTHER, {"tee": "amd-sev-snp",
+                              "measurements": [LAX.hex()]})
+        self._granted(theirs, their_key, measurement=LAX)
         # My record, id rewritten, under their secret: their lax guest
         # does not get my key.
         self._write(theirs, dict(self._rows(mine), tee_secret=theirs))

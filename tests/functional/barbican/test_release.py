@@ -35,6 +35,7 @@ from openstack_tee_demo.sp_model import sev as sp_sev
 from openstack_tee_demo.sp_model import snp as sp_model
 from tests import base
 from tests.functional.barbican import fixture
+from tests.functional.barbican import stores
 
 MEASUREMENT = hashlib.sha384(b"openstack-tee test guest").digest()
 OWNER = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
@@ -74,18 +75,9 @@ class _ServerTestBase(base.TestCase):
                 **cls.EXTRA_CONF}, db_url=cls.DB_URL)
         cls.server.setUp()
         cls.url = cls.server.url
-        owner = cls._headers(OWNER)
-        stores = requests.get(f"{cls.url}/v1/secret-stores",
-                              headers=owner, timeout=30).json()
-        sealed = [s for s in stores["secret_stores"]
-                  if s["secret_store_ref"] and "tee" in s["name"].lower()]
-        if not sealed:
-            raise AssertionError(f"no tee_sealed store in {stores}")
-        resp = requests.post(sealed[0]["secret_store_ref"] + "/preferred",
-                             headers=owner, timeout=30)
-        if resp.status_code != 204:
-            raise AssertionError(f"cannot prefer the sealed store: "
-                                 f"{resp.status_code} {resp.text}")
+        # The owner's secrets are sealed through Barbican's own
+        # POST /v1/secrets: the sealed store is the project's preferred.
+        stores.prefer_sealed_store(cls.url, cls._headers(OWNER))
 
     @classmethod
     def tearDownClass(cls) -> None:

@@ -15,6 +15,7 @@ import requests
 from barbican_tee.client import rest
 from tests import base
 from tests.functional.barbican import fixture
+from tests.functional.barbican import stores
 
 OWNER = "5e1f0a2b3c4d5e6f708192a3b4c5d6e7"
 OTHER = "aaaabbbbccccddddeeeeffff00001111"
@@ -31,13 +32,7 @@ class SecretBindingTest(base.TestCase):
         cls.url = cls.server.url
         # Before the project prefers the sealed store: an ordinary secret.
         cls.plain, _ = cls._secret(OWNER)
-        stores = requests.get(f"{cls.url}/v1/secret-stores", timeout=30,
-                              headers=cls._headers(OWNER)).json()
-        sealed = [s for s in stores["secret_stores"]
-                  if "tee" in s["name"].lower()][0]
-        requests.post(sealed["secret_store_ref"] + "/preferred",
-                      headers=cls._headers(OWNER),
-                      timeout=30).raise_for_status()
+        stores.prefer_sealed_store(cls.url, cls._headers(OWNER))
         cls.unbound, _ = cls._secret(OWNER)
         cls.bound, cls.key = cls._secret(OWNER)
         cls.policy_id = cls.client(OWNER).create_policy(

@@ -4,8 +4,6 @@ software secure processor behind Nova's libvirt fixture."""
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from typing import Any
 
 import fixtures
@@ -18,32 +16,21 @@ from openstack_tee_demo import flows
 from openstack_tee_demo import nova_harness as base
 from openstack_tee_demo import sev_model
 from openstack_tee_demo.sp_model import sev as sp_sev
-from tests.functional.barbican import fixture as barbican_fixture
+from tests.functional.nova import barbican_class
 
 LUKS_KEY_GUID = sev_model.LUKS_KEY_GUID
 
 
-class AttestedLaunchTest(base.TEEServersTestBase):
+class AttestedLaunchTest(barbican_class.BarbicanClassTestBase):
 
     @classmethod
     def setUpClass(cls) -> None:
         super().setUpClass()
         cls.platform = sp_sev.SevPlatform()
-        tmp = tempfile.mkdtemp()
-        ark, ask = os.path.join(tmp, "ark"), os.path.join(tmp, "ask")
-        for path, data in ((ark, cls.platform.ark),
-                           (ask, cls.platform.ask)):
-            with open(path, "wb") as f:
-                f.write(data)
-        cls.barbican = barbican_fixture.BarbicanServer(
-            workers=2, extra_conf={"tee_attestation": {
-                "extra_sev_trust_roots": f"{ark}:{ask}"}})
-        cls.barbican.setUp()
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.barbican.cleanUp()
-        super().tearDownClass()
+        ark = cls.class_file("ark", cls.platform.ark)
+        ask = cls.class_file("ask", cls.platform.ask)
+        cls.start_barbican(extra_conf={"tee_attestation": {
+            "extra_sev_trust_roots": f"{ark}:{ask}"}})
 
     def setUp(self) -> None:
         super().setUp()
@@ -51,8 +38,6 @@ class AttestedLaunchTest(base.TEEServersTestBase):
         self.libvirt.amd_sev.sev_es = False
         self.model = self.useFixture(
             sev_model.SEVModelFixture(self.platform))
-        self.flags(barbican_url=self.barbican.url,
-                   barbican_noauth_project="nova-service", group="tee")
         # The secret's owner is the project the servers are booted in.
         self.owner = self.api.project_id
         self.secret_id, self.key = self._sealed_secret()
@@ -245,32 +230,13 @@ class AttestedLaunchTest(base.TEEServersTestBase):
 mock_caps = base.sev_caps
 
 
-class SNPReleaseLifecycleTest(base.TEEServersTestBase):
+class SNPReleaseLifecycleTest(barbican_class.SNPBarbicanTestBase):
     """The instance's hostData binding reaches the release decision."""
 
     MEASUREMENT = hashlib.sha384(b"public image, SNP").digest()
 
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        cls.snp = base.sp_model.SecureProcessor(label="nova-functional")
-        tmp = tempfile.mkdtemp()
-        root = os.path.join(tmp, "snp-ark.pem")
-        with open(root, "wb") as f:
-            f.write(cls.snp.bundle_pem())
-        cls.barbican = barbican_fixture.BarbicanServer(workers=2,
-                                                       trust_root=root)
-        cls.barbican.setUp()
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.barbican.cleanUp()
-        super().tearDownClass()
-
     def setUp(self) -> None:
         super().setUp()
-        self.flags(barbican_url=self.barbican.url,
-                   barbican_noauth_project="nova-service", group="tee")
         self.secret_id, self.key = flows.owner_secret(
             self.barbican.url, self.api.project_id,
             {"tee": "amd-sev-snp", "measurements": [self.MEASUREMENT.hex()]})

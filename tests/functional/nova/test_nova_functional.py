@@ -51,22 +51,19 @@ from __future__ import annotations
 
 import importlib
 from importlib import metadata
-import os
-import sys
 from typing import Any
 import warnings
 
-import fixtures
 from nova import conf as nova_conf
 from nova.tests.functional.libvirt import test_report_cpu_traits
 from nova.tests.functional.libvirt import test_reshape
 from nova.tests.functional.regressions import test_bug_1928063
 from sqlalchemy import exc as sa_exc
 
-from nova_tee.api import middleware
 from nova_tee.scheduler import filters as tee_filters
 from nova_tee.scheduler import weights as tee_weights
 from nova_tee.virt.libvirt import driver as tee_driver
+from openstack_tee_demo import nova_harness
 
 CONF = nova_conf.CONF
 NOVA_MAJOR = int(metadata.version("nova").split(".", 1)[0])
@@ -100,13 +97,7 @@ class TEESubstitution:
         self.tee_schedulers = 0
         # Nova's REST API through a paste file that carries our filter
         # (set before Nova's setUp, which starts the API).
-        tmp = self.useFixture(fixtures.TempDir()).path
-        with open(_nova_paste_file()) as f:
-            text = middleware.add_to_paste_config(f.read())
-        paste = os.path.join(tmp, "api-paste.ini")
-        with open(paste, "w") as f:
-            f.write(text)
-        self.flags(api_paste_config=paste, group="wsgi")
+        nova_harness.use_tee_paste_config(self)
         super().setUp()  # type: ignore[misc]
         # Registered after Nova's cleanups (which clear the test's
         # attributes), so it runs first, right after the test: every test
@@ -156,13 +147,6 @@ class TEESubstitution:
 def _with(values: list[str], value: str) -> list[str]:
     values = list(values)
     return values if value in values else values + [value]
-
-
-def _nova_paste_file() -> str:
-    path = os.path.join(sys.prefix, "etc", "nova", "api-paste.ini")
-    if not os.path.exists(path):
-        raise AssertionError(f"Nova's api-paste.ini is not under {path}")
-    return path
 
 
 if NOVA_MAJOR >= 34:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import tempfile
 from typing import Any
 from unittest import mock
 
@@ -28,30 +27,13 @@ import requests
 
 from openstack_tee_demo import flows
 from openstack_tee_demo import nova_harness as base
-from tests.functional.barbican import fixture as barbican_fixture
+from tests.functional.nova import barbican_class
 
 OTHER = "0ther0ther0ther0ther0ther0ther00"
 MEASUREMENT = hashlib.sha384(b"public image, SNP").hexdigest()
 
 
-class SecretCheckTest(base.TEEServersTestBase):
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        cls.snp = base.sp_model.SecureProcessor(label="nova-functional")
-        tmp = tempfile.mkdtemp()
-        root = os.path.join(tmp, "snp-ark.pem")
-        with open(root, "wb") as f:
-            f.write(cls.snp.bundle_pem())
-        cls.barbican = barbican_fixture.BarbicanServer(workers=2,
-                                                       trust_root=root)
-        cls.barbican.setUp()
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.barbican.cleanUp()
-        super().tearDownClass()
+class SecretCheckTest(barbican_class.SNPBarbicanTestBase):
 
     def setUp(self) -> None:
         super().setUp()
@@ -60,9 +42,6 @@ class SecretCheckTest(base.TEEServersTestBase):
         self.flags(backend="barbican", group="key_manager")
         self.flags(barbican_endpoint=self.barbican.url, group="barbican")
         self.flags(api_noauth_identity=True, group="tee")
-        # nova-compute's side (the binding at boot).
-        self.flags(barbican_url=self.barbican.url,
-                   barbican_noauth_project="nova-service", group="tee")
         self.project = self.api.project_id
         self.start_tee_compute("snphost", self.snp)
 
