@@ -55,7 +55,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from collections.abc import Iterable
 import copy
-import io
 import json
 import re
 import threading
@@ -146,10 +145,12 @@ class TEEExtraSpecsCheck:
                 key: str | None) -> tuple[dict[str, str], list[str]]:
         if method == "DELETE":
             return {}, [key] if key else []
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        raw = environ["wsgi.input"].read(length) if length else b""
-        # Put the body back for Nova, which reads it again.
-        environ["wsgi.input"] = io.BytesIO(raw)
+        # Content-Length or chunked, put back for Nova, which reads it
+        # again; a body we cannot read goes to Nova untouched (it refuses
+        # a malformed length or an oversized body itself).
+        raw = _read_body(environ)
+        if raw is None:
+            return {}, []
         try:
             body = json.loads(raw or b"{}")
         except ValueError:
