@@ -1,4 +1,4 @@
-"""barbican-tempest-plugin's API tests, with and without openstack-tee.
+"""barbican-tempest-plugin's tests, with and without openstack-tee.
 
 Starts a Keystone (tests/functional/barbican/keystone_fixture.py) and, in
 turn, two barbican-apis behind it, both configured as devstack configures
@@ -17,9 +17,11 @@ registers that barbican-api as Keystone's ``key-manager`` endpoint, runs
 ``tempest run --regex barbican_tempest_plugin.tests.api`` and collects
 every test's result. Exit 0 only when both runs ran tests, some passed,
 and every test has the same result (success, fail or skip) in both.
+``--rbac`` runs the plugin's RBAC tests (``tests.rbac``) too, the same
+way (``tox -e tempest -- --rbac``).
 
     python tools/tempest_barbican.py --tempest-venv DIR [--workdir DIR]
-        [--regex REGEX] [--concurrency N]
+        [--regex REGEX | --rbac] [--concurrency N]
 
 Keystone's virtualenv comes from ``OPENSTACK_TEE_KEYSTONE_VENV``.
 """
@@ -43,6 +45,7 @@ sys.path.insert(0, ROOT)
 from tests.functional.barbican import keystone_fixture as kf  # noqa: E402
 
 DEFAULT_REGEX = r"^barbican_tempest_plugin\.tests\.api\."
+RBAC_REGEX = r"^barbican_tempest_plugin\.tests\.(api|rbac)\."
 
 
 def tempest_conf(keystone: kf.KeystoneServer, log_dir: str) -> str:
@@ -161,7 +164,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tempest-venv", required=True)
     parser.add_argument("--workdir")
-    parser.add_argument("--regex", default=DEFAULT_REGEX)
+    tests = parser.add_mutually_exclusive_group()
+    tests.add_argument("--regex", default=DEFAULT_REGEX)
+    tests.add_argument("--rbac", dest="regex", action="store_const",
+                       const=RBAC_REGEX,
+                       help="the RBAC tests (tests.rbac) too")
     # One test at a time, one worker per server: sqlite (Keystone's and
     # Barbican's) answers concurrent writers with "database is locked",
     # a 500 that would make the two runs differ by chance.
@@ -185,7 +192,7 @@ def main() -> int:
     for line in problems:
         print(line)
     outcome = "differ" if problems else "match"
-    print(f"barbican-tempest-plugin API tests: results {outcome} "
+    print(f"barbican-tempest-plugin tests ({args.regex}): results {outcome} "
           f"({len(with_tee)} tests; {summary(with_tee)}); "
           f"{time.monotonic() - started:.0f} s in all")
     return 1 if problems else 0
