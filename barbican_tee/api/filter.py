@@ -1297,6 +1297,14 @@ class TEEAPIFilter:
             raise APIError(403, exc.code, exc.message) from None
         except errors.VerificationFailed as exc:
             raise APIError(403, exc.code, exc.message) from None
+        except Exception:  # noqa: BLE001 - a plugin's bug is a refusal
+            # Refused and audited like any other failure, never a 500
+            # without an audit record.
+            LOG.exception("openstack-tee: the %s verifier failed",
+                          type(verifier).__name__)
+            raise APIError(403, "evidence_verifier_error",
+                           "the evidence verifier failed; see the "
+                           "barbican-api log") from None
         if not result.ok:
             raise APIError(403, result.failures[0].code,
                            "; ".join(f.message for f in result.failures),

@@ -50,6 +50,7 @@ class VerifierPluginTest(test_release._ServerTestBase):
             "tee_attestation": {
                 "evidence_formats": "amd-sev-snp-report,intel-tdx-quote,"
                                     "test-hmac-evidence,"
+                                    "test-faulty-evidence,"
                                     "test-broken-evidence",
                 "endorsement_sources": "test-directory"},
             "tee_test_verifier": {"key_file": key_file,
@@ -124,6 +125,15 @@ class VerifierPluginTest(test_release._ServerTestBase):
             hmac_evidence(self.hmac_key, rd), format="no-such-format"))
         self._code(resp, 400, "evidence_format")
         self.assertIn("test-hmac-evidence", resp.text)
+
+    def test_a_verifier_that_raises_refuses_and_audits(self) -> None:
+        secret_id, _ = self._bound_secret()
+        resp, _ = self._release(secret_id, lambda rd: dict(
+            hmac_evidence(self.hmac_key, rd),
+            format="test-faulty-evidence"))
+        self._code(resp, 403, "evidence_verifier_error")
+        self.assertIn(f"tee.release.denied secret={secret_id} "
+                      "codes=evidence_verifier_error", self._log())
 
     def _snp_without_vcek(self, sp: sp_model.SecureProcessor
                           ) -> Any:

@@ -115,6 +115,16 @@ class HmacEvidenceVerifier(evidence.EvidenceVerifier):
         return policy_mod.Result(tuple(failures))
 
 
+class FaultyVerifier(HmacEvidenceVerifier):
+    """A verifier with a bug: it raises something unexpected."""
+
+    format = "test-faulty-evidence"
+
+    def verify(self, evidence_doc: Mapping[str, Any],
+               now: datetime.datetime) -> evidence.VerifiedEvidence:
+        raise RuntimeError("a bug in a third-party verifier")
+
+
 class DirectorySource(evidence.EndorsementSource):
     name = "test-directory"
 
