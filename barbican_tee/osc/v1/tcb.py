@@ -103,21 +103,32 @@ def snp_floors(views: list[dict[str, Any]]) -> dict[Product, snp.TcbVersion]:
 
 
 def sev_hosts(get: Get) -> list[Host]:
-    """Root providers where SEV/SNP guests may run, with their TCB."""
+    """Compute nodes where SEV/SNP guests may run, with their TCB.
+
+    A compute node is a root provider; the TCB trait is on it, the SEV
+    traits on it (Nova 33) or on its memory encryption children (Nova 34).
+    """
     providers = get("/resource_providers").get("resource_providers")
     if not isinstance(providers, list):
         raise ReportError("placement's answer has no resource_providers")
-    hosts = []
+    trees: dict[str, set[str]] = {}
     for rp in providers:
-        if rp.get("root_provider_uuid", rp["uuid"]) != rp["uuid"]:
-            continue
         traits = get(f"/resource_providers/{rp['uuid']}/traits").get(
             "traits") or []
+        root = rp.get("root_provider_uuid") or rp["uuid"]
+        trees.setdefault(root, set()).update(
+            t for t in traits
+            if root == rp["uuid"] or not tcb_trait.is_tcb_trait(t))
+    hosts = []
+    for rp in providers:
+        traits = trees.get(rp["uuid"])
+        if traits is None:
+            continue
         tcbs = [t for t in traits if tcb_trait.is_tcb_trait(t)]
         decoded = tcb_trait.decode(tcbs[0]) if len(tcbs) == 1 else None
         if decoded is not None:
             hosts.append(Host(rp["name"], *decoded))
-        elif tcbs or SEV_HOST_TRAITS & set(traits):
+        elif tcbs or SEV_HOST_TRAITS & traits:
             # None, several, or one that does not decode: unknown.
             hosts.append(Host(rp["name"], None, None))
     return sorted(hosts, key=lambda h: h.name)

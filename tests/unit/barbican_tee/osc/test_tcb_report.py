@@ -100,13 +100,19 @@ class ReportTest(base.TestCase):
                 {"uuid": "u3", "name": "plain", "root_provider_uuid": "u3"},
                 {"uuid": "u4", "name": "sev", "root_provider_uuid": "u4"},
                 {"uuid": "u5", "name": "two", "root_provider_uuid": "u5"},
+                {"uuid": "u6", "name": "sev_amd_sev",
+                 "root_provider_uuid": "u4"},
             ]},
             "/resource_providers/u1/traits": {"traits": [
                 "CUSTOM_TEE_SNP_TCB_MILAN_BL3_TEE0_SNP8_UC115",
                 "CUSTOM_TEE_SNP_TCB_REPORTED"]},
-            "/resource_providers/u3/traits": {"traits": ["HW_CPU_X86_AVX2"]},
-            "/resource_providers/u4/traits": {"traits": [
+            "/resource_providers/u2/traits": {"traits": [
                 "HW_CPU_X86_AMD_SEV"]},
+            "/resource_providers/u3/traits": {"traits": ["HW_CPU_X86_AVX2"]},
+            "/resource_providers/u4/traits": {"traits": []},
+            "/resource_providers/u6/traits": {"traits": [
+                "HW_CPU_X86_AMD_SEV",
+                "CUSTOM_TEE_SNP_TCB_MILAN_BL3_TEE0_SNP8_UC115"]},
             "/resource_providers/u5/traits": {"traits": [
                 "CUSTOM_TEE_SNP_TCB_MILAN_BL3_TEE0_SNP8_UC115",
                 "CUSTOM_TEE_SNP_TCB_MILAN_BL3_TEE0_SNP9_UC115"]},
