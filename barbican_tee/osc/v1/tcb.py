@@ -227,10 +227,6 @@ class TcbReport(command.Lister):
     cold migration to an up-to-date host attests it again.
     """
 
-    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = super().get_parser(prog_name)
-        return parser
-
     def take_action(self, parsed_args: argparse.Namespace
                     ) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
         manager = self.app.client_manager
