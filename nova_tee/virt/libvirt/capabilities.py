@@ -32,6 +32,7 @@ from lxml import etree
 
 from barbican_tee.attestation import snp
 from barbican_tee.attestation import snp_certs
+from barbican_tee.attestation import tcb_trait
 
 CPUINFO = "/proc/cpuinfo"
 KVM_AMD_PARAMS = "/sys/module/kvm_amd/parameters"
@@ -273,6 +274,14 @@ class HostTEECapabilities:
         if self.tdx_module:
             out[tee_stats.TDX_MODULE_KEY] = self.tdx_module
         return out
+
+    def snp_tcb_trait(self) -> str | None:
+        """The host's SNP product and TCB as one trait (see tcb_trait)."""
+        if (self.firmware is None or self.product is None
+                or self.firmware.snp_current_tcb is None):
+            return None
+        return tcb_trait.encode(self.product, snp.TcbVersion.decode(
+            self.firmware.snp_current_tcb, self.product))
 
     def trait_states(self) -> dict[str, bool]:
         """Every ``CUSTOM_TEE_*`` trait: True to set, False to remove."""

@@ -38,6 +38,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from barbican_tee.attestation import snp_certs
+from barbican_tee.attestation import tcb_trait
 from nova_tee import specs
 from nova_tee.virt.libvirt import attest
 from nova_tee.virt.libvirt import capabilities
@@ -513,6 +514,15 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
             nodename, *sorted(t for t, on in states.items() if on))
         provider_tree.remove_traits(
             nodename, *sorted(t for t, on in states.items() if not on))
+        # The host's SNP product and TCB (one trait, the value in its
+        # name): set the current one, remove any other (older firmware).
+        current = caps.snp_tcb_trait()
+        stale = [t for t in provider_tree.data(nodename).traits
+                 if tcb_trait.is_tcb_trait(t) and t != current]
+        if stale:
+            provider_tree.remove_traits(nodename, *sorted(stale))
+        if current is not None:
+            provider_tree.add_traits(nodename, current)
 
     # -- guest -----------------------------------------------------------
     @staticmethod

@@ -285,6 +285,48 @@ class HostReportTest(base.TestCase):
             self.assertNotIn("CUSTOM_TEE_SNP_TCB_REPORTED", traits)
             self.assertIn("CUSTOM_TEE_ATTESTATION", traits)
 
+    def test_snp_tcb_trait_follows_the_firmware(self) -> None:
+        drv = _driver({"amd_sev": {"supported": True, "total": 15},
+                       "amd_sev_snp": {"supported": True, "total": 9}})
+        drv._tee_product_reader = lambda: Product.MILAN
+
+        def firmware(spl: int) -> None:
+            raw = snp.TcbVersion(bootloader=3, tee=0, snp=spl,
+                                 microcode=115).encode(Product.MILAN)
+            drv._tee_firmware_reader = lambda: capabilities.FirmwareStatus(
+                1, 55, 21, 1, 0, snp_current_tcb=raw)
+
+        tree = provider_tree.ProviderTree()
+        tree.new_root("host1", "uuid-host1")
+        tree.add_traits("host1", "HW_CPU_X86_AVX2")
+        firmware(8)
+        for _ in range(2):  # idempotent
+            drv.get_available_resource("host1")
+            drv.update_provider_tree(tree, "host1")
+        tcb = {t for t in tree.data("host1").traits
+               if t.startswith("CUSTOM_TEE_SNP_TCB_M")}
+        if not tee_driver.SNP_TDX:
+            self.assertEqual(set(), tcb)
+            return
+        self.assertEqual({"CUSTOM_TEE_SNP_TCB_MILAN_BL3_TEE0_SNP8_UC115"},
+                         tcb)
+        # A firmware update: the old trait goes, the new one comes.
+        firmware(9)
+        drv.get_available_resource("host1")
+        drv.update_provider_tree(tree, "host1")
+        traits = tree.data("host1").traits
+        self.assertIn("CUSTOM_TEE_SNP_TCB_MILAN_BL3_TEE0_SNP9_UC115",
+                      traits)
+        self.assertNotIn("CUSTOM_TEE_SNP_TCB_MILAN_BL3_TEE0_SNP8_UC115",
+                         traits)
+        self.assertIn("CUSTOM_TEE_SNP_TCB_REPORTED", traits)
+        self.assertIn("HW_CPU_X86_AVX2", traits)
+        # SNP gone: no TCB trait at all.
+        _set_models(drv, {})
+        drv.get_available_resource("host1")
+        drv.update_provider_tree(tree, "host1")
+        self.assertEqual({"HW_CPU_X86_AVX2"}, tree.data("host1").traits)
+
     def test_tdx_is_advertised_only_on_nova_34(self) -> None:
         drv = _driver({"intel_tdx": {"supported": True, "total": 4}})
         drv._tee_tdx_module_reader = lambda: "1.5.6"
