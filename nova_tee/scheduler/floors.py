@@ -111,10 +111,23 @@ class FloorCache:
         now = self._clock()
         if state is not None and now - state[0] < CONF.tee.floor_cache_ttl:
             return state[1]
-        if now < self._next_try or not self._lock.acquire(blocking=False):
-            # Another request is reading them, or Barbican failed just
-            # now: the last floors read (if any) stay in force.
+        if now < self._next_try:
+            # Barbican failed just now: the last floors read (if any)
+            # stay in force.
             return state[1] if state else None
+        if state is None:
+            # Nothing to fall back on yet: wait for a read in progress
+            # rather than refuse this request's every host at startup.
+            if not self._lock.acquire(
+                    timeout=float(CONF.tee.attestation_timeout) + 1):
+                return None
+            if self._state is not None or self._clock() < self._next_try:
+                # Read (or failed) while this request waited.
+                self._lock.release()
+                return self._state[1] if self._state else None
+        elif not self._lock.acquire(blocking=False):
+            # Another request is reading them: the last floors stay.
+            return state[1]
         try:
             floors = self._reader()
         except Exception as exc:  # noqa: BLE001 - any failure fails closed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from oslo_config import fixture as cfg_fixture
 
 from nova_tee import conf as tee_conf
@@ -59,6 +61,34 @@ class FloorCacheTest(base.TestCase):
         self.assertIsNone(cache.current())
         self.assertIn("could ever be read",
                       floors.refusal(None, "milan", (9, 9, 9, 255)) or "")
+
+    def test_first_requests_wait_for_the_first_read(self) -> None:
+        # Requests that arrive while the very first read is under way
+        # wait for it instead of refusing every host.
+        started, release = threading.Event(), threading.Event()
+
+        def slow_read() -> floors.Floors:
+            started.set()
+            release.wait(10)
+            return MILAN_9
+
+        cache = floors.FloorCache(slow_read, clock=lambda: self.now)
+        first: list[object] = []
+        reader = threading.Thread(target=lambda: first.append(
+            cache.current()))
+        reader.start()
+        self.assertTrue(started.wait(10))
+        waiter: list[object] = []
+        other = threading.Thread(target=lambda: waiter.append(
+            cache.current()))
+        other.start()
+        other.join(0.2)
+        self.assertTrue(other.is_alive())  # waiting, not refused
+        release.set()
+        reader.join(10)
+        other.join(10)
+        self.assertEqual([MILAN_9], first)
+        self.assertEqual([MILAN_9], waiter)
 
     def test_parse_and_refusal(self) -> None:
         parsed = floors.parse(_views())
