@@ -77,6 +77,7 @@ from barbican_tee.api import client_addr
 from barbican_tee.api import db
 from barbican_tee.api import nonce as nonce_mod
 from barbican_tee.api import sealed_create
+from barbican_tee.attestation import cert_cache
 from barbican_tee.attestation import errors
 from barbican_tee.attestation import policy as policy_mod
 from barbican_tee.attestation import sev
@@ -338,7 +339,7 @@ class TEEAPIFilter:
                 if self._store is None:
                     self._store = db.Store(
                         db.make_engine(self.conf.database.connection,
-                                       self.conf),
+                                       self.conf, pool_sqlite=True),
                         self.keyring)
         return self._store
 
@@ -1309,7 +1310,7 @@ class TEEAPIFilter:
         endorsement, chain = snp_certs.split_endorsement_bundle(
             cert.encode())
         if isinstance(evidence.get("cert_chain"), str):
-            chain += snp_certs.load_ca_certs(
+            chain += cert_cache.load_ca_certs(
                 evidence["cert_chain"].encode())
         verified = self.verifier.verify(raw, endorsement, chain)
         if instance_uuid is not None:
