@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -208,7 +209,8 @@ def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
 
 
-def make_engine(url: str, conf: cfg.ConfigOpts | None = None) -> sa.Engine:
+def make_engine(url: str, conf: cfg.ConfigOpts | None = None, *,
+                pool_sqlite: bool = False) -> sa.Engine:
     """An engine on ``url`` built as Barbican builds its own.
 
     oslo.db's engine factory with Barbican's ``[database]`` options from
@@ -218,6 +220,10 @@ def make_engine(url: str, conf: cfg.ConfigOpts | None = None) -> sa.Engine:
     restart or failover is replaced, and errors are oslo.db's (say
     ``DBDuplicateEntry``, ``DBDeadlock``). Creates no table: the schema
     comes from ``openstack-tee db upgrade`` (:mod:`barbican_tee.migrations`).
+
+    With ``pool_sqlite`` (the API's request path), a sqlite file's
+    connections are pooled (:func:`_pool_sqlite`) instead of oslo.db's one
+    connection per transaction.
     """
     options: dict[str, Any] = {"mysql_sql_mode": "TRADITIONAL"}
     if conf is not None:
@@ -225,15 +231,23 @@ def make_engine(url: str, conf: cfg.ConfigOpts | None = None) -> sa.Engine:
         options = {name: getattr(conf.database, name)
                    for name in _ENGINE_OPTIONS}
     is_sqlite = url.startswith("sqlite")
+    extras = []
     if is_sqlite and "timeout=" not in url:
         # Several gunicorn workers share one file: wait for the lock.
-        extra = "timeout=30"
+        extras.append("timeout=30")
+    if is_sqlite and pool_sqlite and "check_same_thread=" not in url:
+        # A pooled connection serves whichever thread checks it out (one
+        # at a time), as SQLAlchemy's own pool for sqlite files does.
+        extras.append("check_same_thread=false")
+    if extras:
         current = options.get("connection_parameters")
-        options["connection_parameters"] = (
-            f"{current}&{extra}" if current else extra)
+        options["connection_parameters"] = "&".join(
+            ([current] if current else []) + extras)
     engine: sa.Engine = engines.create_engine(url, **options)
     if is_sqlite:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+        if pool_sqlite and isinstance(engine.pool, sa.pool.NullPool):
+            _pool_sqlite(engine, options)
     return engine
 
 
@@ -250,7 +264,8 @@ def process_engine(url: str, conf: cfg.ConfigOpts) -> sa.Engine:
     with _ENGINES_LOCK:
         engine = _ENGINES.get(url)
         if engine is None:
-            engine = _ENGINES[url] = make_engine(url, conf)
+            engine = _ENGINES[url] = make_engine(url, conf,
+                                                   pool_sqlite=True)
         return engine
 
 
@@ -265,6 +280,39 @@ def _forget_parent_connections() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_parent_connections)
+
+
+def _pool_sqlite(engine: sa.Engine, options: dict[str, Any]) -> None:
+    """Keep a sqlite file's connections open between transactions.
+
+    oslo.db gives a sqlite file a ``NullPool``: every transaction opens the
+    file, sets its pragmas and closes it again, and the close of the last
+    connection checkpoints the WAL, with an fsync. On the release path
+    (seven transactions per challenge and release) that was most of the
+    API's CPU time. The pool keeps oslo.db's connection events (pragmas,
+    its BEGIN handling, the fork guard): it is the same pool's
+    configuration with connections kept. A connection comes back from the
+    pool rolled back; oslo.db's mark of an open transaction is cleared on
+    checkout, so that each transaction emits its own ``BEGIN``.
+    """
+    old = engine.pool
+    engine.pool = sa.pool.QueuePool(
+        old._creator,  # noqa: SLF001
+        pool_size=options.get("max_pool_size") or 5,
+        max_overflow=options.get("max_overflow") or 10,
+        timeout=options.get("pool_timeout") or 30,
+        recycle=old._recycle,  # noqa: SLF001
+        pre_ping=old._pre_ping,  # noqa: SLF001
+        reset_on_return=old._reset_on_return,  # noqa: SLF001
+        logging_name=old._orig_logging_name,  # noqa: SLF001
+        _dispatch=old.dispatch,
+        dialect=old._dialect)  # noqa: SLF001
+    sa.event.listen(engine.pool, "checkout", _clear_transaction_mark)
+
+
+def _clear_transaction_mark(_dbapi_conn: Any, record: Any,
+                            _proxy: Any) -> None:
+    record.info.pop("in_transaction", None)
 
 
 # oslo.db's [database] options that its engine factory takes, as
@@ -344,8 +392,8 @@ class Store:
     @_retry
     def get_policy(self, policy_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            rows = conn.execute(POLICIES.select().where(
-                POLICIES.c.id == policy_id)).mappings().all()
+            rows = conn.execute(_POLICY_BY_ID,
+                                {"p": policy_id}).mappings().all()
         for row in rows:
             if row["id"] == policy_id:
                 return dict(row)
@@ -446,8 +494,8 @@ class Store:
     def _insert_spent(self, digest: str, expires_at: int) -> bool:
         try:
             with self.engine.begin() as conn:
-                conn.execute(SPENT_NONCES.insert().values(
-                    digest=digest, expires_at=expires_at))
+                conn.execute(_SPEND, {"digest": digest,
+                                      "expires_at": expires_at})
         except DUPLICATE:
             return False
         return True
@@ -524,11 +572,13 @@ class Store:
     def _count_hits(self, buckets: list[str], window: int) -> dict[str, int]:
         counts: dict[str, int] = {}
         with self.engine.begin() as conn:
+            upsert, returns = _hit_statement(conn.dialect.name)
             for bucket in buckets:
-                conn.execute(_upsert_hit(conn.dialect.name, bucket, window))
-                counts[bucket] = conn.execute(sa.select(RATES.c.count).where(
-                    (RATES.c.bucket == bucket)
-                    & (RATES.c.window == window))).scalar_one()
+                params = {"b": bucket, "w": window}
+                result = conn.execute(upsert, params)
+                counts[bucket] = (result.scalar_one() if returns else
+                                  conn.execute(_HIT_COUNT,
+                                               params).scalar_one())
         return counts
 
     # -- Barbican's secrets ---------------------------------------------
@@ -607,30 +657,49 @@ class Store:
     def store_metadata(self, secret_id: str) -> dict[str, str]:
         """The live store metadata of exactly ``secret_id``."""
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(
-                _STORE_META.c.secret_id, _STORE_META.c.key,
-                _STORE_META.c.value).where(
-                (_STORE_META.c.secret_id == secret_id)
-                & (_STORE_META.c.deleted == sa.false()))).all()
+            rows = conn.execute(_STORE_META_OF, {"s": secret_id}).all()
         return {str(k): str(v) for s, k, v in rows if s == secret_id}
 
 
-def _upsert_hit(dialect: str, bucket: str, window: int) -> sa.Executable:
-    """One statement adding 1 to (bucket, window), creating it at 1."""
-    values = {"bucket": bucket, "window": window, "count": 1}
+_STORE_META_OF = sa.select(
+    _STORE_META.c.secret_id, _STORE_META.c.key, _STORE_META.c.value).where(
+    (_STORE_META.c.secret_id == sa.bindparam("s"))
+    & (_STORE_META.c.deleted == sa.false()))
+_POLICY_BY_ID = POLICIES.select().where(POLICIES.c.id == sa.bindparam("p"))
+_SPEND = SPENT_NONCES.insert()
+# The statements of the request path are built once, with bound
+# parameters: building one (SQLAlchemy's coercions) cost more CPU than
+# running it. The rate-limit count of (:b, :w) after an upsert:
+_HIT_COUNT = sa.select(RATES.c.count).where(
+    (RATES.c.bucket == sa.bindparam("b"))
+    & (RATES.c.window == sa.bindparam("w")))
+
+
+@functools.cache
+def _hit_statement(dialect: str) -> tuple[sa.Executable, bool]:
+    """The statement adding 1 to (:b, :w), creating it at 1.
+
+    And whether it returns the new count itself (``RETURNING``:
+    PostgreSQL, sqlite); on MariaDB/MySQL ``_HIT_COUNT`` reads it in the
+    same transaction.
+    """
+    values = {"bucket": sa.bindparam("b"), "window": sa.bindparam("w"),
+              "count": 1}
     if dialect in ("mysql", "mariadb"):
         mysql_insert = sa_mysql.insert(RATES).values(**values)
         return mysql_insert.on_duplicate_key_update(
-            count=RATES.c.count + 1)
+            count=RATES.c.count + 1), False
     if dialect == "postgresql":
         pg_insert = sa_postgresql.insert(RATES).values(**values)
         return pg_insert.on_conflict_do_update(
             index_elements=[RATES.c.bucket, RATES.c.window],
-            set_={"count": RATES.c.count + 1})
+            set_={"count": RATES.c.count + 1}).returning(
+            RATES.c.count), True
     if dialect == "sqlite":
         lite_insert = sa_sqlite.insert(RATES).values(**values)
         return lite_insert.on_conflict_do_update(
             index_elements=[RATES.c.bucket, RATES.c.window],
-            set_={"count": RATES.c.count + 1})
+            set_={"count": RATES.c.count + 1}).returning(
+            RATES.c.count), True
     raise NotImplementedError(f"rate limits on {dialect!r}: MariaDB/MySQL, "
                               "PostgreSQL and sqlite are supported")

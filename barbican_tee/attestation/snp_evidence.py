@@ -20,6 +20,7 @@ from typing import Any
 
 from oslo_config import cfg
 
+from barbican_tee.attestation import cert_cache
 from barbican_tee.attestation import errors
 from barbican_tee.attestation import evidence as evidence_mod
 from barbican_tee.attestation import policy as policy_mod
@@ -70,7 +71,7 @@ class SnpReportVerifier(evidence_mod.EvidenceVerifier):
         endorsement, chain = snp_certs.split_endorsement_bundle(
             self._endorsement(evidence, raw))
         if isinstance(evidence.get("cert_chain"), str):
-            chain += snp_certs.load_ca_certs(
+            chain += cert_cache.load_ca_certs(
                 evidence["cert_chain"].encode())
         verified = self.verifier.verify(raw, endorsement, chain, now)
         report = verified.report
