@@ -1315,21 +1315,38 @@ class TEEAPIFilter:
 
     def _platform_floor(self, verified: evidence_mod.VerifiedEvidence
                         ) -> None:
-        """Refuse evidence below the operator's TCB floor (SNP, TDX)."""
+        """Refuse evidence below the operator's TCB floor (SNP, TDX).
+
+        Applied to what any verifier, built-in or plugin, says the platform
+        is (``product``, ``tcb``). Evidence that speaks for SNP or TDX
+        hardware without a product and TCB the floor can be applied to is
+        refused: the floor is never skipped silently.
+        """
         details = verified.details
-        if isinstance(details, snp.VerifiedReport):
-            self._floor_check(floors.check_snp, details.product,
-                              details.reported_tcb)
-        elif isinstance(details, tdx.TdxClaims):
+        product = verified.product
+        if product in floors.SNP_PRODUCTS:
+            tcb = verified.tcb
+            try:
+                reported = snp.TcbVersion(
+                    bootloader=int(tcb["bootloader"]), tee=int(tcb["tee"]),
+                    snp=int(tcb["snp"]), microcode=int(tcb["microcode"]),
+                    fmc=(int(tcb["fmc"]) if "fmc" in tcb else None))
+            except (KeyError, TypeError, ValueError):
+                reported = None
+            if reported is not None:
+                self._floor_check(floors.check_snp,
+                                  floors.SNP_PRODUCTS[product], reported)
+                return
+        elif product == floors.TDX and isinstance(details, tdx.TdxClaims):
             self._floor_check(floors.check_tdx, details.tcb_status,
                               details.tee_tcb_svn)
-        elif verified.tee in ("amd-sev-snp", "intel-tdx"):
-            # A plugin that speaks for SNP or TDX hardware without the
-            # built-in verified objects: the floor cannot be applied, so
-            # nothing is released (never a silent pass).
-            raise APIError(403, "evidence_verifier_error",
-                           "the evidence verifier gives no TCB the "
-                           "operator's floor can be applied to")
+            return
+        elif product is None and verified.tee not in ("amd-sev-snp",
+                                                      "intel-tdx"):
+            return  # another TEE: no platform floor speaks about it
+        raise APIError(403, "evidence_verifier_error",
+                       "the evidence verifier gives no platform TCB the "
+                       "operator's floor can be applied to")
 
     def _floor_check(self, check: Callable[..., None], *args: Any) -> None:
         try:

@@ -107,6 +107,30 @@ class VerifierPluginTest(test_release._ServerTestBase):
         self.assertIn(f"tee.release.denied secret={secret_id} "
                       "codes=test_hmac_mismatch", self._log())
 
+    def test_the_operators_floor_applies_to_a_plugins_platform(
+            self) -> None:
+        secret_id, _ = self._bound_secret()
+
+        def floor(snp: int) -> None:
+            resp = requests.put(
+                f"{self.url}/v1/tee/floors/milan", timeout=30,
+                headers=self._headers("operator", "admin"),
+                json={"bootloader": 0, "tee": 0, "snp": snp,
+                      "microcode": 0})
+            self.assertEqual(200, resp.status_code, resp.text)
+
+        self.addCleanup(floor, 0)
+        # The plugin's platform (Milan, SNP SVN 24) below a raised floor.
+        floor(tee_test_verifier.PLATFORM_TCB["snp"] + 1)
+        resp, _ = self._release(
+            secret_id, lambda rd: hmac_evidence(self.hmac_key, rd))
+        self._code(resp, 403, "tcb_below_floor")
+        # Control: at its level, released.
+        floor(tee_test_verifier.PLATFORM_TCB["snp"])
+        resp, _ = self._release(
+            secret_id, lambda rd: hmac_evidence(self.hmac_key, rd))
+        self.assertEqual(200, resp.status_code, resp.text)
+
     def test_plugin_that_fails_to_load_is_refused_and_logged_once(
             self) -> None:
         secret_id, _ = self._bound_secret()

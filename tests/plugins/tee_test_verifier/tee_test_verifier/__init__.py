@@ -34,6 +34,8 @@ OPTS = [
     cfg.StrOpt("endorsement_dir",
                help="Where test-directory finds <chip id>.pem VCEKs."),
 ]
+# What this format's platform reports: Milan, above the default floor.
+PLATFORM_TCB = {"bootloader": 4, "tee": 0, "snp": 24, "microcode": 220}
 _FIELDS = {"measurement": 48, "report_data": 64, "host_data": 32}
 
 
@@ -83,11 +85,15 @@ class HmacEvidenceVerifier(evidence.EvidenceVerifier):
             raise errors.VerificationFailed(
                 "the test-hmac-evidence MAC does not verify",
                 code="test_hmac_mismatch")
+        # The format's platform: a Milan part at the TCB below (what a
+        # real verifier reads from the report), so that the operator's
+        # platform floor applies to this format too.
         return evidence.VerifiedEvidence(
             format=FORMAT, tee="amd-sev-snp",
             report_data=values["report_data"],
             measurement=values["measurement"],
-            instance_data=values["host_data"], details=claims)
+            instance_data=values["host_data"], product="milan",
+            tcb=dict(PLATFORM_TCB), details=claims)
 
     def evaluate(self, policy: policy_mod.Policy,
                  verified: evidence.VerifiedEvidence,
