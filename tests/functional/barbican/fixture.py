@@ -179,6 +179,9 @@ class BarbicanServer(fixtures.Fixture):
             super().setUp()
         except fixtures.MultipleExceptions as exc:
             first = exc.args[0][1]
+            # A template that failed to build: one level further down.
+            while isinstance(first, fixtures.MultipleExceptions):
+                first = first.args[0][1]
             if isinstance(first, server.ServerError):
                 raise first from None
             raise
