@@ -179,6 +179,9 @@ class BarbicanServer(fixtures.Fixture):
             super().setUp()
         except fixtures.MultipleExceptions as exc:
             first = exc.args[0][1]
+            # A template that failed to build: one level further down.
+            while isinstance(first, fixtures.MultipleExceptions):
+                first = first.args[0][1]
             if isinstance(first, server.ServerError):
                 raise first from None
             raise
@@ -193,14 +196,17 @@ class BarbicanServer(fixtures.Fixture):
                              os.path.join(self.data_dir, name))
         fresh = server.database_url(self.db_url, self.extra_conf) is None
         kind = db_kind()
+        # Without a preflight, gunicorn's workers must be the first to
+        # build the app (the template's preflight would be): no template.
+        copy = fresh and self.preflight is not False
         if fresh and kind != "sqlite":
             self.db_url = self.useFixture(Database(
-                kind, migrated=True, stores=self.stores)).url
+                kind, migrated=copy, stores=self.stores)).url
         self.layout = server.write_config(
             self.data_dir, self.port, stores=self.stores,
             pipeline=self.paste_filters, trust_root=self.trust_root,
             extra_conf=self.extra_conf, db_url=self.db_url)
-        if fresh and kind == "sqlite":
+        if copy and kind == "sqlite":
             db_template.copy_sqlite(
                 db_template.get(kind, self.stores, _no_server),
                 self.layout.db_path)
