@@ -52,6 +52,11 @@ class _SourceAdapter(adapters.HTTPAdapter):
 def _session(source: str) -> requests.Session:
     session = requests.Session()
     session.mount("http://", _SourceAdapter(source))
+    # One connection per request: threads share these sessions, and a
+    # kept-alive connection the server closes (gunicorn's keep-alive
+    # timeout) just as a POST goes out on it is a reset on the client's
+    # side, not an answer of the server's.
+    session.headers["Connection"] = "close"
     return session
 
 
