@@ -23,3 +23,30 @@ CREATE TRIGGER kek_data_plugin_meta_as_text
     FOR EACH ROW EXECUTE FUNCTION kek_data_plugin_meta_as_text();
 UPDATE kek_data SET plugin_meta = plugin_meta
     WHERE left(plugin_meta, 2) = E'\\x';
+
+-- The same for the secrets themselves: store_crypto hands the base64 of
+-- each secret's ciphertext (bytes) to the text column
+-- encrypted_data.cypher_text, and reading such a secret back fails (500 on
+-- GET /v1/secrets/{id}/payload). Base64 and Fernet text never start with
+-- a backslash, so '\x' marks only the mangled rows.
+CREATE OR REPLACE FUNCTION encrypted_data_as_text() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF left(NEW.cypher_text, 2) = E'\\x' THEN
+        NEW.cypher_text := convert_from(
+            decode(substr(NEW.cypher_text, 3), 'hex'), 'UTF8');
+    END IF;
+    IF left(NEW.kek_meta_extended, 2) = E'\\x' THEN
+        NEW.kek_meta_extended := convert_from(
+            decode(substr(NEW.kek_meta_extended, 3), 'hex'), 'UTF8');
+    END IF;
+    RETURN NEW;
+END
+$fn$;
+DROP TRIGGER IF EXISTS encrypted_data_as_text ON encrypted_data;
+CREATE TRIGGER encrypted_data_as_text
+    BEFORE INSERT OR UPDATE ON encrypted_data
+    FOR EACH ROW EXECUTE FUNCTION encrypted_data_as_text();
+UPDATE encrypted_data SET cypher_text = cypher_text
+    WHERE left(cypher_text, 2) = E'\\x'
+       OR left(kek_meta_extended, 2) = E'\\x';

@@ -515,7 +515,9 @@ class DatabaseRestartTest(_TwoNodes):
         self.addCleanup(
             self._kek_sql, srv,
             "DROP TRIGGER kek_data_plugin_meta_as_text ON kek_data; "
-            "DROP FUNCTION kek_data_plugin_meta_as_text()")
+            "DROP FUNCTION kek_data_plugin_meta_as_text(); "
+            "DROP TRIGGER encrypted_data_as_text ON encrypted_data; "
+            "DROP FUNCTION encrypted_data_as_text()")
 
     @staticmethod
     def _kek_sql(srv: fixture.BarbicanServer, sql: str) -> None:
@@ -535,6 +537,14 @@ class DatabaseRestartTest(_TwoNodes):
                     os.urandom(24)).decode(),
                 "payload_content_type": "application/octet-stream",
                 "payload_content_encoding": "base64"})
+
+    def _payload(self, url: str, project: str,
+                 stored: requests.Response) -> requests.Response:
+        ref = stored.json()["secret_ref"]
+        return requests.get(
+            f"{url}/v1/secrets/{ref.rsplit('/', 1)[1]}/payload", timeout=60,
+            headers=dict(self._headers(project),
+                         Accept="application/octet-stream"))
 
     def test_barbican_kek_rows_with_and_without_the_suite(self) -> None:
         """Barbican's own POST /v1/secrets on this server, suite or not.
@@ -571,6 +581,8 @@ class DatabaseRestartTest(_TwoNodes):
                 if self.KIND == "mysql":
                     self.assertEqual(201, second.status_code, second.text)
                     self.assertTrue(meta.startswith("gAAAAA"), meta[:10])
+                    get = self._payload(srv.url, project, first)
+                    self.assertEqual(200, get.status_code, get.text)
                     continue
                 self.assertEqual(500, second.status_code, second.text)
                 self.assertIn("Secret creation failure", second.text)
@@ -580,10 +592,22 @@ class DatabaseRestartTest(_TwoNodes):
                 # The cause: the token itself, intact, as hex text.
                 self.assertTrue(meta.startswith("\\x"), meta[:10])
                 fernet.Fernet(key.decrypt(bytes.fromhex(meta[2:])))
+                # The first secret's ciphertext: the same, so it cannot be
+                # read back either.
+                get = self._payload(srv.url, project, first)
+                self.assertEqual(500, get.status_code, get.text)
                 self._kek_workaround(srv)
                 for p in (project, uuid.uuid4().hex, project):
                     resp = self._store_in(srv.url, p)
                     self.assertEqual(201, resp.status_code, resp.text)
+                    get = self._payload(srv.url, p, resp)
+                    self.assertEqual(200, get.status_code, get.text)
+                # The rows written before the workaround are mended too.
+                get = self._payload(srv.url, project, first)
+                self.assertEqual(200, get.status_code, get.text)
+                self.assertEqual([], srv.sql(
+                    "SELECT id FROM encrypted_data WHERE "
+                    "left(cypher_text, 1) = chr(92)"))
                 self.assertEqual([], srv.sql(
                     "SELECT id FROM kek_data WHERE plugin_meta NOT LIKE "
                     "'gAAAAA%'"))
