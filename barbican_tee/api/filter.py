@@ -1290,6 +1290,17 @@ class TEEAPIFilter:
         try:
             verified = verifier.verify(
                 evidence, datetime.datetime.now(datetime.UTC))
+            if verified.format != evidence.get("format"):
+                raise errors.VerificationFailed(
+                    "the evidence verifier answered for another format",
+                    code="evidence_verifier_error")
+            if verified.tee != policy.tee:
+                # Whatever the plugin's own evaluation says: the evidence
+                # must be of the TEE the owner's policy is for (and so
+                # under that TEE's platform floor).
+                raise errors.VerificationFailed(
+                    f"the policy is for {policy.tee}, the evidence is "
+                    f"{verified.tee} evidence", code="policy_tee_mismatch")
             result = verifier.evaluate(policy, verified, instance_uuid)
         except evidence_mod.MalformedEvidence as exc:
             raise APIError(400, exc.code, exc.message) from None

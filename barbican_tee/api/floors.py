@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import threading
 from typing import Any
 
 from oslo_config import cfg
@@ -253,6 +254,9 @@ class FloorStore:
                  keyring: keyring_mod.Keyring) -> None:
         self.engine = engine
         self.keyring = keyring
+        # product -> the newest updated_at this store has authenticated.
+        self._seen: dict[str, datetime.datetime] = {}
+        self._seen_lock = threading.Lock()
 
     @db._retry  # noqa: SLF001 - the suite's own retry policy
     def _row(self, product: str) -> dict[str, Any] | None:
@@ -265,9 +269,20 @@ class FloorStore:
         return None
 
     def get(self, product: str) -> Stored | None:
-        """The API-set floor; :class:`FloorTampered` if it is forged."""
+        """The API-set floor; :class:`FloorTampered` if it is forged.
+
+        Also refused: a row gone, or older than one this process has
+        already authenticated (a deleted or replayed row that would lower
+        the floor; there is no route that deletes one). Across processes
+        and restarts that is the documented limit: such a row can only
+        take the floor back to an earlier API-set value, never below the
+        config's.
+        """
         row = self._row(product)
         if row is None:
+            with self._seen_lock:
+                if product in self._seen:
+                    raise FloorTampered(product)
             return None
         try:
             intact = self.keyring.check_mac(row["mac_kek"], _mac_input(row),
@@ -280,6 +295,11 @@ class FloorStore:
             floor = parse(product, json.loads(row["document"]))
         except (FloorError, ValueError):
             raise FloorTampered(product) from None
+        with self._seen_lock:
+            seen = self._seen.get(product)
+            if seen is not None and row["updated_at"] < seen:
+                raise FloorTampered(product)
+            self._seen[product] = row["updated_at"]
         return Stored(floor, row["updated_at"], row["updated_by"])
 
     @db._retry  # noqa: SLF001 - the suite's own retry policy

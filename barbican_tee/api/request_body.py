@@ -76,7 +76,9 @@ def read(environ: dict[str, Any], limit: int, *,
     if declared:
         if not re.fullmatch(r"[0-9]+", declared):
             raise LengthInvalid("Content-Length is not a byte count")
-        if int(declared) > limit:
+        # (Length first: int() of thousands of digits raises, and costs.)
+        if len(declared.lstrip("0")) > len(str(limit)) or (
+                int(declared) > limit):
             raise TooLarge("Content-Length over the limit")
         raw = bytes(stream.read(int(declared)))
     elif "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():

@@ -80,6 +80,8 @@ class TEEFilter(filters.BaseHostFilter):
         if reason is None and last[4]:
             reason = tee_floors.refusal(last[5], offer.snp_product,
                                         offer.snp_tcb)
+            if offer.snp_product is None and last[5] is not None:
+                _unchecked_once(host_state.host)
         if reason is None:
             return True
         if last[3]:
@@ -117,3 +119,18 @@ class TEEFilter(filters.BaseHostFilter):
                        if have[i] < want[i]]
                 return f"SNP TCB below minimum in {', '.join(low)}"
         return None
+
+
+_UNCHECKED: set[str] = set()
+
+
+def _unchecked_once(host: str) -> None:
+    """Say once per host that its SNP TCB is not held to the floors here."""
+    if host in _UNCHECKED:
+        return
+    _UNCHECKED.add(host)
+    LOG.warning("TEEFilter: host %s reports no SNP product "
+                "(tee.snp_product: its nova-compute predates this "
+                "release), so the platform TCB floors are applied to it "
+                "at release only, not at placement, until it is upgraded",
+                host)

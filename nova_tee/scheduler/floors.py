@@ -161,8 +161,16 @@ def refusal(floors: Floors | None, product: str | None,
         return ("no platform TCB floor could ever be read from Barbican "
                 "([tee] barbican_url): refused until one is")
     if product is None or tcb is None:
-        return ("reports no SNP product and TCB (tee.snp_product, "
-                "tee.snp_tcb), so the TCB floors cannot be checked")
+        # A host whose nova-compute predates tee.snp_product (a rolling
+        # upgrade, scheduler first): not held here, so that SNP guests
+        # still boot while computes are upgraded. What it says of itself
+        # is no proof anyway: Barbican applies the same floors to the
+        # attested report at every release, and refuses.
+        return None
+    if product not in SNP_PRODUCTS:
+        # parse() saw every known product: an unknown name is no "no floor".
+        return (f"reports an SNP product ({product}) the floors do not "
+                "know")
     floor = floors.get(product)
     if floor is None:
         return None

@@ -89,3 +89,38 @@ class TdxCheckTest(base.TestCase):
                          '"min_tee_tcb_svn": null}'))
         self.assertEqual("tcb_floor_tampered",
                          self._code("OutOfDate", bytes(16)))
+
+    def test_deleted_or_replayed_row_fails_closed(self) -> None:
+        # The administrator raises the floor; the store has seen it.
+        self.store.put("tdx", floors.TdxFloor(("UpToDate",), SVN_3), "adm")
+        with self.store.engine.connect() as conn:
+            old = dict(conn.execute(db.FLOORS.select()).mappings().one())
+        self.assertIsNone(self._code("UpToDate", SVN_3))
+        newer = old["updated_at"].replace(year=old["updated_at"].year + 1)
+        self._write(dict(old, updated_at=newer), resign=True)
+        self.assertIsNone(self._code("UpToDate", SVN_3))
+        # The older row (authentic, with its MAC) put back: refused.
+        self._write(old, resign=False)
+        self.assertEqual("tcb_floor_tampered",
+                         self._code("OutOfDate", bytes(16)))
+        # The row deleted: refused, not "no floor".
+        with self.store.engine.begin() as conn:
+            conn.execute(db.FLOORS.delete())
+        self.assertEqual("tcb_floor_tampered",
+                         self._code("OutOfDate", bytes(16)))
+        # Control: a store that never saw a row has no floor.
+        fresh = floors.FloorStore(self.store.engine, self.store.keyring)
+        self.store = fresh
+        self.assertIsNone(self._code("OutOfDate", bytes(16)))
+
+    def _write(self, row: dict, resign: bool) -> None:
+        row = dict(row)
+        if resign:
+            # What a later PUT writes: a newer row with its own MAC.
+            kid = self.store.keyring.current.kid
+            row["mac_kek"] = kid
+            row["mac"] = self.store.keyring.mac(
+                kid, floors._mac_input(row)).hex()
+        with self.store.engine.begin() as conn:
+            conn.execute(db.FLOORS.delete())
+            conn.execute(db.FLOORS.insert().values(**row))

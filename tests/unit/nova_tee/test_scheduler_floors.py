@@ -101,4 +101,11 @@ class FloorCacheTest(base.TestCase):
         self.assertIsNone(floors.refusal(parsed, "genoa", (0, 0, 0, 0)))
         self.assertIn("fmc", floors.refusal(parsed, "turin",
                                             (1, 0, 1, 1, 1)) or "")
-        self.assertIsNotNone(floors.refusal(parsed, None, (3, 0, 9, 115)))
+        # A compute that predates tee.snp_product (rolling upgrade): not
+        # held at placement (Barbican holds its reports at release).
+        self.assertIsNone(floors.refusal(parsed, None, (3, 0, 8, 115)))
+        # A product the floors do not name is not "no floor".
+        self.assertIn("do not know",
+                      floors.refusal(parsed, "Milan", (9, 9, 99, 255)) or "")
+        # Never read: refused whatever the host says.
+        self.assertIsNotNone(floors.refusal(None, None, (3, 0, 9, 115)))
