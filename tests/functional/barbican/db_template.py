@@ -89,7 +89,11 @@ def get(kind: str, stores: Sequence[server.Store],
 def _build(kind: str, stores: tuple[server.Store, ...],
            new_database: Callable[[], tuple[str, Callable[[], None]]]
            ) -> Template:
-    tmp = tempfile.mkdtemp(prefix="openstack-tee-template-")
+    # In the system's temporary directory, not tempfile's current one:
+    # oslotest's NestedTempfile points that at the running test's own
+    # directory, removed when the test ends, and the template outlives it.
+    tmp = tempfile.mkdtemp(prefix="openstack-tee-template-",
+                           dir=os.environ.get("TMPDIR") or "/tmp")
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     url = None
     if kind != "sqlite":
