@@ -49,8 +49,18 @@ function configure_openstack_tee_nova_compute {
     else
         warn $LINENO "openstack-tee: VIRT_DRIVER=$VIRT_DRIVER is not libvirt; compute_driver left unchanged"
     fi
-    # Launch-time attestation: Barbican's endpoint, and the nova service
-    # user (it has the service role) as devstack configures service users.
+    # Launch-time attestation.
+    configure_openstack_tee_nova_barbican
+}
+
+function configure_openstack_tee_nova_barbican {
+    # Barbican's endpoint, and the nova service user (it has the service
+    # role) as devstack configures service users: nova-compute's
+    # launch-time attestation and nova-scheduler's TCB floor reads
+    # (TEEFilter refuses every SEV-SNP host until it has read them). Both
+    # read $NOVA_CONF (start_nova_rest starts nova-scheduler with it;
+    # nova-cpu.conf is rebuilt from it), so a node with both gets one
+    # copy.
     iniset "$NOVA_CONF" tee barbican_url "$(_openstack_tee_barbican_url)"
     configure_keystoneauth "$NOVA_CONF" nova tee_barbican
     if is_service_enabled tls-proxy; then
@@ -71,6 +81,8 @@ function configure_openstack_tee_nova_scheduler {
         nova_tee.scheduler.TEEWeigher
     iniset "$NOVA_CONF" tee min_free_slots "$OPENSTACK_TEE_MIN_FREE_SLOTS"
     iniset "$NOVA_CONF" tee weight_multiplier "$OPENSTACK_TEE_WEIGHT_MULTIPLIER"
+    # TEEFilter reads the platform TCB floors from Barbican.
+    configure_openstack_tee_nova_barbican
 }
 
 function configure_openstack_tee_nova_api {

@@ -161,6 +161,11 @@ done
 if is_service_enabled n-cpu; then
     start_nova_compute
 fi
+# lib/nova's start_nova_rest: nova-scheduler's command line (which
+# config file it reads) is recorded by the run_process stub.
+if is_service_enabled n-sch; then
+    start_nova_rest
+fi
 run_phase stack extra
 
 # What devstack's configure_tempest would pass to tempest.

@@ -47,6 +47,10 @@ FIXTURES = next((p for p in _CANDIDATES if os.path.isfile(
 CONTROLLER_SERVICES = ("n-api,n-cpu,n-sch,n-cond,placement-client,barbican,"
                        "openstack-tee,tempest,mysql,rabbit")
 SUBNODE_SERVICES = "n-cpu,placement-client,openstack-tee,rabbit"
+# A controller that runs no nova-compute: the scheduler is configured on
+# its own.
+CONTROLLER_ONLY_SERVICES = ("n-api,n-sch,n-cond,placement-api,barbican,"
+                            "openstack-tee,tempest,mysql,rabbit")
 # HOST_IP of the node the harness stacks; a subnode's SERVICE_HOST is the
 # controller's address instead.
 HOST_IP = "192.0.2.10"
@@ -146,6 +150,7 @@ class DevstackPluginTest(base.TestCase):
     def test_all_in_one(self) -> None:
         self._stack(CONTROLLER_SERVICES)
         self._assert_compute_configured(HOST_IP)
+        self._assert_scheduler_reads_floors(HOST_IP)
 
         nova_text = self._read("nova", "nova.conf")
         nova = _ini(self._path("nova", "nova.conf"))
@@ -222,6 +227,47 @@ class DevstackPluginTest(base.TestCase):
                        if line.startswith("- ")]
             self.assertEqual(changed, removed, name)
             self.assertEqual(final[:len(shipped)][-1], shipped[-1], name)
+
+    def _scheduler_conf(self) -> configparser.RawConfigParser:
+        # The file nova-scheduler is started with (lib/nova's
+        # start_nova_rest, through the run_process stub).
+        prefix = "run_process n-sch "
+        lines = [c for c in self._calls().splitlines()
+                 if c.startswith(prefix)]
+        self.assertEqual(1, len(lines), self._calls())
+        args = lines[0].split()
+        return _ini(args[args.index("--config-file") + 1])
+
+    def _assert_scheduler_reads_floors(self, service_host: str) -> None:
+        # TEEFilter reads the platform TCB floors from Barbican with the
+        # nova service user: without them it refuses every SEV-SNP host.
+        sched = self._scheduler_conf()
+        self.assertIn("TEEFilter",
+                      sched.get("filter_scheduler", "enabled_filters"))
+        self.assertEqual(f"http://{service_host}/key-manager",
+                         sched.get("tee", "barbican_url"))
+        self.assertEqual({
+            "auth_type": "password",
+            "interface": "public",
+            "auth_url": f"http://{service_host}/identity",
+            "username": "nova",
+            "password": "secretservice",
+            "user_domain_name": "Default",
+            "project_name": "service",
+            "project_domain_name": "Default",
+        }, dict(sched.items("tee_barbican")))
+
+    def test_controller_without_compute(self) -> None:
+        self._stack(CONTROLLER_ONLY_SERVICES)
+        self.assertNotIn("run_process n-cpu", self._calls())
+        self._assert_scheduler_reads_floors(HOST_IP)
+        nova = _ini(self._path("nova", "nova.conf"))
+        # No compute here: the driver is not this node's business.
+        self.assertNotEqual("libvirt_tee.TEELibvirtDriver",
+                            nova.get("DEFAULT", "compute_driver",
+                                     fallback=""))
+        self.assertFalse(os.path.exists(self._path("nova",
+                                                   "nova-cpu.conf")))
 
     def test_tables_upgraded_after_barbicans_db_sync(self) -> None:
         # barbican-svc is barbican-api (Barbican's devstack plugin starts
