@@ -34,6 +34,18 @@ SCHEDULER_OPTS = [
              "Without [tee] barbican_url on the scheduler, TEEFilter does "
              "not apply the floors (releases are still held to them)."),
     cfg.FloatOpt(
+        "floor_read_timeout",
+        default=5.0,
+        min=0.1,
+        help="Seconds TEEFilter waits for each request of a platform TCB "
+             "floor read from Barbican (the token request to Keystone, "
+             "then GET /v1/tee/floors). A read runs while a request is "
+             "being scheduled, so keep it short: a Barbican that does not "
+             "answer in time counts as unreachable (the last floors read "
+             "stay in force; before any were read, amd-sev-snp requests "
+             "are refused). [tee_barbican] timeout, when set, may only "
+             "shorten it."),
+    cfg.FloatOpt(
         "weight_multiplier",
         default=1.0,
         help="Multiplier of TEEWeigher, which prefers hosts with more free "
@@ -47,7 +59,9 @@ COMPUTE_OPTS = [
         "barbican_url",
         help="Barbican's endpoint (e.g. https://key-manager.example:9311), "
              "where openstack-tee's /v1/tee API runs. Needed on compute "
-             "hosts for SEV and SEV-ES launch-time attestation."),
+             "hosts for SEV and SEV-ES launch-time attestation, and by "
+             "nova-scheduler for the platform TCB floors TEEFilter "
+             "applies."),
     cfg.IntOpt(
         "attestation_timeout", default=30, min=1,
         help="Seconds to wait for each call to the attestation service "
@@ -78,8 +92,9 @@ API_OPTS = [
 BARBICAN_GROUP = cfg.OptGroup(
     "tee_barbican", title="Service credentials for the attestation service",
     help="A keystoneauth section (auth_type, auth_url, username, ... ) with "
-         "which nova-compute asks Barbican for SEV launch sessions. The "
-         "user needs the service role.")
+         "which nova-compute asks Barbican for SEV launch sessions and "
+         "nova-scheduler reads the platform TCB floors. The user needs "
+         "the service role.")
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

@@ -2,7 +2,8 @@
 
 ``GET /v1/tee/floors`` (the effective floor per product: the higher of
 barbican.conf's and the one an administrator set) through the suite's
-client, kept for ``[tee] floor_cache_ttl`` seconds. Reading fails closed:
+client, kept for ``[tee] floor_cache_ttl`` seconds; each request of a read
+waits at most ``[tee] floor_read_timeout`` seconds. Reading fails closed:
 Barbican unreachable or answering an error never turns a refusal into a
 pass. The last floors read stay in force past their TTL (retried at most
 every few seconds); before any were read, :meth:`FloorCache.current`
@@ -19,6 +20,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from barbican_tee.client import rest
+from nova_tee import barbican
 from nova_tee import specs
 
 LOG = logging.getLogger(__name__)
@@ -38,21 +40,8 @@ class FloorReadError(Exception):
 
 def client() -> rest.TEEClient:
     """Barbican's /v1/tee API with nova's service credentials."""
-    timeout = float(CONF.tee.attestation_timeout)
-    if CONF.tee.barbican_noauth_project:
-        return rest.TEEClient(CONF.tee.barbican_url, timeout=timeout,
-                              headers={
-                                  "X-Project-Id":
-                                      CONF.tee.barbican_noauth_project,
-                                  "X-User-Id": "nova-scheduler",
-                                  "X-Roles": "service"})
-    from keystoneauth1 import loading as ks_loading
-
-    auth = ks_loading.load_auth_from_conf_options(CONF, "tee_barbican")
-    session = ks_loading.load_session_from_conf_options(
-        CONF, "tee_barbican", auth=auth)
-    return rest.TEEClient(CONF.tee.barbican_url, session=session,
-                          timeout=timeout)
+    return barbican.client("nova-scheduler",
+                           float(CONF.tee.floor_read_timeout))
 
 
 def parse(views: list[dict[str, object]]) -> Floors:
@@ -118,8 +107,10 @@ class FloorCache:
         if state is None:
             # Nothing to fall back on yet: wait for a read in progress
             # rather than refuse this request's every host at startup.
+            # A read is bounded by [tee] floor_read_timeout per request
+            # (the token request, then the floors).
             if not self._lock.acquire(
-                    timeout=float(CONF.tee.attestation_timeout) + 1):
+                    timeout=2 * float(CONF.tee.floor_read_timeout) + 1):
                 return None
             if self._state is not None or self._clock() < self._next_try:
                 # Read (or failed) while this request waited.

@@ -18,6 +18,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from barbican_tee.client import rest
+from nova_tee import barbican
 from nova_tee import conf as tee_conf
 
 LOG = logging.getLogger(__name__)
@@ -47,21 +48,8 @@ def client() -> rest.TEEClient:
         raise AttestationError(
             "attestation_unconfigured",
             "[tee] barbican_url is not set on this compute host")
-    timeout = float(CONF.tee.attestation_timeout)
-    if CONF.tee.barbican_noauth_project:
-        return rest.TEEClient(CONF.tee.barbican_url, timeout=timeout,
-                              headers={
-                                  "X-Project-Id":
-                                      CONF.tee.barbican_noauth_project,
-                                  "X-User-Id": "nova-compute",
-                                  "X-Roles": "service"})
-    from keystoneauth1 import loading as ks_loading
-
-    auth = ks_loading.load_auth_from_conf_options(CONF, "tee_barbican")
-    session = ks_loading.load_session_from_conf_options(
-        CONF, "tee_barbican", auth=auth)
-    return rest.TEEClient(CONF.tee.barbican_url, session=session,
-                          timeout=timeout)
+    return barbican.client("nova-compute",
+                           float(CONF.tee.attestation_timeout))
 
 
 def _call(what: str, fn: Any, *args: Any) -> Any:
