@@ -8,6 +8,8 @@ clock is the test's, so "past the TTL" needs no sleep.
 
 from __future__ import annotations
 
+import socket
+import time
 from typing import Any
 
 import fixtures
@@ -17,31 +19,23 @@ import requests
 from barbican_tee import server as tee_server
 from nova_tee.scheduler import floors as tee_floors
 from openstack_tee_demo import nova_harness as base
-from tests.functional.barbican import fixture as barbican_fixture
+from tests.functional.nova import barbican_class
 
 TTL = 60
 ADMIN = {"X-Project-Id": "cloud-admin", "X-Roles": "admin",
          "X-User-Id": "operator"}
 
 
-class FloorFilterTest(base.TEEServersTestBase):
+class FloorFilterTest(barbican_class.BarbicanClassTestBase):
 
     @classmethod
     def setUpClass(cls) -> None:
         super().setUpClass()
-        cls.barbican = barbican_fixture.BarbicanServer(workers=1)
-        cls.barbican.setUp()
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.barbican.cleanUp()
-        super().tearDownClass()
+        cls.start_barbican(workers=1)
 
     def setUp(self) -> None:
         super().setUp()
-        self.flags(barbican_url=self.barbican.url,
-                   barbican_noauth_project="nova-service",
-                   floor_cache_ttl=TTL, group="tee")
+        self.flags(floor_cache_ttl=TTL, group="tee")
         self.now = 1000.0
         self._fresh_cache()
         self.addCleanup(self._set_floor, 0)
@@ -97,4 +91,26 @@ class FloorFilterTest(base.TEEServersTestBase):
         # Positive control: Barbican back, the lowered floor is read.
         self.flags(barbican_url=self.barbican.url, group="tee")
         self.now += 100 * TTL
+        self._boot("ACTIVE")
+
+    def test_a_silent_barbican_does_not_stall_scheduling(self) -> None:
+        # A Barbican that accepts and never answers: the scheduler's read
+        # gives up after [tee] floor_read_timeout, not after [tee]
+        # attestation_timeout (nova-compute's, 30 s), and refuses.
+        self.start_tee_compute("stale")
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        self.addCleanup(silent.close)
+        self.flags(barbican_url=(
+            f"http://127.0.0.1:{silent.getsockname()[1]}"),
+            floor_read_timeout=1, attestation_timeout=30, group="tee")
+        start = time.monotonic()
+        self._boot("ERROR")
+        self.assertLess(time.monotonic() - start, 20)
+        self.assertIn("none were ever read", self.stdlog.logger.output)
+        self.assertIn("did not answer in 1 s", self.stdlog.logger.output)
+        # Positive control: the same scheduler, Barbican answering.
+        self.flags(barbican_url=self.barbican.url, group="tee")
+        self.now += TTL
         self._boot("ACTIVE")
