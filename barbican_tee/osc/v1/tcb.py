@@ -5,11 +5,22 @@ For an administrator, with Barbican's, placement's and Nova's APIs only:
 1. the effective SEV-SNP floors from Barbican (``GET /v1/tee/floors``);
 2. each compute node's SNP product and TCB from placement: the suite's
    libvirt driver publishes them as one trait on the node's resource
-   provider (:mod:`barbican_tee.attestation.tcb_trait`);
-3. for every host below its product's floor (and every SEV host that
+   provider (:mod:`barbican_tee.attestation.tcb_trait`). Placement is
+   asked per trait, not per provider: the TCB and SEV traits in use
+   (``GET /traits``), then the providers with each of them (``GET
+   /resource_providers?required=...``): a few requests whatever the size
+   of the cloud (one more per distinct TCB in use);
+3. for every host below its product's floor (and every SEV-SNP host that
    publishes no TCB trait: "unknown", never taken as up to date), the
    confidential servers on it from Nova
-   (``GET /servers/detail?all_tenants=1&node=...``), with their projects.
+   (``GET /servers/detail?all_tenants=1&node=...``, every page), with
+   their projects. A server is confidential when its flavor or its image
+   (the properties Nova keeps from the image it booted, microversion
+   2.98) asks for memory encryption or has ``tee:`` keys.
+
+Hosts with SEV or SEV-ES and no SEV-SNP are left out: the SNP floors do
+not apply to them (no SNP guest can run there). The command names them on
+standard error so that an operator knows why they are not listed.
 
 The comparison is the release path's own (:meth:`snp.TcbVersion.meets`
 against the floor as :func:`barbican_tee.api.floors.parse` reads it).
@@ -35,15 +46,22 @@ from barbican_tee.client import rest
 
 COLUMNS = ("Host", "Product", "TCB", "Floor", "Instance", "Name",
            "Project", "Status", "Action")
-PLACEMENT_VERSION = "placement 1.14"  # root_provider_uuid
-COMPUTE_VERSION = "2.47"  # the server's flavor, with its extra specs
+# root_provider_uuid (1.14), GET /resource_providers?required= (1.18)
+PLACEMENT_VERSION = "placement 1.18"
+# The server's flavor with its extra specs (2.47), its image's properties
+# (2.98).
+COMPUTE_VERSION = "2.98"
 PAGE = 500
-# Traits of a host where SEV or SEV-SNP guests may run: one without a TCB
-# trait is reported as unknown.
-SEV_HOST_TRAITS = frozenset({"CUSTOM_TEE_SNP_TCB_REPORTED",
-                             "HW_CPU_X86_AMD_SEV",
-                             "HW_CPU_X86_AMD_SEV_ES",
+# Traits of a host where SEV-SNP guests may run: one without a TCB trait
+# is reported as unknown.
+SNP_HOST_TRAITS = frozenset({"CUSTOM_TEE_SNP_TCB_REPORTED",
                              "HW_CPU_X86_AMD_SEV_SNP"})
+# Traits of a host where SEV or SEV-ES guests may run; without any of
+# SNP_HOST_TRAITS or a TCB trait, an SEV-only host (left out).
+SEV_HOST_TRAITS = frozenset({"HW_CPU_X86_AMD_SEV",
+                             "HW_CPU_X86_AMD_SEV_ES"}) | SNP_HOST_TRAITS
+# What Nova reads as true (oslo.utils' strutils.TRUE_STRINGS).
+_TRUE = ("1", "t", "true", "on", "y", "yes")
 ACTION_GUEST = ("live migration stays refused; cold-migrate "
                 "(openstack server migrate) to an up-to-date host, "
                 "where the guest attests again")
@@ -69,6 +87,8 @@ class Host:
     name: str
     product: Product | None
     tcb: snp.TcbVersion | None
+    # SEV or SEV-ES without SEV-SNP: the SNP floors do not apply.
+    sev_only: bool = False
 
 
 def tcb_text(tcb: snp.TcbVersion | None) -> str:
@@ -102,63 +122,114 @@ def snp_floors(views: list[dict[str, Any]]) -> dict[Product, snp.TcbVersion]:
     return out
 
 
+def _query(path: str, **params: str) -> str:
+    return f"{path}?{urllib.parse.urlencode(params)}"
+
+
 def sev_hosts(get: Get) -> list[Host]:
     """Compute nodes where SEV/SNP guests may run, with their TCB.
 
     A compute node is a root provider; the TCB trait is on it, the SEV
     traits on it (Nova 33) or on its memory encryption children (Nova 34).
+    Placement is asked per trait (the TCB traits in use, then each one's
+    providers), not per provider.
     """
     providers = get("/resource_providers").get("resource_providers")
     if not isinstance(providers, list):
         raise ReportError("placement's answer has no resource_providers")
+    names = {rp["uuid"]: rp["name"] for rp in providers}
+    # The traits some provider has (placement refuses to filter on a
+    # trait it does not know, and one nobody has needs no request).
+    in_use: set[str] = set()
+    for name in (f"startswith:{tcb_trait.PREFIX}",
+                 "in:" + ",".join(sorted(SEV_HOST_TRAITS))):
+        traits = get(_query("/traits", name=name, associated="true")).get(
+            "traits")
+        if not isinstance(traits, list):
+            raise ReportError("placement's answer has no traits")
+        in_use.update(str(t) for t in traits)
     trees: dict[str, set[str]] = {}
-    for rp in providers:
-        traits = get(f"/resource_providers/{rp['uuid']}/traits").get(
-            "traits") or []
-        root = rp.get("root_provider_uuid") or rp["uuid"]
-        trees.setdefault(root, set()).update(
-            t for t in traits
-            if root == rp["uuid"] or not tcb_trait.is_tcb_trait(t))
-    hosts = []
-    for rp in providers:
-        traits = trees.get(rp["uuid"])
-        if traits is None:
+    for trait in sorted(in_use):
+        if not (trait in SEV_HOST_TRAITS or tcb_trait.is_tcb_trait(trait)):
             continue
+        holders = get(_query("/resource_providers", required=trait)).get(
+            "resource_providers")
+        if not isinstance(holders, list):
+            raise ReportError("placement's answer has no "
+                              "resource_providers")
+        for rp in holders:
+            root = rp.get("root_provider_uuid") or rp["uuid"]
+            names.setdefault(rp["uuid"], rp["name"])
+            if root != rp["uuid"] and tcb_trait.is_tcb_trait(trait):
+                # Only the compute node's own provider speaks for it.
+                continue
+            trees.setdefault(root, set()).add(trait)
+    hosts = []
+    for root, traits in trees.items():
+        name = names.get(root, root)
         tcbs = [t for t in traits if tcb_trait.is_tcb_trait(t)]
         decoded = tcb_trait.decode(tcbs[0]) if len(tcbs) == 1 else None
         if decoded is not None:
-            hosts.append(Host(rp["name"], *decoded))
-        elif tcbs or SEV_HOST_TRAITS & traits:
+            hosts.append(Host(name, *decoded))
+        elif tcbs or SNP_HOST_TRAITS & traits:
             # None, several, or one that does not decode: unknown.
-            hosts.append(Host(rp["name"], None, None))
+            hosts.append(Host(name, None, None))
+        else:
+            hosts.append(Host(name, None, None, sev_only=True))
     return sorted(hosts, key=lambda h: h.name)
 
 
+def _asks_encryption(values: dict[str, Any], sep: str) -> bool:
+    return (str(values.get(f"hw{sep}mem_encryption", "")).lower() in _TRUE
+            or f"hw{sep}mem_encryption_model" in values)
+
+
 def is_confidential(server: dict[str, Any]) -> bool:
+    """Whether the server's flavor or image asks for memory encryption."""
     specs = (server.get("flavor") or {}).get("extra_specs") or {}
-    return (str(specs.get("hw:mem_encryption", "")).lower()
-            in ("true", "1", "yes", "on")
-            or "hw:mem_encryption_model" in specs
+    image = server.get("image")
+    props = (image.get("properties") if isinstance(image, dict)
+             else None) or {}
+    return (_asks_encryption(specs, ":") or _asks_encryption(props, "_")
             or any(str(k).startswith("tee:") for k in specs))
 
 
+def _next_marker(doc: dict[str, Any], page: list[Any]) -> str | None:
+    """The marker of the next page when Nova links one, else None."""
+    for link in doc.get("servers_links") or []:
+        if isinstance(link, dict) and link.get("rel") == "next":
+            query = urllib.parse.urlsplit(str(link.get("href", ""))).query
+            marker = urllib.parse.parse_qs(query).get("marker")
+            return marker[0] if marker else str(page[-1]["id"])
+    return None
+
+
 def servers_on(get: Get, node: str) -> list[dict[str, Any]]:
-    """Every confidential server on compute node ``node``, all projects."""
+    """Every confidential server on compute node ``node``, all projects.
+
+    Pages are followed as long as Nova links a next one (its ``[api]
+    max_limit`` may make them shorter than asked).
+    """
     out: list[dict[str, Any]] = []
     marker = None
+    seen: set[str] = set()
     while True:
         query = {"all_tenants": "1", "node": node, "limit": str(PAGE)}
         if marker:
             query["marker"] = marker
-        page = get("/servers/detail?" + urllib.parse.urlencode(query)).get(
-            "servers")
+        doc = get("/servers/detail?" + urllib.parse.urlencode(query))
+        page = doc.get("servers")
         if not isinstance(page, list):
             raise ReportError("Nova's answer has no servers")
         out.extend(s for s in page if is_confidential(s))
-        if len(page) < PAGE:
+        marker = _next_marker(doc, page) if page else None
+        if marker is None:
             return sorted(out, key=lambda s: (s.get("tenant_id") or "",
                                               s.get("name") or ""))
-        marker = page[-1]["id"]
+        if marker in seen:
+            raise ReportError("Nova's server pages do not end (marker "
+                              f"{marker} again)")
+        seen.add(marker)
 
 
 def report(floors: dict[Product, snp.TcbVersion], hosts: list[Host],
@@ -172,6 +243,8 @@ def report(floors: dict[Product, snp.TcbVersion], hosts: list[Host],
     """
     rows: list[tuple[str, ...]] = []
     for host in hosts:
+        if host.sev_only:
+            continue
         if host.product is None or host.tcb is None:
             floor_text, product = "-", "unknown"
             actions = (ACTION_UNKNOWN, ACTION_UNKNOWN_HOST)
@@ -222,8 +295,9 @@ def _session_get(client_manager: Any, service_type: str,
 class TcbReport(command.Lister):
     """List compute hosts below the SNP TCB floor and their guests.
 
-    Administrators. Hosts whose TCB is unknown are listed too. For each
-    confidential server on them: live migration stays refused, and a
+    Administrators. SEV-SNP hosts whose TCB is unknown are listed too;
+    hosts with SEV or SEV-ES only are not (named on standard error). For
+    each confidential server on them: live migration stays refused, and a
     cold migration to an up-to-date host attests it again.
     """
 
@@ -245,7 +319,19 @@ class TcbReport(command.Lister):
             {"OpenStack-API-Version": f"compute {COMPUTE_VERSION}",
              "X-OpenStack-Nova-API-Version": COMPUTE_VERSION})
         try:
-            return COLUMNS, build(views, placement, compute)
+            floors = snp_floors(views)
+            hosts = sev_hosts(placement)
+            rows = report(floors, hosts,
+                          lambda node: servers_on(compute, node))
         except ReportError as exc:
             raise exceptions.CommandError(
                 f"cannot make the TCB report: {exc}") from None
+        sev_only = [h.name for h in hosts if h.sev_only]
+        if sev_only:
+            # Not rows: the table (and -f json) stays the hosts below a
+            # floor; the note says why these are not among them.
+            self.app.stderr.write(
+                f"Not listed: {len(sev_only)} host(s) with SEV or SEV-ES "
+                "and no SEV-SNP, to which the SNP TCB floors do not apply: "
+                f"{', '.join(sev_only)}\n")
+        return COLUMNS, rows

@@ -12,6 +12,8 @@ placement and what Nova's API answers.
 from __future__ import annotations
 
 import argparse
+import copy
+import io
 from typing import Any
 
 import fixtures
@@ -26,7 +28,7 @@ from barbican_tee.osc.v1 import tcb
 from nova_tee.scheduler import floors as tee_floors
 from openstack_tee_demo import nova_harness as base
 from openstack_tee_demo.sp_model import snp as sp_model
-from tests.functional.barbican import fixture as barbican_fixture
+from tests.functional.nova import barbican_class
 
 ADMIN = {"X-Project-Id": "cloud-admin", "X-Roles": "admin",
          "X-User-Id": "operator"}
@@ -62,25 +64,18 @@ class _Manager:
 class _App:
     def __init__(self, manager: _Manager) -> None:
         self.client_manager = manager
+        self.stderr = io.StringIO()
 
 
-class TcbReportTest(base.TEEServersTestBase):
+class TcbReportTest(barbican_class.BarbicanClassTestBase):
 
     @classmethod
     def setUpClass(cls) -> None:
         super().setUpClass()
-        cls.barbican = barbican_fixture.BarbicanServer(workers=1)
-        cls.barbican.setUp()
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.barbican.cleanUp()
-        super().tearDownClass()
+        cls.start_barbican(workers=1)
 
     def setUp(self) -> None:
         super().setUp()
-        self.flags(barbican_url=self.barbican.url,
-                   barbican_noauth_project="nova-service", group="tee")
         self.addCleanup(self._set_floor, 0)
         # TEEFilter reads the floors afresh (not another test's).
         self.useFixture(fixtures.MockPatchObject(
@@ -93,7 +88,8 @@ class TcbReportTest(base.TEEServersTestBase):
             timeout=30)
         self.assertEqual(200, resp.status_code, resp.text)
 
-    def _report(self) -> list[tuple[str, ...]]:
+    def _report(self, stderr: io.StringIO | None = None
+                ) -> list[tuple[str, ...]]:
         placement = self.placement.fixture
         auth = _HarnessAuth(
             {"placement": placement.endpoint,
@@ -101,12 +97,35 @@ class TcbReportTest(base.TEEServersTestBase):
             {"X-Auth-Token": placement.token, "X-Auth-User": "admin",
              "X-Auth-Project-Id": self.admin_api.project_id,
              "X-Roles": "reader,member,admin"})
-        manager = _Manager(ks_session.Session(auth=auth),
+        session = ks_session.Session(auth=auth)
+        # Every request the command makes, per service.
+        self.asked: dict[str, list[str]] = {}
+        original = session.get
+
+        def get(path: str, **kwargs: Any) -> Any:
+            service = kwargs["endpoint_filter"]["service_type"]
+            self.asked.setdefault(service, []).append(path)
+            return original(path, **kwargs)
+
+        self.useFixture(fixtures.MockPatchObject(session, "get", get))
+        manager = _Manager(session,
                            rest.TEEClient(self.barbican.url, headers=ADMIN))
-        command = tcb.TcbReport(_App(manager), None)
+        app = _App(manager)
+        command = tcb.TcbReport(app, None)
         columns, rows = command.take_action(argparse.Namespace())
         self.assertEqual(tcb.COLUMNS, columns)
+        if stderr is not None:
+            stderr.write(app.stderr.getvalue())
         return list(rows)
+
+    def _image_snp(self) -> str:
+        """An image that asks for SEV-SNP by itself (plain flavors)."""
+        image = copy.deepcopy(self.glance.show(None, uuids.tee_snp_image))
+        image["id"] = uuids.image_encrypted
+        image["properties"].update(hw_mem_encryption="True",
+                                   hw_mem_encryption_model="amd-sev-snp")
+        self.glance.create(None, image)
+        return str(image["id"])
 
     def test_report_lists_the_stale_host_and_its_guest(self) -> None:
         self._set_floor(0)
@@ -121,15 +140,36 @@ class TcbReportTest(base.TEEServersTestBase):
                 image_uuid=uuids.tee_snp_image, flavor_id=flavor,
                 networks="none", host="stale")
         self.assertEqual("stale", server["OS-EXT-SRV-ATTR:host"])
-        unknown = [r for r in self._report() if r[0] == "sev"]
-        # The SEV host publishes no SNP TCB: unknown, not up to date.
-        self.assertEqual([("sev", "unknown", "unknown", "-", "-", "-", "-",
-                           "-", tcb.ACTION_UNKNOWN_HOST)], unknown)
-        # At floor 0 no host is below it (the control).
-        self.assertEqual(unknown, self._report())
+        # Encrypted through its image's properties, its flavor plain.
+        by_image: dict[str, Any] = self._create_server(
+            image_uuid=self._image_snp(), flavor_id=self._create_flavor(),
+            networks="none", host="stale")
+        self.assertEqual("stale", by_image["OS-EXT-SRV-ATTR:host"])
+        self.assertEqual({}, by_image["flavor"]["extra_specs"])
+        # Nova's pages shorter than the report asks ([api] max_limit):
+        # the report follows them.
+        self.flags(max_limit=1, group="api")
+        note = io.StringIO()
+        # At floor 0 no host is below it (the control); the SEV host
+        # (no SEV-SNP) is not listed, and the command says why.
+        self.assertEqual([], self._report(note))
+        self.assertIn("Not listed: 1 host(s) with SEV or SEV-ES and no "
+                      "SEV-SNP, to which the SNP TCB floors do not apply: "
+                      "sev", note.getvalue())
+        # Placement asked per trait, not per provider: the list, the
+        # traits in use (TCB, SEV), then one per trait in use (SEV, SNP,
+        # REPORTED and the two hosts' TCB traits).
+        self.assertEqual([], [p for p in self.asked["placement"]
+                              if p.startswith("/resource_providers/")])
+        self.assertLessEqual(len(self.asked["placement"]), 8,
+                             self.asked["placement"])
         self._set_floor(9)
         # The effective floor: the config's (3.0.8.115), raised to SNP 9.
-        self.assertEqual(
-            unknown + [("stale", "milan", "3.0.8.115", "3.0.9.115",
-                        server["id"], server["name"], server["tenant_id"],
-                        "ACTIVE", tcb.ACTION_GUEST)], self._report())
+        rows = self._report()
+        expected = sorted([
+            ("stale", "milan", "3.0.8.115", "3.0.9.115", s["id"], s["name"],
+             s["tenant_id"], "ACTIVE", tcb.ACTION_GUEST)
+            for s in (server, by_image)], key=lambda r: (r[6], r[5]))
+        self.assertEqual(expected, rows)
+        # Two servers on "stale", one per page: three Nova requests.
+        self.assertEqual(3, len(self.asked["compute"]), self.asked)

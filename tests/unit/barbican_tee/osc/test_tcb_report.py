@@ -93,49 +93,108 @@ class ReportTest(base.TestCase):
               "ACTIVE", tcb.ACTION_UNKNOWN)], rows)
 
     def test_hosts_from_placement(self) -> None:
+        milan8 = "CUSTOM_TEE_SNP_TCB_MILAN_BL3_TEE0_SNP8_UC115"
+        milan9 = "CUSTOM_TEE_SNP_TCB_MILAN_BL3_TEE0_SNP9_UC115"
+        u1 = {"uuid": "u1", "name": "stale", "root_provider_uuid": "u1"}
+        u2 = {"uuid": "u2", "name": "nested", "root_provider_uuid": "u1"}
+        u4 = {"uuid": "u4", "name": "sev", "root_provider_uuid": "u4"}
+        u5 = {"uuid": "u5", "name": "two", "root_provider_uuid": "u5"}
+        u6 = {"uuid": "u6", "name": "sev_amd_sev", "root_provider_uuid": "u4"}
+        u7 = {"uuid": "u7", "name": "snp", "root_provider_uuid": "u7"}
+        u8 = {"uuid": "u8", "name": "snp_amd_sev_snp",
+              "root_provider_uuid": "u7"}
+        sev_traits = ",".join(sorted(tcb.SEV_HOST_TRAITS))
         answers = {
             "/resource_providers": {"resource_providers": [
-                {"uuid": "u1", "name": "stale", "root_provider_uuid": "u1"},
-                {"uuid": "u2", "name": "nested", "root_provider_uuid": "u1"},
-                {"uuid": "u3", "name": "plain", "root_provider_uuid": "u3"},
-                {"uuid": "u4", "name": "sev", "root_provider_uuid": "u4"},
-                {"uuid": "u5", "name": "two", "root_provider_uuid": "u5"},
-                {"uuid": "u6", "name": "sev_amd_sev",
-                 "root_provider_uuid": "u4"},
-            ]},
-            "/resource_providers/u1/traits": {"traits": [
-                "CUSTOM_TEE_SNP_TCB_MILAN_BL3_TEE0_SNP8_UC115",
-                "CUSTOM_TEE_SNP_TCB_REPORTED"]},
-            "/resource_providers/u2/traits": {"traits": [
-                "HW_CPU_X86_AMD_SEV"]},
-            "/resource_providers/u3/traits": {"traits": ["HW_CPU_X86_AVX2"]},
-            "/resource_providers/u4/traits": {"traits": []},
-            "/resource_providers/u6/traits": {"traits": [
-                "HW_CPU_X86_AMD_SEV",
-                "CUSTOM_TEE_SNP_TCB_MILAN_BL3_TEE0_SNP8_UC115"]},
-            "/resource_providers/u5/traits": {"traits": [
-                "CUSTOM_TEE_SNP_TCB_MILAN_BL3_TEE0_SNP8_UC115",
-                "CUSTOM_TEE_SNP_TCB_MILAN_BL3_TEE0_SNP9_UC115"]},
+                u1, u2, {"uuid": "u3", "name": "plain",
+                         "root_provider_uuid": "u3"}, u4, u5, u6, u7, u8]},
+            tcb._query("/traits", name="startswith:CUSTOM_TEE_SNP_TCB_",
+                       associated="true"): {"traits": [
+                milan8, milan9, "CUSTOM_TEE_SNP_TCB_REPORTED"]},
+            tcb._query("/traits", name=f"in:{sev_traits}",
+                       associated="true"): {"traits": [
+                "HW_CPU_X86_AMD_SEV", "HW_CPU_X86_AMD_SEV_SNP"]},
+            # A TCB trait counts on the compute node's own provider only.
+            tcb._query("/resource_providers", required=milan8): {
+                "resource_providers": [u1, u5, u6]},
+            tcb._query("/resource_providers", required=milan9): {
+                "resource_providers": [u5]},
+            tcb._query("/resource_providers",
+                       required="CUSTOM_TEE_SNP_TCB_REPORTED"): {
+                "resource_providers": [u1]},
+            tcb._query("/resource_providers",
+                       required="HW_CPU_X86_AMD_SEV"): {
+                "resource_providers": [u2, u6]},
+            tcb._query("/resource_providers",
+                       required="HW_CPU_X86_AMD_SEV_SNP"): {
+                "resource_providers": [u8]},
         }
+        asked: list[str] = []
+
+        def get(path: str) -> Any:
+            asked.append(path)
+            return answers[path]
+
         self.assertEqual(
-            [tcb.Host("sev", None, None),
+            [tcb.Host("sev", None, None, sev_only=True),
+             tcb.Host("snp", None, None),
              tcb.Host("stale", Product.MILAN, MILAN_8),
              tcb.Host("two", None, None)],
-            tcb.sev_hosts(answers.__getitem__))
+            tcb.sev_hosts(get))
+        # Per trait in use (SEV_ES is in no one's use), not per provider.
+        self.assertEqual(8, len(asked))
+        # An SEV-only host is not in the report, its guests neither.
+        self.assertEqual([], self._report(
+            [tcb.Host("stale", None, None, sev_only=True)]))
+
+    def test_confidential_servers(self) -> None:
+        self.assertTrue(tcb.is_confidential(
+            {"flavor": {"extra_specs": {}}, "image": {
+                "id": "i", "properties": {"hw_mem_encryption": "True"}}}))
+        self.assertTrue(tcb.is_confidential(
+            {"flavor": {"extra_specs": {}}, "image": {
+                "id": "i", "properties": {
+                    "hw_mem_encryption_model": "amd-sev-snp"}}}))
+        self.assertTrue(tcb.is_confidential(
+            {"flavor": {"extra_specs": {"hw:mem_encryption": "yes"}},
+             "image": ""}))
+        self.assertFalse(tcb.is_confidential(
+            {"flavor": {"extra_specs": {"hw:mem_encryption": "False"}},
+             "image": {"id": "i", "properties": {
+                 "hw_mem_encryption": "False"}}}))
+        # Booted from a volume: no image (""), no properties.
+        self.assertFalse(tcb.is_confidential({"flavor": {}, "image": ""}))
 
     def test_confidential_servers_only_and_pages(self) -> None:
+        # Nova's pages may be shorter than asked ([api] max_limit): the
+        # report follows its next links, and only them.
         pages = [[_server(str(i), **{"hw:mem_encryption": "True"})
-                  for i in range(tcb.PAGE)],
+                  for i in range(3)],
                  [_server("x"), _server("y", **{
                      "hw:mem_encryption_model": "amd-sev-snp"})]]
         asked = []
 
         def get(path: str) -> dict[str, Any]:
             asked.append(path)
-            return {"servers": pages[len(asked) - 1]}
+            page = pages[len(asked) - 1]
+            doc: dict[str, Any] = {"servers": page}
+            if len(asked) < len(pages):
+                doc["servers_links"] = [{
+                    "rel": "next",
+                    "href": "http://nova/v2.1/servers/detail?limit=3&"
+                            f"marker={page[-1]['id']}"}]
+            return doc
 
         servers = tcb.servers_on(get, "h1")
-        self.assertEqual(tcb.PAGE + 1, len(servers))
-        self.assertNotIn("x", [s["id"] for s in servers])
+        self.assertEqual(["0", "1", "2", "y"], sorted(s["id"] for s in
+                                                      servers))
+        self.assertEqual(2, len(asked))
         self.assertIn("node=h1", asked[0])
-        self.assertIn(f"marker={tcb.PAGE - 1}", asked[1])
+        self.assertIn("marker=2", asked[1])
+
+        # A next link that comes back to a page already read ends it.
+        def loop(path: str) -> dict[str, Any]:
+            return {"servers": [_server("a")], "servers_links": [
+                {"rel": "next", "href": "/servers/detail?marker=a"}]}
+
+        self.assertRaises(tcb.ReportError, tcb.servers_on, loop, "h1")
