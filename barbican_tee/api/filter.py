@@ -1336,12 +1336,9 @@ class TEEAPIFilter:
         details = verified.details
         product = verified.product
         if product in floors.SNP_PRODUCTS:
-            tcb = verified.tcb
             try:
-                reported = snp.TcbVersion(
-                    bootloader=int(tcb["bootloader"]), tee=int(tcb["tee"]),
-                    snp=int(tcb["snp"]), microcode=int(tcb["microcode"]),
-                    fmc=(int(tcb["fmc"]) if "fmc" in tcb else None))
+                reported: snp.TcbVersion | None = snp.TcbVersion.from_dict(
+                    verified.tcb)
             except (KeyError, TypeError, ValueError):
                 reported = None
             if reported is not None:
@@ -1377,9 +1374,10 @@ class TEEAPIFilter:
             raise APIError(exc.status, exc.code, str(exc)) from None
 
     def list_floors(self, environ: dict[str, Any]) -> tuple[int, Any]:
+        # Per product: a tampered product is an error entry, the others
+        # still answer (a restarting scheduler refuses that product only).
         return 200, self._floors(environ, "tee:floor:get", lambda ctx: {
-            "floors": [floors.view(self.floor_store, self.conf, p)
-                       for p in floors.PRODUCTS]})
+            "floors": floors.views(self.floor_store, self.conf)})
 
     def show_floor(self, environ: dict[str, Any],
                    product: str) -> tuple[int, Any]:
