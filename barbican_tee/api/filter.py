@@ -85,6 +85,7 @@ from barbican_tee.attestation import policy as policy_mod
 from barbican_tee.attestation import sev
 from barbican_tee.attestation import sev_certs
 from barbican_tee.attestation import snp
+from barbican_tee.attestation import source_bound
 from barbican_tee.attestation import tdx
 from barbican_tee import conf as tee_conf
 from barbican_tee.plugin import store as sealed_store
@@ -1304,6 +1305,8 @@ class TEEAPIFilter:
             result = verifier.evaluate(policy, verified, instance_uuid)
         except evidence_mod.MalformedEvidence as exc:
             raise APIError(400, exc.code, exc.message) from None
+        except source_bound.SourceBusy as exc:
+            raise APIError(503, exc.code, exc.message) from None
         except errors.InvalidInput as exc:
             raise APIError(403, exc.code, exc.message) from None
         except errors.VerificationFailed as exc:
