@@ -399,10 +399,14 @@ def views(store: FloorStore, conf: cfg.ConfigOpts) -> list[dict[str, Any]]:
 
     A product whose floor cannot be given (a stored row that does not
     authenticate, a configured floor that does not parse) has an error
-    entry ``{"product", "error": {"code", "message"}}`` instead of a view,
-    without ``effective``: a client refuses that product (as a release
-    does), and only that one. A database that cannot be read at all fails
-    the whole answer (:class:`FloorUnavailable`).
+    entry ``{"product", "error": {"code", "message"}, "effective":
+    {"error": code}}`` instead of a view: a client refuses that product
+    (as a release does), and only that one. ``effective`` is there for
+    clients of earlier releases, which expect every product's entry to
+    have one: no floor reader takes that object for a floor, so they fail
+    closed (they never read it as "no floor", which ``null`` would be). A
+    database that cannot be read at all fails the whole answer
+    (:class:`FloorUnavailable`).
     """
     out = []
     for product in PRODUCTS:
@@ -412,7 +416,8 @@ def views(store: FloorStore, conf: cfg.ConfigOpts) -> list[dict[str, Any]]:
             raise
         except FloorError as exc:
             out.append({"product": product,
-                        "error": {"code": exc.code, "message": str(exc)}})
+                        "error": {"code": exc.code, "message": str(exc)},
+                        "effective": {"error": exc.code}})
     return out
 
 

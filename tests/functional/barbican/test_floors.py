@@ -136,10 +136,14 @@ class FloorTest(test_release._ServerTestBase):  # noqa: SLF001
         by_product = {f["product"]: f for f in listed.json()["floors"]}
         self.assertEqual(["milan", "genoa", "turin", "tdx"],
                          [f["product"] for f in listed.json()["floors"]])
-        # Milan: its code, and no floor a client could take for "none".
+        # Milan: its code, and no floor a client could take for "none"
+        # (what earlier TEEFilters read: not a floor, so they fail closed).
         self.assertEqual("tcb_floor_tampered",
                          by_product["milan"]["error"]["code"])
-        self.assertNotIn("effective", by_product["milan"])
+        self.assertEqual({"error": "tcb_floor_tampered"},
+                         by_product["milan"]["effective"])
+        self.assertEqual({"product", "error", "effective"},
+                         set(by_product["milan"]))
         # The others still answer their effective floors.
         self.assertEqual(genoa, by_product["genoa"]["set"])
         self.assertIsNotNone(by_product["genoa"]["effective"])

@@ -115,7 +115,8 @@ class FloorCacheTest(base.TestCase):
         # authenticate with an error entry: never "no floor" for it.
         views = _views()
         views[1] = {"product": "genoa", "error": {
-            "code": "tcb_floor_tampered", "message": "..."}}
+            "code": "tcb_floor_tampered", "message": "..."},
+            "effective": {"error": "tcb_floor_tampered"}}
         parsed = floors.parse(views)
         self.assertIn("genoa", floors.refusal(parsed, "genoa",
                                               (255, 255, 255, 255)) or "")
@@ -126,3 +127,13 @@ class FloorCacheTest(base.TestCase):
         # Positive control: the same answer without the error entry.
         self.assertIsNone(floors.refusal(floors.parse(_views()), "genoa",
                                          (255, 255, 255, 255)))
+        # Without the marker "effective" (a client must look at "error").
+        del views[1]["effective"]
+        self.assertIn("genoa", floors.refusal(floors.parse(views), "genoa",
+                                              (255, 255, 255, 255)) or "")
+        # A TEEFilter of the previous release looks at "effective" only:
+        # the marker is no floor, so its read fails (closed), as the
+        # previous release's 409 did.
+        views[1] = {"product": "genoa",
+                    "effective": {"error": "tcb_floor_tampered"}}
+        self.assertRaises(floors.FloorReadError, floors.parse, views)
