@@ -222,7 +222,7 @@ def make_engine(url: str, conf: cfg.ConfigOpts | None = None, *,
     comes from ``openstack-tee db upgrade`` (:mod:`barbican_tee.migrations`).
 
     With ``pool_sqlite`` (the API's request path), a sqlite file's
-    connections are pooled (:func:`_pool_sqlite`) instead of oslo.db's one
+    connections are pooled (:class:`_SqlitePool`) instead of oslo.db's one
     connection per transaction.
     """
     options: dict[str, Any] = {"mysql_sql_mode": "TRADITIONAL"}
@@ -239,6 +239,17 @@ def make_engine(url: str, conf: cfg.ConfigOpts | None = None, *,
         # A pooled connection serves whichever thread checks it out (one
         # at a time), as SQLAlchemy's own pool for sqlite files does.
         extras.append("check_same_thread=false")
+    pooled = is_sqlite and pool_sqlite and ":memory:" not in url and (
+        url not in ("sqlite://", "sqlite:///"))
+    if pooled:
+        # A file's connections kept in a pool (_SqlitePool).
+        extras.append(f"plugin={_SQLITE_POOL_PLUGIN}")
+        for name, option in zip(_POOL_PARAMS, (
+                "max_pool_size", "max_overflow", "pool_timeout"),
+                strict=True):
+            value = options.get(option)
+            if value:
+                extras.append(f"{name}={int(value)}")
     if extras:
         current = options.get("connection_parameters")
         options["connection_parameters"] = "&".join(
@@ -246,8 +257,10 @@ def make_engine(url: str, conf: cfg.ConfigOpts | None = None, *,
     engine: sa.Engine = engines.create_engine(url, **options)
     if is_sqlite:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
-        if pool_sqlite and isinstance(engine.pool, sa.pool.NullPool):
-            _pool_sqlite(engine, options)
+    if pooled:
+        # The connection oslo.db opened to test the database predates that
+        # listener: the pool must not keep it.
+        engine.pool.dispose()
     return engine
 
 
@@ -282,32 +295,52 @@ def _forget_parent_connections() -> None:
 os.register_at_fork(after_in_child=_forget_parent_connections)
 
 
-def _pool_sqlite(engine: sa.Engine, options: dict[str, Any]) -> None:
+# The SQLAlchemy engine plugin (CreateEnginePlugin, SQLAlchemy's public
+# hook into create_engine) that gives a sqlite file a pool: registered in
+# process, named in the URL by make_engine(pool_sqlite=True).
+_SQLITE_POOL_PLUGIN = "openstack_tee_sqlite_pool"
+# Its URL parameters (removed from the URL before sqlite sees it).
+_POOL_PARAMS = ("tee_pool_size", "tee_max_overflow", "tee_pool_timeout")
+
+
+class _SqlitePool(sa.engine.CreateEnginePlugin):
     """Keep a sqlite file's connections open between transactions.
 
     oslo.db gives a sqlite file a ``NullPool``: every transaction opens the
     file, sets its pragmas and closes it again, and the close of the last
     connection checkpoints the WAL, with an fsync. On the release path
     (seven transactions per challenge and release) that was most of the
-    API's CPU time. The pool keeps oslo.db's connection events (pragmas,
-    its BEGIN handling, the fork guard): it is the same pool's
-    configuration with connections kept. A connection comes back from the
-    pool rolled back; oslo.db's mark of an open transaction is cleared on
-    checkout, so that each transaction emits its own ``BEGIN``.
+    API's CPU time. This plugin asks SQLAlchemy for a ``QueuePool``
+    instead, sized from ``[database]`` (``max_pool_size``,
+    ``max_overflow``, ``pool_timeout``), while oslo.db builds the engine
+    as always: its connection events (pragmas, its BEGIN handling, the
+    fork guard), pre-ping and recycle apply to that pool as they would to
+    any. A connection comes back from the pool rolled back; oslo.db's mark
+    of an open transaction is cleared on checkout, so that each
+    transaction emits its own ``BEGIN``.
     """
-    old = engine.pool
-    engine.pool = sa.pool.QueuePool(
-        old._creator,  # noqa: SLF001
-        pool_size=options.get("max_pool_size") or 5,
-        max_overflow=options.get("max_overflow") or 10,
-        timeout=options.get("pool_timeout") or 30,
-        recycle=old._recycle,  # noqa: SLF001
-        pre_ping=old._pre_ping,  # noqa: SLF001
-        reset_on_return=old._reset_on_return,  # noqa: SLF001
-        logging_name=old._orig_logging_name,  # noqa: SLF001
-        _dispatch=old.dispatch,
-        dialect=old._dialect)  # noqa: SLF001
-    sa.event.listen(engine.pool, "checkout", _clear_transaction_mark)
+
+    def __init__(self, url: sa.engine.URL, kwargs: dict[str, Any]) -> None:
+        super().__init__(url, kwargs)
+        query = url.query
+
+        def number(name: str, default: int) -> int:
+            value = query.get(name)
+            return int(value) if isinstance(value, str) else default
+
+        kwargs["poolclass"] = sa.pool.QueuePool
+        kwargs["pool_size"] = number("tee_pool_size", 5)
+        kwargs["max_overflow"] = number("tee_max_overflow", 10)
+        kwargs["pool_timeout"] = number("tee_pool_timeout", 30)
+
+    def update_url(self, url: sa.engine.URL) -> sa.engine.URL:
+        return url.difference_update_query(_POOL_PARAMS)
+
+    def engine_created(self, engine: sa.Engine) -> None:
+        sa.event.listen(engine, "checkout", _clear_transaction_mark)
+
+
+sa.dialects.plugins.register(_SQLITE_POOL_PLUGIN, __name__, "_SqlitePool")
 
 
 def _clear_transaction_mark(_dbapi_conn: Any, record: Any,

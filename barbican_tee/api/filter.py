@@ -85,6 +85,7 @@ from barbican_tee.attestation import policy as policy_mod
 from barbican_tee.attestation import sev
 from barbican_tee.attestation import sev_certs
 from barbican_tee.attestation import snp
+from barbican_tee.attestation import source_bound
 from barbican_tee.attestation import tdx
 from barbican_tee import conf as tee_conf
 from barbican_tee.plugin import store as sealed_store
@@ -1304,6 +1305,8 @@ class TEEAPIFilter:
             result = verifier.evaluate(policy, verified, instance_uuid)
         except evidence_mod.MalformedEvidence as exc:
             raise APIError(400, exc.code, exc.message) from None
+        except source_bound.SourceBusy as exc:
+            raise APIError(503, exc.code, exc.message) from None
         except errors.InvalidInput as exc:
             raise APIError(403, exc.code, exc.message) from None
         except errors.VerificationFailed as exc:
@@ -1336,12 +1339,9 @@ class TEEAPIFilter:
         details = verified.details
         product = verified.product
         if product in floors.SNP_PRODUCTS:
-            tcb = verified.tcb
             try:
-                reported = snp.TcbVersion(
-                    bootloader=int(tcb["bootloader"]), tee=int(tcb["tee"]),
-                    snp=int(tcb["snp"]), microcode=int(tcb["microcode"]),
-                    fmc=(int(tcb["fmc"]) if "fmc" in tcb else None))
+                reported: snp.TcbVersion | None = snp.TcbVersion.from_dict(
+                    verified.tcb)
             except (KeyError, TypeError, ValueError):
                 reported = None
             if reported is not None:
@@ -1377,9 +1377,10 @@ class TEEAPIFilter:
             raise APIError(exc.status, exc.code, str(exc)) from None
 
     def list_floors(self, environ: dict[str, Any]) -> tuple[int, Any]:
+        # Per product: a tampered product is an error entry, the others
+        # still answer (a restarting scheduler refuses that product only).
         return 200, self._floors(environ, "tee:floor:get", lambda ctx: {
-            "floors": [floors.view(self.floor_store, self.conf, p)
-                       for p in floors.PRODUCTS]})
+            "floors": floors.views(self.floor_store, self.conf)})
 
     def show_floor(self, environ: dict[str, Any],
                    product: str) -> tuple[int, Any]:

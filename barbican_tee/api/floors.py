@@ -5,7 +5,10 @@ for any key to be released: for AMD SEV-SNP per Milan, Genoa and Turin
 the security patch levels (bootloader, tee, snp, microcode; fmc on
 Turin), for Intel TDX the accepted TCB statuses and a minimum TEE TCB SVN.
 
-* ``GET /v1/tee/floors``: every product's floor (``tee:floor:get``);
+* ``GET /v1/tee/floors``: every product's floor (``tee:floor:get``); a
+  product whose floor cannot be given (a stored row that does not
+  authenticate, say) has an error entry with its code instead, so that a
+  client refuses that product only;
 * ``GET /v1/tee/floors/{product}``: one (``tee:floor:get``);
 * ``PUT /v1/tee/floors/{product}``: set one (``tee:floor:set``), with an
   audit notification ``tee.floor.updated`` (old and new values, who).
@@ -38,6 +41,7 @@ import threading
 from typing import Any
 
 from oslo_config import cfg
+from oslo_db import exception as db_exc
 from oslo_log import log as logging
 from oslo_policy import policy as oslo_policy
 import sqlalchemy as sa
@@ -122,6 +126,17 @@ class Stored:
     updated_by: str
 
 
+class FloorUnavailable(FloorError):
+    """The stored floor could not be read (a database error): refuse."""
+
+    def __init__(self, product: str) -> None:
+        super().__init__(
+            503, "tcb_floor_unavailable",
+            f"the TCB floor for {product} cannot be read from the database "
+            "right now; nothing of the product is released until it can "
+            "be (try again later)")
+
+
 # -- parsing --------------------------------------------------------------
 def _invalid(message: str) -> FloorError:
     return FloorError(400, "floor_invalid", message)
@@ -174,9 +189,7 @@ def parse(product: str, body: dict[str, Any]) -> Floor:
                 0 <= value <= 255):
             raise _invalid(f"{name} must be an integer 0-255 (a security "
                            "patch level)")
-    return snp.TcbVersion(bootloader=body["bootloader"], tee=body["tee"],
-                          snp=body["snp"], microcode=body["microcode"],
-                          fmc=body.get("fmc"))
+    return snp.TcbVersion.from_dict(body)
 
 
 def as_dict(floor: Floor | None) -> dict[str, Any] | None:
@@ -278,7 +291,14 @@ class FloorStore:
         take the floor back to an earlier API-set value, never below the
         config's.
         """
-        row = self._row(product)
+        try:
+            row = self._row(product)
+        except (sa.exc.SQLAlchemyError, db_exc.DBError) as exc:
+            # What the retries could not mend: a refusal with its code
+            # (audited by the caller), never a release and never a 500.
+            LOG.error("openstack-tee: cannot read the %s TCB floor: %s",
+                      product, type(exc).__name__)
+            raise FloorUnavailable(product) from None
         if row is None:
             with self._seen_lock:
                 if product in self._seen:
@@ -319,6 +339,44 @@ class FloorStore:
                 db.FLOORS.c.product == product))
             conn.execute(db.FLOORS.insert().values(**row))
 
+    @db._retry  # noqa: SLF001 - the suite's own retry policy
+    def remac(self) -> tuple[int, int]:
+        """Re-MAC the rows under the current KEK (``openstack-tee rewrap``).
+
+        As for policy rows: only a row that authenticates under the key it
+        names is re-MACed (a tampered row stays tampered), its content
+        unchanged, and only if it is still the row that was read (a
+        concurrent ``PUT`` wins). One transaction. Returns (re-MACed,
+        refused).
+        """
+        kid = self.keyring.current.kid
+        done = refused = 0
+        with self.engine.begin() as conn:
+            rows = conn.execute(db.FLOORS.select().where(
+                db.FLOORS.c.mac_kek != kid)).mappings().all()
+            for found in rows:
+                row = dict(found)
+                data = _mac_input(row)
+                try:
+                    intact = self.keyring.check_mac(
+                        row["mac_kek"], data, bytes.fromhex(row["mac"]))
+                except ValueError:
+                    intact = False
+                if not intact:
+                    refused += 1
+                    continue
+                result = conn.execute(db.FLOORS.update().where(
+                    (db.FLOORS.c.product == row["product"])
+                    & (db.FLOORS.c.mac_kek == row["mac_kek"])
+                    & (db.FLOORS.c.mac == row["mac"])).values(
+                    mac_kek=kid, mac=self.keyring.mac(kid, data).hex()))
+                if result.rowcount == 1:
+                    done += 1
+                else:
+                    refused += 1
+        return done, refused
+
+
 
 # -- views ----------------------------------------------------------------
 def view(store: FloorStore, conf: cfg.ConfigOpts,
@@ -334,6 +392,33 @@ def view(store: FloorStore, conf: cfg.ConfigOpts,
             "updated_at": (stored.updated_at.isoformat() + "Z"
                            if stored else None),
             "updated_by": stored.updated_by if stored else None}
+
+
+def views(store: FloorStore, conf: cfg.ConfigOpts) -> list[dict[str, Any]]:
+    """What ``GET /v1/tee/floors`` answers: one entry per product.
+
+    A product whose floor cannot be given (a stored row that does not
+    authenticate, a configured floor that does not parse) has an error
+    entry ``{"product", "error": {"code", "message"}, "effective":
+    {"error": code}}`` instead of a view: a client refuses that product
+    (as a release does), and only that one. ``effective`` is there for
+    clients of earlier releases, which expect every product's entry to
+    have one: no floor reader takes that object for a floor, so they fail
+    closed (they never read it as "no floor", which ``null`` would be). A
+    database that cannot be read at all fails the whole answer
+    (:class:`FloorUnavailable`).
+    """
+    out = []
+    for product in PRODUCTS:
+        try:
+            out.append(view(store, conf, product))
+        except FloorUnavailable:
+            raise
+        except FloorError as exc:
+            out.append({"product": product,
+                        "error": {"code": exc.code, "message": str(exc)},
+                        "effective": {"error": exc.code}})
+    return out
 
 
 def set_floor(store: FloorStore, conf: cfg.ConfigOpts, product: str,

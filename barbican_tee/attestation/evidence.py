@@ -134,6 +134,10 @@ class EndorsementSource(abc.ABC):
     """
 
     name: ClassVar[str]
+    # Called behind a per-process cache and rate bound
+    # (:mod:`barbican_tee.attestation.source_bound`); False only for a
+    # source that reads local state and must be seen changed at once.
+    bounded: ClassVar[bool] = True
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conf = conf
@@ -242,7 +246,11 @@ class EvidenceVerifiers:
                            "enabled but not available; it is not used",
                            name)
                 continue
-            sources.append(source_cls(conf))
+            # The report's unverified chip id reaches the source from a
+            # token-less route: bounded per process.
+            from barbican_tee.attestation import source_bound
+
+            sources.append(source_bound.bound(source_cls(conf), conf))
         classes = load_plugins(EVIDENCE_NAMESPACE, EvidenceVerifier)
         self.enabled: tuple[str, ...] = tuple(group.evidence_formats)
         self._verifiers: dict[str, EvidenceVerifier] = {}

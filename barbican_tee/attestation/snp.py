@@ -12,6 +12,7 @@ with its own error code. Policy evaluation lives in
 from __future__ import annotations
 
 import binascii
+from collections.abc import Mapping
 import dataclasses
 import datetime
 import hashlib
@@ -144,6 +145,18 @@ class TcbVersion:
             b = bytes([self.bootloader, self.tee, 0, 0, 0, 0, self.snp,
                        self.microcode])
         return int.from_bytes(b, "little")
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> TcbVersion:
+        """The inverse of :meth:`as_dict` (``fmc`` optional).
+
+        Raises KeyError, TypeError or ValueError for a mapping that lacks
+        a field or holds a value that is no integer.
+        """
+        fmc = doc.get("fmc")
+        return cls(bootloader=int(doc["bootloader"]), tee=int(doc["tee"]),
+                   snp=int(doc["snp"]), microcode=int(doc["microcode"]),
+                   fmc=None if fmc is None else int(fmc))
 
     def as_dict(self) -> dict[str, int]:
         out = {"bootloader": self.bootloader, "tee": self.tee,
@@ -319,10 +332,7 @@ def parse_report(data: bytes) -> AttestationReport:
 
 
 def _tcb_from_json(doc: Any, product: Product | None) -> int:
-    tcb = TcbVersion(bootloader=int(doc["bootloader"]), tee=int(doc["tee"]),
-                     snp=int(doc["snp"]), microcode=int(doc["microcode"]),
-                     fmc=None if doc.get("fmc") is None else int(doc["fmc"]))
-    return tcb.encode(product)
+    return TcbVersion.from_dict(doc).encode(product)
 
 
 def report_from_json(doc: Any) -> AttestationReport:

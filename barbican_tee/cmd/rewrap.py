@@ -3,9 +3,10 @@
 After a KEK rotation (new ``kek_file``, the old one moved to
 ``previous_kek_files``), run this once on one barbican-api host; afterwards
 the old KEK file can be retired. Sealed secrets are re-sealed and the
-attestation tables' row MACs recomputed; what is already under the current
-KEK is skipped, so it is safe to run again after an interruption. Rows
-that do not authenticate are left as they are and counted as failed.
+attestation tables' row MACs (policies, platform TCB floors) recomputed;
+what is already under the current KEK is skipped, so it is safe to run
+again after an interruption. Rows that do not authenticate are left as
+they are and counted as failed.
 
 It also upgrades the secrets sealed by earlier releases (record version 1,
 not yet bound to their secret) to version 2: each is sealed to the secret
@@ -37,8 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 def rewrap(conf: cfg.ConfigOpts) -> tuple[int, int, int]:
     """(re-sealed or re-MACed, already current, failed) counts.
 
-    Sealed secrets get new ciphertext, policy and binding rows a new MAC,
-    both under the current KEK.
+    Sealed secrets get new ciphertext, policy and floor rows a new MAC,
+    all under the current KEK.
     """
     # Barbican-side modules: imported here so that the rest of the
     # openstack-tee command works on hosts without Barbican.
@@ -71,7 +72,21 @@ def rewrap(conf: cfg.ConfigOpts) -> tuple[int, int, int]:
         else:
             failed += 1
     remaced, refused = store.remac_rows()
-    return done + remaced, current, failed + refused
+    floors_remaced, floors_refused = _remac_floors(engine, ring)
+    return (done + remaced + floors_remaced, current,
+            failed + refused + floors_refused)
+
+
+def _remac_floors(engine: Any, ring: keyring_mod.Keyring
+                  ) -> tuple[int, int]:
+    """The platform TCB floor rows under the current KEK: (done, refused).
+
+    Without it, every floor set through the API would stop authenticating
+    (``tcb_floor_tampered``) once the old KEK is retired.
+    """
+    from barbican_tee.api import floors
+
+    return floors.FloorStore(engine, ring).remac()
 
 
 def _upgrade(ring: keyring_mod.Keyring, store: Any, meta: dict[str, str],

@@ -38,6 +38,33 @@ OPTS = [
              "report's VCEK or VLEK, a TDX quote's collateral). What a "
              "source gives is verified against the trust roots like "
              "anything a guest sends: a source adds no trust."),
+    cfg.IntOpt(
+        "endorsement_cache_ttl",
+        default=300, min=0,
+        help="Seconds an endorsement source's answer (a VCEK, collateral) "
+             "is kept in this process's cache, keyed by the source and "
+             "what was asked (chip id, TCB, signer; or the quote). 0: not "
+             "cached. \"Not found\" is never cached. Sources that set "
+             "bounded = False are called directly."),
+    cfg.IntOpt(
+        "endorsement_cache_size",
+        default=1024, min=0,
+        help="Answers kept per endorsement source and process (least "
+             "recently used first out)."),
+    cfg.IntOpt(
+        "endorsement_source_concurrency",
+        default=4, min=1,
+        help="Calls into one endorsement source in progress at once, per "
+             "process; beyond, a release is refused with "
+             "endorsement_source_busy (503) rather than queued. The "
+             "release route takes no token and the chip id is the "
+             "report's, unverified: this keeps a network source from "
+             "being used as an amplifier."),
+    cfg.IntOpt(
+        "endorsement_source_calls_per_minute",
+        default=120, min=1,
+        help="Calls (cache misses) into one endorsement source per "
+             "minute, per process; beyond, endorsement_source_busy (503)."),
     cfg.BoolOpt(
         "use_builtin_amd_roots",
         default=True,

@@ -30,8 +30,12 @@ SNP_PRODUCTS = ("milan", "genoa", "turin")
 # Seconds between two attempts while Barbican cannot be read.
 RETRY_AFTER = 5.0
 # product -> effective floor in tee.snp_tcb order (BL, TEE, SNP, UCODE
-# and FMC, 0 when the floor has none); a product without one is absent.
+# and FMC, 0 when the floor has none); a product without one is absent;
+# a product Barbican answered an error for maps to UNREADABLE.
 Floors = dict[str, tuple[int, ...]]
+# Barbican could not give this product's floor (an error entry, e.g.
+# tcb_floor_tampered): its hosts are refused, as its releases are.
+UNREADABLE: tuple[int, ...] = ()
 
 
 class FloorReadError(Exception):
@@ -52,6 +56,16 @@ def parse(views: list[dict[str, object]]) -> Floors:
         product = view.get("product")
         seen.add(product)
         if product not in SNP_PRODUCTS:
+            continue
+        if "error" in view:
+            # Never "no floor": that product's hosts are refused.
+            error = view["error"]
+            LOG.warning("TEEFilter: Barbican cannot give the %s platform "
+                        "TCB floor (%s): its hosts are refused for "
+                        "amd-sev-snp requests", product,
+                        error.get("code") if isinstance(error, dict)
+                        else error)
+            out[str(product)] = UNREADABLE
             continue
         floor = view.get("effective")
         if floor is None:
@@ -165,6 +179,9 @@ def refusal(floors: Floors | None, product: str | None,
     floor = floors.get(product)
     if floor is None:
         return None
+    if floor == UNREADABLE:
+        return (f"Barbican cannot give the {product} platform TCB floor "
+                "(see GET /v1/tee/floors): refused until it can")
     have = tcb + (0,) * (5 - len(tcb))
     names = (*specs.TCB_KEYS, "fmc")
     low = [names[i] for i in range(5) if have[i] < floor[i]]

@@ -31,6 +31,12 @@ def _format(value: Any) -> Any:
 
 
 def _row(floor: dict[str, Any]) -> tuple[Any, ...]:
+    error = floor.get("error")
+    if isinstance(error, dict):
+        # A product Barbican cannot give the floor of (its releases are
+        # refused): say so where the effective floor would be.
+        floor = {"product": floor.get("product"),
+                 "effective": f"error: {error.get('code')}"}
     return tuple(_format(floor.get(c)) for c in COLUMNS)
 
 

@@ -109,6 +109,13 @@ def snp_floors(views: list[dict[str, Any]]) -> dict[Product, snp.TcbVersion]:
     for view in views:
         name = view.get("product")
         product = floors_mod.SNP_PRODUCTS.get(str(name))
+        error = view.get("error")
+        if product is not None and error is not None:
+            # Never "no floor": which hosts are below it is unknown.
+            code = error.get("code") if isinstance(error, dict) else error
+            raise ReportError(f"Barbican cannot give the {name} floor "
+                              f"({code}); set it again with openstack "
+                              f"tee floor set {name}")
         effective = view.get("effective")
         if product is None or effective is None:
             continue

@@ -113,6 +113,71 @@ class FloorTest(test_release._ServerTestBase):  # noqa: SLF001
         self.assertEqual(200, self._set("milan", CONFIG_MILAN).status_code)
         self._released(secret_id)
 
+    def _list(self) -> requests.Response:
+        return requests.get(f"{self.url}/v1/tee/floors", timeout=30,
+                            headers=self._admin())
+
+    def test_list_answers_a_tampered_product_as_an_error_entry(
+            self) -> None:
+        genoa = {"bootloader": 1, "tee": 0, "snp": 2, "microcode": 3}
+        self.assertEqual(200, self._set("genoa", genoa).status_code)
+        self.addCleanup(self._set, "genoa", MILAN_ZERO)
+        self.assertEqual(200, self._set("milan", CONFIG_MILAN).status_code)
+        # Positive control: every product answers its view.
+        listed = self._list()
+        self.assertEqual(200, listed.status_code, listed.text)
+        self.assertFalse([f for f in listed.json()["floors"]
+                          if "error" in f])
+        self.server.sql("UPDATE tee_floors SET document = replace("
+                        "document, '\"snp\": 8', '\"snp\": 1') "
+                        "WHERE product = 'milan'")
+        listed = self._list()
+        self.assertEqual(200, listed.status_code, listed.text)
+        by_product = {f["product"]: f for f in listed.json()["floors"]}
+        self.assertEqual(["milan", "genoa", "turin", "tdx"],
+                         [f["product"] for f in listed.json()["floors"]])
+        # Milan: its code, and no floor a client could take for "none"
+        # (what earlier TEEFilters read: not a floor, so they fail closed).
+        self.assertEqual("tcb_floor_tampered",
+                         by_product["milan"]["error"]["code"])
+        self.assertEqual({"error": "tcb_floor_tampered"},
+                         by_product["milan"]["effective"])
+        self.assertEqual({"product", "error", "effective"},
+                         set(by_product["milan"]))
+        # The others still answer their effective floors.
+        self.assertEqual(genoa, by_product["genoa"]["set"])
+        self.assertIsNotNone(by_product["genoa"]["effective"])
+        self.assertNotIn("error", by_product["turin"])
+        self.assertIn("effective", by_product["tdx"])
+        # One product's view is still refused as a whole.
+        self.assertEqual(409, self._show().status_code)
+
+    def test_database_error_reading_the_floor_is_an_audited_refusal(
+            self) -> None:
+        secret_id, _ = self._bound_secret()
+        self._released(secret_id)  # positive control
+        self.server.sql("ALTER TABLE tee_floors RENAME TO tee_floors_away")
+        self.addCleanup(self._table_back)
+        resp, _ = self._attempt(secret_id)
+        self.assertEqual(503, resp.status_code, resp.text)
+        self.assertEqual("tcb_floor_unavailable",
+                         resp.json()["error"]["code"])
+        self.assertNotIn("jwe", resp.json())
+        self.assertIn(f"tee.release.denied secret={secret_id} "
+                      "codes=tcb_floor_unavailable", self._log())
+        # The floors can't be listed either: 503 with the code, not 500.
+        listed = self._list()
+        self.assertEqual(503, listed.status_code, listed.text)
+        self.assertEqual("tcb_floor_unavailable",
+                         listed.json()["error"]["code"])
+        self._table_back()
+        self._released(secret_id)
+
+    def _table_back(self) -> None:
+        if "tee_floors_away" in self.server.table_names():
+            self.server.sql(
+                "ALTER TABLE tee_floors_away RENAME TO tee_floors")
+
     def test_who_may_read_and_set(self) -> None:
         for roles, code in (("member", 403), ("reader", 403),
                             ("service", 403)):

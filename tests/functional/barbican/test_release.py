@@ -708,6 +708,17 @@ class DurabilityTest(_ServerTestBase):
         from barbican_tee.plugin import keyring as keyring_mod
 
         before = [self._bound_secret() for _ in range(3)]
+        # Floors set through the API (MACed under the old KEK): the
+        # config's Milan floor (the model's TCB meets it) and a Genoa one.
+        floors = {"milan": {"bootloader": 3, "tee": 0, "snp": 8,
+                            "microcode": 115},
+                  "genoa": {"bootloader": 1, "tee": 2, "snp": 3,
+                            "microcode": 4}}
+        for product, floor in floors.items():
+            resp = requests.put(f"{self.url}/v1/tee/floors/{product}",
+                                json=floor, timeout=30,
+                                headers=self._headers(OWNER, "admin"))
+            self.assertEqual(200, resp.status_code, resp.text)
         conf = self.server.conf_path
         with open(conf) as f:
             text = f.read()
@@ -719,6 +730,8 @@ class DurabilityTest(_ServerTestBase):
                                  f"kek_file = {new}\nprevious_kek_files = "
                                  f"{old}"))
         self.addCleanup(self._restore_conf, conf, text)
+        # Before the old KEK comes back: rows MACed under the new one.
+        self.addCleanup(self.server.sql, "DELETE FROM tee_floors")
         self.server.restart()
         for secret_id, key in before:
             self.assertEqual(key, self._release_ok(secret_id))
@@ -735,6 +748,14 @@ class DurabilityTest(_ServerTestBase):
         self.server.restart()
         for secret_id, key in before + [after]:
             self.assertEqual(key, self._release_ok(secret_id))
+        # The floors were re-MACed too: still set, nothing "tampered".
+        listed = requests.get(f"{self.url}/v1/tee/floors", timeout=30,
+                              headers=self._headers(OWNER, "admin"))
+        self.assertEqual(200, listed.status_code, listed.text)
+        views = {f["product"]: f for f in listed.json()["floors"]}
+        for product, floor in floors.items():
+            self.assertNotIn("error", views[product])
+            self.assertEqual(floor, views[product]["set"])
 
     def _restore_conf(self, conf: str, text: str) -> None:
         with open(conf, "w") as f:

@@ -52,7 +52,10 @@ class VerifierPluginTest(test_release._ServerTestBase):
                                     "test-hmac-evidence,"
                                     "test-faulty-evidence,"
                                     "test-broken-evidence",
-                "endorsement_sources": "test-directory"},
+                "endorsement_sources": "test-directory",
+                # The tests change what the directory holds for one chip
+                # id: no cached answers (BoundedSourceTest has them).
+                "endorsement_cache_ttl": "0"},
             "tee_test_verifier": {"key_file": key_file,
                                   "endorsement_dir": cls.vceks}}
         # (Merged into the base's barbican.conf: its trust roots stay.)
@@ -201,3 +204,64 @@ class VerifierPluginTest(test_release._ServerTestBase):
         resp, _ = self._release(secret_id, self._snp_without_vcek(self.sp))
         self.assertEqual(403, resp.status_code, resp.text)
         self.assertNotIn("jwe", resp.json())
+
+
+class BoundedSourceTest(test_release._ServerTestBase):
+    """The per-process bound around endorsement sources (one worker).
+
+    Reports with forged chip ids reach the source from the token-less
+    release route before their signature is checked: the calls they make
+    are bounded; a genuine guest's VCEK, once found, is served from the
+    cache even while the bound refuses new calls.
+    """
+
+    WORKERS = 1
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.plugin_dir = tempfile.mkdtemp()
+        cls.vceks = os.path.join(cls.plugin_dir, "vceks")
+        os.mkdir(cls.vceks)
+        cls.EXTRA_CONF = {
+            "tee_attestation": {
+                "endorsement_sources": "test-directory",
+                "endorsement_source_calls_per_minute": "3"},
+            "tee_test_verifier": {"endorsement_dir": cls.vceks}}
+        super().setUpClass()
+
+    _release = VerifierPluginTest._release
+    _code = VerifierPluginTest._code
+    _snp_without_vcek = VerifierPluginTest._snp_without_vcek
+    _publish_vcek = VerifierPluginTest._publish_vcek
+
+    def test_forged_chip_ids_are_bounded_and_the_cache_serves(self) -> None:
+        secret_id, key = self._bound_secret()
+        self._publish_vcek(self.sp.chip_id, self.sp.vcek_der)
+        resp, guest_key = self._release(secret_id,
+                                        self._snp_without_vcek(self.sp))
+        self.assertEqual(200, resp.status_code, resp.text)
+        genuine = self._snp_without_vcek(self.sp)
+
+        def forged(report_data: bytes) -> dict[str, Any]:
+            evidence = genuine(report_data)
+            raw = base64.b64decode(evidence["report"])
+            at = raw.index(self.sp.chip_id)
+            raw = raw[:at] + os.urandom(64) + raw[at + 64:]
+            return dict(evidence, report=base64.b64encode(raw).decode())
+
+        codes = []
+        for _ in range(4):
+            resp, _ = self._release(secret_id, forged)
+            self.assertNotIn("jwe", resp.json())
+            codes.append((resp.status_code, resp.json()["error"]["code"]))
+        # Each unknown chip id costs a call until the minute's budget (3,
+        # one spent on the genuine guest) is gone; then refused, not asked.
+        self.assertEqual([(400, "evidence_invalid")] * 2
+                         + [(503, "endorsement_source_busy")] * 2, codes)
+        self.assertIn(f"tee.release.denied secret={secret_id} "
+                      "codes=endorsement_source_busy", self._log())
+        # The genuine guest's VCEK is in the cache: still released.
+        resp, guest_key = self._release(secret_id,
+                                        self._snp_without_vcek(self.sp))
+        self.assertEqual(200, resp.status_code, resp.text)
+        self.assertEqual(key, guest.decrypt(resp.json()["jwe"], guest_key))

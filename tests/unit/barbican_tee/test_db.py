@@ -165,3 +165,35 @@ class PooledStoreOnSqliteTest(StoreOnSqliteTest):
             conn.execute(db.RATES.insert().values(bucket="b", window=1,
                                                   count=1))
         self.assertEqual(1, self._rows())
+
+    def test_the_pool_is_oslo_dbs_engine_with_barbicans_options(
+            self) -> None:
+        from oslo_config import cfg
+        from oslo_db import options as db_options
+
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        conf = cfg.ConfigOpts()
+        conf.register_opts(db_options.database_opts, group="database")
+        conf.set_override("max_pool_size", 3, group="database")
+        conf.set_override("pool_timeout", 7, group="database")
+        engine = db.make_engine(f"sqlite:///{tmp}/p.sqlite", conf,
+                                pool_sqlite=True)
+        self.addCleanup(engine.dispose)
+        pool = engine.pool
+        assert isinstance(pool, sa.pool.QueuePool)
+        self.assertEqual((3, 7), (pool.size(), pool.timeout()))
+        # The pool's own URL parameters never reach sqlite.
+        self.assertEqual({"timeout", "check_same_thread"},
+                         set(engine.url.query))
+        with engine.connect() as conn:
+            # oslo.db's connection events (its REGEXP function) and ours
+            # (WAL) ran on the pooled connection.
+            self.assertEqual(1, conn.execute(sa.text(
+                "SELECT 'abc' REGEXP 'b'")).scalar())
+            self.assertEqual("wal", conn.execute(sa.text(
+                "PRAGMA journal_mode")).scalar())
+        # Without pool_sqlite (or for another database): oslo.db's pool.
+        plain = db.make_engine(f"sqlite:///{tmp}/p.sqlite")
+        self.addCleanup(plain.dispose)
+        self.assertIsInstance(plain.pool, sa.pool.NullPool)

@@ -109,3 +109,31 @@ class FloorCacheTest(base.TestCase):
                       floors.refusal(parsed, "Milan", (9, 9, 99, 255)) or "")
         # Never read: refused whatever the host says.
         self.assertIsNotNone(floors.refusal(None, None, (3, 0, 9, 115)))
+
+    def test_error_entry_refuses_that_product_only(self) -> None:
+        # Barbican answers a product whose stored floor does not
+        # authenticate with an error entry: never "no floor" for it.
+        views = _views()
+        views[1] = {"product": "genoa", "error": {
+            "code": "tcb_floor_tampered", "message": "..."},
+            "effective": {"error": "tcb_floor_tampered"}}
+        parsed = floors.parse(views)
+        self.assertIn("genoa", floors.refusal(parsed, "genoa",
+                                              (255, 255, 255, 255)) or "")
+        # The other products keep their floors.
+        self.assertIsNone(floors.refusal(parsed, "milan", (3, 0, 9, 115)))
+        self.assertIn("snp", floors.refusal(parsed, "milan",
+                                            (3, 0, 8, 115)) or "")
+        # Positive control: the same answer without the error entry.
+        self.assertIsNone(floors.refusal(floors.parse(_views()), "genoa",
+                                         (255, 255, 255, 255)))
+        # Without the marker "effective" (a client must look at "error").
+        del views[1]["effective"]
+        self.assertIn("genoa", floors.refusal(floors.parse(views), "genoa",
+                                              (255, 255, 255, 255)) or "")
+        # A TEEFilter of the previous release looks at "effective" only:
+        # the marker is no floor, so its read fails (closed), as the
+        # previous release's 409 did.
+        views[1] = {"product": "genoa",
+                    "effective": {"error": "tcb_floor_tampered"}}
+        self.assertRaises(floors.FloorReadError, floors.parse, views)

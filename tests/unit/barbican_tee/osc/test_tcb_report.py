@@ -75,6 +75,11 @@ class ReportTest(base.TestCase):
                          self.floors)
         self.assertRaises(tcb.ReportError, tcb.snp_floors,
                           [_view("milan", bootloader=0)])
+        # A product Barbican answers an error for is not "no floor".
+        exc = self.assertRaises(tcb.ReportError, tcb.snp_floors, [
+            {"product": "genoa", "error": {"code": "tcb_floor_tampered",
+                                           "message": "..."}}])
+        self.assertIn("tcb_floor_tampered", str(exc))
 
     def test_stale_unknown_and_up_to_date_hosts(self) -> None:
         rows = self._report([

@@ -1,0 +1,145 @@
+"""A per-process bound around calls into endorsement source plugins.
+
+The release route takes no token: anyone may present a report, and the
+chip id and TCB an SNP report names (or a TDX quote) are read before its
+signature is checked. An endorsement source that asks a network service
+(a site's KDS proxy, say) would then make one outgoing request per
+forged report: an amplifier. :class:`BoundedSource` wraps each enabled
+source (unless its class sets ``bounded = False``, for a source that only
+reads local state and must see changes at once) with:
+
+* a small LRU cache of the answers found, keyed by (source, what was
+  asked: chip id, TCB and signer, or the quote's digest), each kept for
+  ``[tee_attestation] endorsement_cache_ttl`` seconds; "not found" and
+  errors are not cached, so that an endorsement made available later is
+  used at once;
+* at most ``endorsement_source_concurrency`` calls into the source at a
+  time, and at most ``endorsement_source_calls_per_minute`` calls (cache
+  misses) a minute, per process and source. Beyond either the release is
+  refused with ``endorsement_source_busy`` (answered 503: try later),
+  never waited for.
+
+What a source answers is still verified against the trust roots by the
+format's verifier; the cache adds no trust either.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+import hashlib
+import threading
+import time
+from typing import Any
+from typing import ClassVar
+from typing import TypeVar
+
+from oslo_config import cfg
+
+from barbican_tee.attestation import errors
+from barbican_tee.attestation import evidence as evidence_mod
+
+_T = TypeVar("_T")
+
+
+class SourceBusy(errors.VerificationFailed):
+    """The endorsement source's bound is reached: refused, try later."""
+
+    code = "endorsement_source_busy"
+
+
+class BoundedSource(evidence_mod.EndorsementSource):
+    """An endorsement source behind a cache and a concurrency/rate bound."""
+
+    name: ClassVar[str] = "bounded"
+
+    def __init__(self, inner: evidence_mod.EndorsementSource,
+                 conf: cfg.ConfigOpts,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(conf)
+        group = conf.tee_attestation
+        self.inner = inner
+        self.source_name = type(inner).name
+        self._ttl = float(group.endorsement_cache_ttl)
+        self._size = int(group.endorsement_cache_size)
+        self._per_minute = float(group.endorsement_source_calls_per_minute)
+        self._clock = clock
+        self._slots = threading.BoundedSemaphore(
+            int(group.endorsement_source_concurrency))
+        # key -> (expires at, answer), least recently used first.
+        self._cache: collections.OrderedDict[
+            tuple[Any, ...], tuple[float, Any]] = collections.OrderedDict()
+        # Token bucket: at most a minute's calls at once, refilled evenly.
+        self._tokens = self._per_minute
+        self._filled_at = clock()
+        self._lock = threading.Lock()
+
+    def snp_endorsement(self, chip_id: bytes, reported_tcb: int,
+                        signer: str) -> bytes | None:
+        return self._call(("snp", bytes(chip_id), int(reported_tcb),
+                           str(signer)),
+                          lambda: self.inner.snp_endorsement(
+                              chip_id, reported_tcb, signer))
+
+    def tdx_collateral(self, quote: bytes) -> str | None:
+        return self._call(("tdx", hashlib.sha256(quote).digest()),
+                          lambda: self.inner.tdx_collateral(quote))
+
+    def _cached(self, key: tuple[Any, ...], now: float) -> Any:
+        with self._lock:
+            found = self._cache.get(key)
+            if found is None:
+                return None
+            if found[0] <= now:
+                del self._cache[key]
+                return None
+            self._cache.move_to_end(key)
+            return found[1]
+
+    def _take_token(self, now: float) -> bool:
+        with self._lock:
+            elapsed = max(0.0, now - self._filled_at)
+            self._filled_at = now
+            self._tokens = min(self._per_minute,
+                               self._tokens + elapsed * self._per_minute
+                               / 60.0)
+            if self._tokens < 1.0:
+                return False
+            self._tokens -= 1.0
+            return True
+
+    def _busy(self, why: str) -> SourceBusy:
+        return SourceBusy(
+            f"the endorsement source {self.source_name} {why}; try again "
+            "later (or send the endorsement with the evidence)",
+            code=SourceBusy.code)
+
+    def _call(self, key: tuple[Any, ...], call: Callable[[], _T]) -> _T:
+        now = self._clock()
+        hit = self._cached(key, now)
+        if hit is not None:
+            answer: _T = hit
+            return answer
+        if not self._take_token(now):
+            raise self._busy("was asked too often in the last minute")
+        if not self._slots.acquire(blocking=False):
+            raise self._busy("has too many calls in progress")
+        try:
+            answer = call()
+        finally:
+            self._slots.release()
+        if answer and self._ttl > 0 and self._size > 0:
+            with self._lock:
+                self._cache[key] = (self._clock() + self._ttl, answer)
+                self._cache.move_to_end(key)
+                while len(self._cache) > self._size:
+                    self._cache.popitem(last=False)
+        return answer
+
+
+def bound(source: evidence_mod.EndorsementSource,
+          conf: cfg.ConfigOpts) -> evidence_mod.EndorsementSource:
+    """``source`` behind a :class:`BoundedSource`, unless it opts out."""
+    if not getattr(type(source), "bounded", True):
+        return source
+    return BoundedSource(source, conf)

@@ -1,0 +1,127 @@
+"""The per-process bound around endorsement sources (source_bound)."""
+
+from __future__ import annotations
+
+import threading
+from typing import ClassVar
+
+from oslo_config import cfg
+from oslo_config import fixture as cfg_fixture
+
+from barbican_tee.attestation import evidence
+from barbican_tee.attestation import source_bound
+from barbican_tee.conf import attestation as attestation_conf
+from tests import base
+
+
+class _Counting(evidence.EndorsementSource):
+    """Answers a VCEK for chip ids it knows; counts every call."""
+
+    name = "counting"
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        super().__init__(conf)
+        self.calls: list[bytes] = []
+        self.known = {b"a" * 64: b"VCEK-A", b"b" * 64: b"VCEK-B"}
+        self.gate: threading.Event | None = None
+        self.entered = threading.Event()
+
+    def snp_endorsement(self, chip_id: bytes, reported_tcb: int,
+                        signer: str) -> bytes | None:
+        self.calls.append(chip_id)
+        self.entered.set()
+        if self.gate is not None:
+            self.gate.wait(10)
+        return self.known.get(chip_id)
+
+    def tdx_collateral(self, quote: bytes) -> str | None:
+        self.calls.append(quote)
+        return "{}" if quote == b"quote" else None
+
+
+class _Local(_Counting):
+    bounded: ClassVar[bool] = False
+
+
+class BoundedSourceTest(base.TestCase):
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.conf = cfg.ConfigOpts()
+        attestation_conf.register_opts(self.conf)
+        # Overrides undone after each test (the option group is shared).
+        self.useFixture(cfg_fixture.Config(self.conf))
+        self.now = 0.0
+        self.inner = _Counting(self.conf)
+
+    def _bound(self, **overrides: int) -> source_bound.BoundedSource:
+        for name, value in overrides.items():
+            self.conf.set_override(name, value, "tee_attestation")
+        return source_bound.BoundedSource(self.inner, self.conf,
+                                          clock=lambda: self.now)
+
+    def test_answers_are_cached_for_the_ttl_not_found_never(self) -> None:
+        src = self._bound(endorsement_cache_ttl=300)
+        for _ in range(3):
+            self.assertEqual(b"VCEK-A",
+                             src.snp_endorsement(b"a" * 64, 7, "vcek"))
+        self.assertEqual(1, len(self.inner.calls))
+        # Another TCB or signer is another question.
+        src.snp_endorsement(b"a" * 64, 8, "vcek")
+        src.snp_endorsement(b"a" * 64, 7, "vlek")
+        self.assertEqual(3, len(self.inner.calls))
+        # "Not found" is asked again (an endorsement may appear).
+        self.assertIsNone(src.snp_endorsement(b"z" * 64, 7, "vcek"))
+        self.assertIsNone(src.snp_endorsement(b"z" * 64, 7, "vcek"))
+        self.assertEqual(5, len(self.inner.calls))
+        self.now = 300.0
+        src.snp_endorsement(b"a" * 64, 7, "vcek")
+        self.assertEqual(6, len(self.inner.calls))
+        self.assertEqual("{}", src.tdx_collateral(b"quote"))
+        self.assertEqual("{}", src.tdx_collateral(b"quote"))
+        self.assertEqual(7, len(self.inner.calls))
+
+    def test_least_recently_used_goes_first(self) -> None:
+        src = self._bound(endorsement_cache_size=1)
+        src.snp_endorsement(b"a" * 64, 7, "vcek")
+        src.snp_endorsement(b"b" * 64, 7, "vcek")
+        src.snp_endorsement(b"a" * 64, 7, "vcek")
+        self.assertEqual([b"a" * 64, b"b" * 64, b"a" * 64],
+                         self.inner.calls)
+
+    def test_calls_per_minute(self) -> None:
+        src = self._bound(endorsement_source_calls_per_minute=2)
+        for chip in (b"x", b"y"):
+            self.assertIsNone(src.snp_endorsement(chip * 64, 7, "vcek"))
+        exc = self.assertRaises(source_bound.SourceBusy,
+                                src.snp_endorsement, b"w" * 64, 7, "vcek")
+        self.assertEqual("endorsement_source_busy", exc.code)
+        self.assertEqual(2, len(self.inner.calls))  # not asked
+        # Half a minute later one call's worth has come back.
+        self.now = 30.0
+        self.assertIsNone(src.snp_endorsement(b"w" * 64, 7, "vcek"))
+        self.assertRaises(source_bound.SourceBusy, src.snp_endorsement,
+                          b"v" * 64, 7, "vcek")
+
+    def test_calls_at_once(self) -> None:
+        src = self._bound(endorsement_source_concurrency=1)
+        self.inner.gate = threading.Event()
+        first = threading.Thread(target=src.snp_endorsement,
+                                 args=(b"a" * 64, 7, "vcek"))
+        first.start()
+        self.addCleanup(first.join)
+        self.addCleanup(self.inner.gate.set)
+        self.assertTrue(self.inner.entered.wait(10))
+        self.assertRaises(source_bound.SourceBusy, src.snp_endorsement,
+                          b"b" * 64, 7, "vcek")
+        self.inner.gate.set()
+        first.join()
+        # The slot is free again (positive control).
+        self.assertEqual(b"VCEK-B",
+                         src.snp_endorsement(b"b" * 64, 7, "vcek"))
+
+    def test_a_source_may_opt_out(self) -> None:
+        local = _Local(self.conf)
+        self.assertIs(local, source_bound.bound(local, self.conf))
+        wrapped = source_bound.bound(self.inner, self.conf)
+        self.assertIsInstance(wrapped, source_bound.BoundedSource)
