@@ -13,6 +13,14 @@ server on this machine):
   TABLE`` statements, then its rows (the version tables, the secret
   stores), ``INSERT ... SELECT`` on the same server.
 
+On PostgreSQL, the template also gets the install guide's workaround for
+Barbican 23.0.0's own bug there (it stores bytes in text columns, so a
+project's second secret, and every secret read back, fails): the same
+file, ``doc/source/postgresql-kek-data.sql``, run with ``psql`` after
+``barbican-manage db upgrade``, as an operator runs it (see
+:func:`apply_postgresql_workaround`). Templates without it exist too, for
+the test that shows the bug (``postgresql_workaround=False``).
+
 The migrations themselves are tested from empty and from the first
 released schema by test_migrations.py and test_schema_startup.py, on
 databases of their own; ``openstack-tee serve`` always runs them.
@@ -25,9 +33,11 @@ from collections.abc import Callable
 from collections.abc import Sequence
 import contextlib
 import dataclasses
+import glob
 import os
 import shutil
 import sqlite3
+import subprocess
 import tempfile
 import threading
 
@@ -42,6 +52,9 @@ class Template:
 
     kind: str
     stores: tuple[server.Store, ...]
+    # PostgreSQL: the install guide's workaround applied (always False on
+    # the others, which do not need it).
+    postgresql_workaround: bool = False
     sqlite_path: str | None = None
     name: str | None = None
     # MariaDB: CREATE TABLE statements, and the tables that have rows.
@@ -49,7 +62,7 @@ class Template:
     filled: list[str] = dataclasses.field(default_factory=list)
 
 
-_TEMPLATES: dict[tuple[str, tuple[server.Store, ...]], Template] = {}
+_TEMPLATES: dict[tuple[str, tuple[server.Store, ...], bool], Template] = {}
 _LOCK = threading.Lock()
 
 # Databases (their URLs) made from a template in this process, with the
@@ -72,23 +85,71 @@ def at_head(url: str, stores: Sequence[server.Store]) -> bool:
 
 
 def get(kind: str, stores: Sequence[server.Store],
-        new_database: Callable[[], tuple[str, Callable[[], None]]]
-        ) -> Template:
+        new_database: Callable[[], tuple[str, Callable[[], None]]],
+        postgresql_workaround: bool = True) -> Template:
     """This process's template of ``kind`` for ``stores``, made once.
 
     ``new_database()`` makes an empty database of ``kind`` (not called for
-    sqlite): its URL and a function that drops it.
+    sqlite): its URL and a function that drops it. On PostgreSQL,
+    ``postgresql_workaround`` says whether the install guide's workaround
+    is applied (:func:`apply_postgresql_workaround`).
     """
-    key = (kind, tuple(stores))
+    workaround = postgresql_workaround and kind == "postgresql"
+    key = (kind, tuple(stores), workaround)
     with _LOCK:
         if key not in _TEMPLATES:
-            _TEMPLATES[key] = _build(kind, tuple(stores), new_database)
+            _TEMPLATES[key] = _build(kind, tuple(stores), new_database,
+                                     workaround)
         return _TEMPLATES[key]
 
 
+# The install guide's workaround for Barbican 23.0.0 on PostgreSQL
+# (doc/source/install.rst, "Known issue: Barbican's own secrets on
+# PostgreSQL"): the file the guide includes and tells operators to run.
+POSTGRESQL_WORKAROUND = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))))),
+    "doc", "source", "postgresql-kek-data.sql")
+
+
+def _psql() -> str:
+    found = shutil.which("psql") or next(iter(sorted(glob.glob(
+        "/usr/lib/postgresql/*/bin/psql"), reverse=True)), None)
+    if not found:
+        raise server.ServerError(
+            "psql not found: the PostgreSQL client (Debian: "
+            "postgresql-client, tools/install-deps.sh) is needed for the "
+            "install guide's workaround")
+    return found
+
+
+def apply_postgresql_workaround(url: str) -> None:
+    """The install guide's workaround on the PostgreSQL database ``url``.
+
+    As the guide says, after ``barbican-manage db upgrade`` (the tables
+    must exist): ``psql -v ON_ERROR_STOP=1 -d DATABASE -f
+    postgresql-kek-data.sql``, the same file. Idempotent, as the guide
+    wants it (run again after a restore).
+    """
+    target = sa.make_url(url)
+    env = dict(os.environ)
+    env.update({"PGHOST": target.host or "", "PGPORT": str(target.port or
+                                                           5432),
+                "PGUSER": target.username or "",
+                "PGPASSWORD": target.password or ""})
+    proc = subprocess.run(  # noqa: S603 - psql, the guide's own command
+        [_psql(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d",
+         target.database or "", "-f", POSTGRESQL_WORKAROUND],
+        env=env, capture_output=True, text=True, timeout=120, check=False)
+    if proc.returncode:
+        raise server.ServerError(
+            f"psql -f postgresql-kek-data.sql failed ({proc.returncode}): "
+            f"{proc.stderr.strip()[-2000:]}")
+
+
 def _build(kind: str, stores: tuple[server.Store, ...],
-           new_database: Callable[[], tuple[str, Callable[[], None]]]
-           ) -> Template:
+           new_database: Callable[[], tuple[str, Callable[[], None]]],
+           postgresql_workaround: bool) -> Template:
     # In the system's temporary directory, not tempfile's current one:
     # oslotest's NestedTempfile points that at the running test's own
     # directory, removed when the test ends, and the template outlives it.
@@ -100,14 +161,22 @@ def _build(kind: str, stores: tuple[server.Store, ...],
         url, drop = new_database()
         atexit.register(_quietly, drop)
     # The real commands, as for any server: barbican-manage db upgrade,
-    # openstack-tee db upgrade, the preflight.
-    layout = server.prepare(tmp, server.free_port(), stores=stores,
-                            db_url=url, check=True)
+    # openstack-tee db upgrade, (PostgreSQL) the install guide's
+    # workaround, the preflight; what server.prepare() does, and the
+    # workaround where an operator runs it.
+    layout = server.write_config(tmp, server.free_port(), stores=stores,
+                                 db_url=url)
+    server.db_upgrade(layout)
+    if postgresql_workaround:
+        assert url is not None
+        apply_postgresql_workaround(url)
+    server.preflight(layout)
     if kind == "sqlite":
         return Template(kind, stores, sqlite_path=layout.db_path)
     assert url is not None
     name = sa.make_url(url).database
-    template = Template(kind, stores, name=name)
+    template = Template(kind, stores, name=name,
+                        postgresql_workaround=postgresql_workaround)
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:

@@ -42,6 +42,7 @@ import requests
 
 from barbican_tee.api import paste as tee_paste
 from barbican_tee import server
+from tests.functional.barbican import db_template
 from tests.functional.barbican import fixture as barbican_fixture
 
 VENV_ENV = "OPENSTACK_TEE_KEYSTONE_VENV"
@@ -429,10 +430,18 @@ class KeystoneBarbicanServer(barbican_fixture.BarbicanServer):
         self.data_dir = tempfile.mkdtemp(prefix="openstack-tee-barbican-")
         self.addCleanup(shutil.rmtree, self.data_dir, ignore_errors=True)
         self.port = server.free_port()
+        # Barbican's database: TEE_FUNCTIONAL_DB's (Keystone's stays on
+        # sqlite), new and empty, upgraded by the real commands here.
+        kind = barbican_fixture.db_kind()
+        if kind != "sqlite":
+            self.db_url = self.useFixture(
+                barbican_fixture.Database(kind)).url
         self.layout = server.prepare(
             self.data_dir, self.port, stores=self.stores,
             trust_root=self.trust_root, extra_conf=self.extra_conf,
-            check=False)
+            check=False, db_url=self.db_url)
+        if kind == "postgresql" and self.postgresql_workaround:
+            db_template.apply_postgresql_workaround(self.layout.db_url)
         with open(self.layout.paste_path, "w", encoding="utf-8") as f:
             f.write(devstack_paste(self.with_tee))
         server.preflight(self.layout)

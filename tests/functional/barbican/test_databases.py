@@ -35,6 +35,7 @@ from barbican_tee import migrations
 from barbican_tee.plugin import keyring
 from barbican_tee import server
 from tests import base
+from tests.functional.barbican import db_template
 from tests.functional.barbican import fixture
 from tests.functional.barbican import test_lockout
 from tests.functional.barbican import test_release
@@ -498,36 +499,9 @@ class DatabaseRestartTest(_TwoNodes):
             resp.status_code == 201) else ""
         return resp, ref, payload
 
-    # The install guide's workaround for Barbican's KEK rows on PostgreSQL.
-    KEK_SQL = os.path.join(
-        os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-            os.path.abspath(__file__))))),
-        "doc", "source", "postgresql-kek-data.sql")
     # Barbican alone: its own pipeline and store, none of the suite's.
     PLAIN_PIPELINE = tuple(f for f in server.DEFAULT_PIPELINE
                            if f not in ("tee_peer", "tee_public", "tee_api"))
-
-    def _kek_workaround(self, srv: fixture.BarbicanServer) -> None:
-        """The workaround on ``srv``'s database, until the test ends."""
-        with open(self.KEK_SQL, encoding="utf-8") as f:
-            self._kek_sql(srv, f.read())
-        # The class's database is the other test's too.
-        self.addCleanup(
-            self._kek_sql, srv,
-            "DROP TRIGGER kek_data_plugin_meta_as_text ON kek_data; "
-            "DROP FUNCTION kek_data_plugin_meta_as_text(); "
-            "DROP TRIGGER encrypted_data_as_text ON encrypted_data; "
-            "DROP FUNCTION encrypted_data_as_text()")
-
-    @staticmethod
-    def _kek_sql(srv: fixture.BarbicanServer, sql: str) -> None:
-        engine = sa.create_engine(srv.layout.db_url,
-                                  poolclass=sa.pool.NullPool)
-        try:
-            with engine.begin() as conn:
-                conn.exec_driver_sql(sql)
-        finally:
-            engine.dispose()
 
     def _store_in(self, url: str, project: str) -> requests.Response:
         return requests.post(
@@ -558,14 +532,32 @@ class DatabaseRestartTest(_TwoNodes):
         control, on the node with the suite): both stored, the token as
         it is. The install guide's workaround
         (doc/source/postgresql-kek-data.sql) mends the rows and later ones.
+
+        The functional fixture applies that workaround to every PostgreSQL
+        database it makes (so the rest of the suite runs there): here the
+        PostgreSQL nodes are made without it, to show the bug it mends.
         """
         nodes = {"with the suite": self.server}
         if self.KIND == "postgresql":
-            # (On MariaDB, the control, this node's rows are enough.)
-            nodes["without the suite"] = self.useFixture(
-                fixture.BarbicanServer(
+            # The class's nodes have the workaround (the fixture's
+            # default), and the rest of this test shows it works.
+            self.assertEqual(
+                ["encrypted_data_as_text", "kek_data_plugin_meta_as_text"],
+                [r["tgname"] for r in self.server.sql(
+                    "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal "
+                    "ORDER BY tgname")])
+            # (On MariaDB, the control, the class's node is enough.)
+            nodes = {
+                "with the suite": fixture.BarbicanServer(
+                    workers=1, postgresql_workaround=False),
+                "without the suite": fixture.BarbicanServer(
                     workers=1, paste_filters=self.PLAIN_PIPELINE,
-                    stores=(server.SOFTWARE_STORE,)))
+                    stores=(server.SOFTWARE_STORE,),
+                    postgresql_workaround=False)}
+            for srv in nodes.values():
+                self.useFixture(srv)
+                self.assertEqual([], srv.sql(
+                    "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"))
         for label, srv in nodes.items():
             with self.subTest(node=label):
                 key = fernet.Fernet(server.ensure_key_file(os.path.join(
@@ -596,7 +588,8 @@ class DatabaseRestartTest(_TwoNodes):
                 # read back either.
                 get = self._payload(srv.url, project, first)
                 self.assertEqual(500, get.status_code, get.text)
-                self._kek_workaround(srv)
+                # The install guide's workaround, as the operator runs it.
+                db_template.apply_postgresql_workaround(srv.layout.db_url)
                 for p in (project, uuid.uuid4().hex, project):
                     resp = self._store_in(srv.url, p)
                     self.assertEqual(201, resp.status_code, resp.text)
@@ -615,9 +608,9 @@ class DatabaseRestartTest(_TwoNodes):
     def test_restart_under_load(self) -> None:
         sealed_id, sealed_key = self._bound_secret()
         # The project's first secret (and its simple_crypto KEK) before
-        # the load. On PostgreSQL every later one fails, restart or not:
-        # Barbican's KEK rows (test_barbican_kek_rows_with_and_without_
-        # the_suite).
+        # the load. (On PostgreSQL, every later one would fail, restart or
+        # not, without the install guide's workaround, which the fixture
+        # applies: test_barbican_kek_rows_with_and_without_the_suite.)
         resp, ref, payload = self._store(self._client(9), self.urls[0])
         self.assertEqual(201, resp.status_code, resp.text)
         stop = threading.Event()
@@ -690,14 +683,6 @@ class DatabaseRestartTest(_TwoNodes):
         self.assertEqual([], [f for f in failed if f[0] != "barbican"],
                          self._log_errors())
         barbican = [f for f in failed if f[0] == "barbican"]
-        if self.KIND == "postgresql":
-            # Barbican's own POST /v1/secrets fails on PostgreSQL, restart
-            # or not (500 "Secret creation failure": its KEK rows, see
-            # test_barbican_kek_rows_with_and_without_the_suite).
-            self.assertIn(500, [f[1] for f in barbican])
-            # Nor can it read this project's secrets back (the same KEK
-            # row, until the workaround mends it), restart or not.
-            return
         self.assertIn(201, [s for r, s, _ in after if r == "barbican"])
         self.assertEqual([], barbican, self._log_errors())
         # No secret whose creation was acknowledged is lost.

@@ -31,6 +31,7 @@ from barbican_tee.plugin import keyring
 from barbican_tee import server
 from openstack_tee_demo.sp_model import snp as sp_model
 from tests import base
+from tests.functional.barbican import fixture
 from tests.functional.barbican import test_release
 
 PER_SECRET = 3
@@ -313,10 +314,14 @@ class SlowClientTest(base.TestCase):
     def test_half_open_connections_do_not_block_the_server(self) -> None:
         data = self.useFixture(fixtures.TempDir()).path
         port = server.free_port()
-        proc = subprocess.Popen(
-            [base.installed_command("openstack-tee"), "serve", "--port",
-             str(port), "--data-dir", data, "--workers", str(self.WORKERS)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        argv = [base.installed_command("openstack-tee"), "serve", "--port",
+                str(port), "--data-dir", data, "--workers", str(self.WORKERS)]
+        # TEE_FUNCTIONAL_DB's database (--database-url), or sqlite.
+        db_url = self.useFixture(fixture.Database()).url
+        if db_url:
+            argv += ["--database-url", db_url]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
         self.addCleanup(self._stop, proc)
         url = f"http://127.0.0.1:{port}"
         seen = []

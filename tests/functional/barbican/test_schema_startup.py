@@ -51,7 +51,9 @@ class StartupRefusalTest(base.TestCase):
     def test_refuses_to_start_until_upgraded(self) -> None:
         tmp = self.useFixture(fixtures.TempDir()).path
         port = server.free_port()
-        layout = server.prepare(tmp, port, check=False)
+        # TEE_FUNCTIONAL_DB's database (a new, empty one), or sqlite.
+        layout = server.prepare(tmp, port, check=False,
+                                db_url=self.useFixture(fixture.Database()).url)
         engine = db.make_engine(layout.db_url)
         self.addCleanup(engine.dispose)
         # As an upgrade leaves it: Barbican's tables upgraded, the suite's
