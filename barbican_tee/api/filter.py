@@ -520,9 +520,13 @@ class TEEAPIFilter:
         client = self._client(environ)
         if not self.store.hit(f"client:{client}", int(time.time() // 60),
                               self.conf.tee_api.release_rate_per_client):
-            raise APIError(429, "rate_limited",
-                           "too many attestation requests from this "
-                           "address; retry in a minute")
+            raise self._client_limited()
+
+    @staticmethod
+    def _client_limited() -> APIError:
+        return APIError(429, "rate_limited",
+                        "too many attestation requests from this "
+                        "address; retry in a minute")
 
     def _client(self, environ: dict[str, Any]) -> str:
         return client_addr.client_address(
@@ -551,24 +555,23 @@ class TEEAPIFilter:
         expires = int(time.time()) + self.conf.tee_api.nonce_ttl
         return nonce_mod.issue(self._nonce_key, secret_id, expires), expires
 
-    def _spend_nonce(self, nonce: str, secret_id: str) -> None:
-        """Refuse a nonce not issued for this secret, expired or spent.
+    def _check_nonce(self, nonce: str, secret_id: str) -> tuple[str, int]:
+        """The spent-nonce key and expiry of a live nonce of this secret.
 
-        The MAC and expiry are checked first, so only an authentic live
-        nonce costs a database row; then one INSERT records it as spent
-        (of concurrent releases of one nonce, exactly one wins).
+        Refuses a nonce not issued for this secret, or expired, before it
+        can cost a database row; the caller then spends it with one
+        INSERT (:meth:`db.Store.admit_release`: of concurrent releases of
+        one nonce, exactly one wins).
         """
-        now = int(time.time())
         code, expires = nonce_mod.check(self._nonce_key, nonce, secret_id,
-                                        now)
+                                        int(time.time()))
         if code == nonce_mod.EXPIRED:
             raise APIError(403, code, "the challenge expired; ask for a "
                            "new one")
-        if code is not None or not self.store.spend_nonce(
-                nonce_mod.spent_digest(nonce), expires,
-                now - nonce_mod.PRUNE_GRACE):
+        if code is not None:
             raise APIError(403, nonce_mod.UNKNOWN,
                            "unknown or already used nonce")
+        return nonce_mod.spent_digest(nonce), expires
 
     @staticmethod
     def _secret_id(body: dict[str, Any]) -> str:
@@ -907,15 +910,24 @@ class TEEAPIFilter:
         raise APIError(409, "binding_conflict",
                        "the secret's binding kept changing; retry")
 
-    def _record_policy(self, record: sealed_store.Record
+    def _record_policy(self, record: sealed_store.Record,
+                       read: tuple[str, dict[str, Any] | None] | None = None
                        ) -> tuple[policy_mod.Policy, str]:
-        """The policy the record pins, verified, and its id."""
+        """The policy the record pins, verified, and its id.
+
+        ``read``: (id, row or None) of a policy already read in this
+        request; used only if its id is the record's policy id, and
+        checked like a row read now.
+        """
         binding = record.binding
         if binding.policy_id is None:
             raise APIError(403, "secret_no_policy",
                            "the secret is not bound to an attestation "
                            "policy")
-        row = self.store.get_policy(binding.policy_id)
+        if read is not None and read[0] == binding.policy_id:
+            row = read[1]
+        else:
+            row = self.store.get_policy(binding.policy_id)
         if row is None:
             raise APIError(403, "policy_deleted",
                            "the secret's attestation policy was deleted")
@@ -957,22 +969,51 @@ class TEEAPIFilter:
     def release(self, environ: dict[str, Any]) -> tuple[int, Any]:
         body = self._json(environ)
         secret_id = self._secret_id(body)
-        self._rate_client(environ)
+        client = self._client(environ)
         evidence = body.get("evidence")
-        digest = hashlib.sha256(json.dumps(
-            evidence, sort_keys=True).encode()).hexdigest()
-        audit = {"secret_id": secret_id, "evidence_sha256": digest,
-                 "client": self._client(environ)}
+        # The checks that need no database first; their refusal is
+        # answered (and audited) only after the client's rate limit, as
+        # any refusal: the request is counted whatever they say.
+        refused: APIError | None = None
+        nonce: str | None = None
+        public: jwk.JWK | None = None
+        digest: str | None = None
+        expires = 0
         try:
-            jwe_text, policy_id = self._release(body, secret_id, evidence)
+            nonce, public = self._release_input(body, evidence)
+            digest, expires = self._check_nonce(nonce, secret_id)
+        except APIError as exc:
+            refused = exc
+        now = int(time.time())
+        admission = self.store.admit_release(
+            f"client:{client}", now // 60,
+            self.conf.tee_api.release_rate_per_client, secret_id, digest,
+            expires, now - nonce_mod.PRUNE_GRACE)
+        if admission.count > self.conf.tee_api.release_rate_per_client:
+            raise self._client_limited()
+        audit = {"secret_id": secret_id,
+                 "evidence_sha256": hashlib.sha256(json.dumps(
+                     evidence, sort_keys=True).encode()).hexdigest(),
+                 "client": client}
+        try:
+            if refused is not None:
+                raise refused
+            if not admission.spent:
+                raise APIError(403, nonce_mod.UNKNOWN,
+                               "unknown or already used nonce")
+            assert nonce is not None and public is not None and (
+                isinstance(evidence, dict))
+            jwe_text, policy_id = self._release(
+                nonce, public, secret_id, evidence, admission)
         except APIError as exc:
             self._audit(False, dict(audit, codes=exc.codes))
             raise
         self._audit(True, dict(audit, codes=[], policy_id=policy_id))
         return 200, {"jwe": jwe_text}
 
-    def _release(self, body: dict[str, Any], secret_id: str,
-                 evidence: Any) -> tuple[str, str]:
+    def _release_input(self, body: dict[str, Any], evidence: Any
+                       ) -> tuple[str, jwk.JWK]:
+        """The release's nonce and the guest's key, checked."""
         nonce = body.get("nonce")
         if not isinstance(nonce, str) or not re.fullmatch(
                 r"[A-Za-z0-9_-]{20,64}", nonce):
@@ -982,13 +1023,18 @@ class TEEAPIFilter:
         if not isinstance(evidence, dict):
             raise APIError(400, "evidence_invalid",
                            "evidence must be an object with a format")
-        # The nonce is spent first: a refused attempt cannot be retried
-        # with the same challenge.
-        self._spend_nonce(nonce, secret_id)
+        return nonce, public
+
+    def _release(self, nonce: str, public: jwk.JWK, secret_id: str,
+                 evidence: dict[str, Any],
+                 admission: db.Admission) -> tuple[str, str]:
+        # The nonce was spent first (admission): a refused attempt cannot
+        # be retried with the same challenge.
         # The record says who may receive the secret: it must open for
         # this very secret, and it pins the policy and the instance.
-        _meta, plaintext, record = self._open_record(secret_id)
-        policy, policy_id = self._record_policy(record)
+        _meta, plaintext, record = self._open_record(secret_id,
+                                                     admission.meta)
+        policy, policy_id = self._record_policy(record, admission.policy)
         instance = self._live_instance(record)
         report_data = self._verify(evidence, policy, instance)
         expected = expected_report_data(nonce, public)

@@ -1,0 +1,179 @@
+"""barbican_tee.api.db on the release path: one transaction per admission.
+
+The same on MariaDB and PostgreSQL, under concurrency, is in
+tests/functional/barbican/test_databases.py (32 concurrent releases of one
+nonce, rate limits without 5xx).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+
+import sqlalchemy as sa
+
+from barbican_tee.api import db
+from barbican_tee import migrations
+from barbican_tee.plugin import keyring
+from tests import base
+from tests.unit.barbican_tee import test_process_engine
+from tests.unit.barbican_tee import test_sealed
+
+SECRET = "0b0e1a2c-0000-4000-8000-000000000001"
+POLICY = "abcdef00-0000-4000-8000-000000000000"
+
+
+class AdmitReleaseTest(base.TestCase):
+
+    def setUp(self) -> None:
+        super().setUp()
+        url, conf = test_process_engine.scratch_sqlite(self)
+        engine = db.process_engine(url, conf)
+        migrations.upgrade(engine)
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        ring = keyring.Keyring.from_files(test_sealed._kek(tmp, "k"), [])
+        self.store = db.Store(engine, ring)
+
+    def _meta(self, values: dict[str, str]) -> None:
+        # Barbican's table, as far as the suite reads it.
+        meta = sa.Table("secret_store_metadata", sa.MetaData(),
+                        sa.Column("secret_id", sa.String(36)),
+                        sa.Column("key", sa.String(255)),
+                        sa.Column("value", sa.String(255)),
+                        sa.Column("deleted", sa.Boolean))
+        with self.store.engine.begin() as conn:
+            meta.create(conn, checkfirst=True)
+            for key, value in values.items():
+                conn.execute(meta.insert().values(
+                    secret_id=SECRET, key=key, value=value, deleted=False))
+
+    def _spent(self) -> int:
+        with self.store.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(
+                db.SPENT_NONCES)).scalar())
+
+    def test_one_spend_of_a_nonce_reads_the_record_and_policy(self) -> None:
+        self.store.create_policy(POLICY, "project", {"tee": "amd-sev-snp"})
+        self._meta({"tee_policy": POLICY, "plugin_name": "x"})
+        first = self.store.admit_release("client:a", 1, 10, SECRET,
+                                         "d" * 64, 100)
+        self.assertTrue(first.spent)
+        self.assertEqual(1, first.count)
+        self.assertEqual({"tee_policy": POLICY, "plugin_name": "x"},
+                         first.meta)
+        assert first.policy is not None
+        self.assertEqual(POLICY, first.policy[0])
+        self.assertEqual(self.store.get_policy(POLICY), first.policy[1])
+        # The same nonce again: counted, not spent, nothing read.
+        again = self.store.admit_release("client:a", 1, 10, SECRET,
+                                         "d" * 64, 100)
+        self.assertEqual((2, False, None, None),
+                         (again.count, again.spent, again.meta,
+                          again.policy))
+        # Another nonce (positive control) is spent.
+        self.assertTrue(self.store.admit_release(
+            "client:a", 1, 10, SECRET, "e" * 64, 100).spent)
+        self.assertEqual(2, self._spent())
+
+    def test_a_policy_the_index_names_but_that_is_gone(self) -> None:
+        self._meta({"tee_policy": POLICY})
+        got = self.store.admit_release("client:a", 1, 10, SECRET,
+                                       "d" * 64, 100)
+        self.assertEqual((POLICY, None), got.policy)
+        # No policy in the index (or not an id): nothing read ahead.
+        self.assertIsNone(self.store.admit_release(
+            "client:b", 1, 10, "0b0e1a2c-0000-4000-8000-000000000002",
+            "e" * 64, 100).policy)
+
+    def test_over_the_limit_or_refused_spends_nothing(self) -> None:
+        self._meta({})
+        over = self.store.admit_release("client:a", 1, 0, SECRET,
+                                        "d" * 64, 100)
+        self.assertEqual((1, False), (over.count, over.spent))
+        refused = self.store.admit_release("client:a", 1, 10, SECRET)
+        self.assertEqual((2, False), (refused.count, refused.spent))
+        self.assertEqual(0, self._spent())
+        # Counted in the same bucket as hit() counts challenges.
+        self.assertTrue(self.store.hit("client:a", 1, 3))
+        self.assertFalse(self.store.hit("client:a", 1, 3))
+
+    def test_concurrent_spends_of_one_nonce_one_wins(self) -> None:
+        self._meta({})
+        results: list[bool] = []
+        lock = threading.Lock()
+
+        def spend() -> None:
+            got = self.store.admit_release("client:a", 1, 1000, SECRET,
+                                           "d" * 64, 100)
+            with lock:
+                results.append(got.spent)
+
+        threads = [threading.Thread(target=spend) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual([True] + [False] * 15, sorted(results,
+                                                       reverse=True))
+
+    def test_expired_rows_are_pruned_at_most_every_interval(self) -> None:
+        self._meta({})
+        self.store.admit_release("client:a", 1, 10, SECRET, "a" * 64, 100)
+        self.store.admit_release("client:a", 1, 10, SECRET, "b" * 64, 5000,
+                                 prune_before=1000)
+        self.assertEqual(1, self._spent())
+        self.store.admit_release("client:a", 1, 10, SECRET, "c" * 64, 100)
+        # Within the interval: not pruned again (expired nonces are
+        # refused before the table is read anyway).
+        self.store.admit_release("client:a", 1, 10, SECRET, "e" * 64, 5000,
+                                 prune_before=1000)
+        self.assertEqual(3, self._spent())
+        self.store._pruned_at -= db.PRUNE_INTERVAL
+        self.store.admit_release("client:a", 1, 10, SECRET, "f" * 64, 5000,
+                                 prune_before=1000)
+        self.assertEqual(3, self._spent())
+
+
+class LightBeginTest(base.TestCase):
+    """The request path's sqlite engine emits BEGIN itself (not oslo.db)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        url, conf = test_process_engine.scratch_sqlite(self)
+        self.engine = db.process_engine(url, conf)
+        migrations.upgrade(self.engine)
+
+    def _rows(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(
+                sa.select(sa.func.count()).select_from(db.RATES)).scalar())
+
+    def test_oslo_db_listener_replaced(self) -> None:
+        names = [getattr(f, "__name__", "")
+                 for f in self.engine.dispatch.begin]
+        self.assertEqual(["_sqlite_begin"], names)
+
+    def test_transactions_stay_whole(self) -> None:
+        statements: list[str] = []
+
+        @sa.event.listens_for(self.engine, "checkout")
+        def trace(dbapi_conn: object, _rec: object, _proxy: object) -> None:
+            dbapi_conn.set_trace_callback(  # type: ignore[attr-defined]
+                statements.append)
+
+        for _ in range(2):
+            with self.assertRaises(ZeroDivisionError):
+                with self.engine.begin() as conn:
+                    conn.execute(db.RATES.insert().values(
+                        bucket="b", window=1, count=1))
+                    1 / 0  # noqa: B018
+            self.assertEqual(0, self._rows())
+        self.assertIn("BEGIN", statements)
+        # Positive control: the same insert, committed, is there.
+        with self.engine.begin() as conn:
+            conn.execute(db.RATES.insert().values(bucket="b", window=1,
+                                                  count=1))
+        self.assertEqual(1, self._rows())
+
