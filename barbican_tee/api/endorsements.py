@@ -210,8 +210,17 @@ class Importer:
         der = cert.public_bytes(serialization.Encoding.DER)
         name = snp_certs.common_name(cert)
         if kind == "ark":
-            roots = [r for r in self._roots() if r.ark.public_bytes(
-                serialization.Encoding.DER) == der]
+            # The same root: subject and key (a re-issued certificate of
+            # the same key, say with another validity, is that root).
+            spki = cert.public_key().public_bytes(
+                serialization.Encoding.DER,
+                serialization.PublicFormat.SubjectPublicKeyInfo)
+            roots = [r for r in self._roots()
+                     if r.ark.subject == cert.subject
+                     and r.ark.public_key().public_bytes(
+                         serialization.Encoding.DER,
+                         serialization.PublicFormat.SubjectPublicKeyInfo)
+                     == spki and snp_certs.ca_signed_by(cert, r.ark)]
             if not roots:
                 raise _bad(index, "this ARK is not one of the pinned roots",
                            "endorsement_untrusted")

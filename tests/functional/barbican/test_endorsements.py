@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import os
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
@@ -236,6 +237,31 @@ class EndorsementCacheTest(_CacheBase):
         resp = self._import({"endorsements": [vcek_item(sp)]}, "service")
         self.assertEqual(201, resp.status_code, resp.text)
         self.assertEqual(200, self._list("service").status_code)
+
+    def test_nova_compute_publishes_its_hosts_vcek(self) -> None:
+        # nova_tee's own code, as nova-compute runs it at start and at
+        # each resource update, against this barbican-api.
+        from nova_tee.virt.libvirt import endorse
+        sp = self._chip()
+        path = os.path.join(self.tmp, "vcek-" + sp.chip_id.hex()[:8])
+        with open(path, "wb") as f:
+            f.write(endorsements._pem(sp.vcek_der).encode()  # noqa: SLF001
+                    + sp.bundle_pem())
+        for name, value in (("barbican_url", self.url),
+                            ("barbican_noauth_project", test_release.OWNER),
+                            ("vcek_path", path)):
+            endorse.CONF.set_override(name, value, group="tee")
+            self.addCleanup(endorse.CONF.clear_override, name, group="tee")
+        self.addCleanup(setattr, endorse, "_published", None)
+        secret_id, key = self._bound_secret()
+        resp, _ = self._release(secret_id, sp)
+        self._code(resp, 400, "endorsement_not_found")
+        self.assertTrue(endorse.publish_vcek())
+        # Unchanged file: nothing sent again.
+        self.assertFalse(endorse.publish_vcek())
+        resp, guest_key = self._release(secret_id, sp)
+        self.assertEqual(200, resp.status_code, resp.text)
+        self.assertEqual(key, guest.decrypt(resp.json()["jwe"], guest_key))
 
     def test_real_amd_and_intel_endorsements(self) -> None:
         # AMD's own VCEK of a Milan chip (virtee's fixture), verified
