@@ -135,6 +135,24 @@ FLOORS = sa.Table(
     sa.Column("mac", _exact(64), nullable=False),
 )
 
+# The endorsement cache (barbican_tee.api.endorsements): VCEKs, AMD CAs
+# and CRLs, TDX collateral; verified on import and on use, CRL rows MACed.
+ENDORSEMENTS = sa.Table(
+    "tee_endorsements", METADATA,
+    sa.Column("id", _exact(64), primary_key=True),
+    sa.Column("kind", _exact(16), nullable=False),
+    sa.Column("product", _exact(16), nullable=False),
+    sa.Column("lookup", _exact(160), nullable=False),
+    sa.Column("expires_at", sa.DateTime, nullable=False),
+    sa.Column("crl_number", _exact(64), nullable=True),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("imported_at", sa.DateTime, nullable=False),
+    sa.Column("imported_by", _exact(255), nullable=False),
+    sa.Column("mac_kek", _exact(32), nullable=True),
+    sa.Column("mac", _exact(64), nullable=True),
+    sa.Index("ix_tee_endorsements_lookup", "kind", "lookup"),
+)
+
 RATES = sa.Table(
     "tee_rates", METADATA,
     sa.Column("bucket", _exact(300), primary_key=True),

@@ -61,6 +61,7 @@ import re
 import threading
 import time
 from typing import Any
+import urllib.parse
 import uuid
 
 from barbican.api import controllers as barbican_controllers
@@ -75,6 +76,7 @@ import webob  # type: ignore[import-untyped]
 
 from barbican_tee.api import client_addr
 from barbican_tee.api import db
+from barbican_tee.api import endorsements
 from barbican_tee.api import floors
 from barbican_tee.api import nonce as nonce_mod
 from barbican_tee.api import request_body
@@ -152,6 +154,8 @@ _ROUTES = [
      "set_floor"),
     ("POST", re.compile(rf"^/v1/tee/sev/sessions/(?P<id>{_UUID})"
                         r"/measurement$"), "sev_measurement"),
+    ("POST", re.compile(r"^/v1/tee/endorsements/?$"), "import_endorsements"),
+    ("GET", re.compile(r"^/v1/tee/endorsements/?$"), "list_endorsements"),
 ]
 # OVMF's GUID for a disk-encryption key injected at launch (the alias
 # "luks-key" of libvirt's virt-qemu-sev-validate).
@@ -321,6 +325,7 @@ class TEEAPIFilter:
         self.enforcer = oslo_policy.Enforcer(conf)
         self.enforcer.register_defaults(RULES)
         self.enforcer.register_defaults(floors.RULES)
+        self.enforcer.register_defaults(endorsements.RULES)
         self.notifier = self._make_notifier(conf)
         if routes != "public":
             _check_barbican_hooks()
@@ -362,6 +367,11 @@ class TEEAPIFilter:
     @functools.cached_property
     def floor_store(self) -> floors.FloorStore:
         return floors.FloorStore(self.store.engine, self.keyring)
+
+    @functools.cached_property
+    def endorsement_store(self) -> endorsements.EndorsementStore:
+        return endorsements.EndorsementStore(self.store.engine,
+                                             self.keyring)
 
     # -- WSGI -------------------------------------------------------------
     def __call__(self, environ: dict[str, Any],
@@ -1444,6 +1454,33 @@ class TEEAPIFilter:
                 str(getattr(ctx, "user_id", None) or "-"), self.notifier)
         return 200, self._floors(environ, "tee:floor:set", put)
 
+    # -- routes: the endorsement cache (barbican_tee.api.endorsements) ----
+    @functools.cached_property
+    def _endorsement_importer(self) -> endorsements.Importer:
+        return endorsements.Importer(snp.SnpVerifier.from_conf(self.conf))
+
+    def import_endorsements(self, environ: dict[str, Any]
+                            ) -> tuple[int, Any]:
+        ctx = self._context(environ, "tee:endorsement:import")
+        try:
+            return 201, endorsements.import_bundle(
+                self.endorsement_store, self._endorsement_importer,
+                self._json(environ),
+                str(getattr(ctx, "user_id", None) or "-"), self.notifier)
+        except endorsements.EndorsementError as exc:
+            raise APIError(exc.status, exc.code, str(exc)) from None
+
+    def list_endorsements(self, environ: dict[str, Any]
+                          ) -> tuple[int, Any]:
+        self._context(environ, "tee:endorsement:get")
+        query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""),
+                                      keep_blank_values=True)
+        try:
+            return 200, endorsements.list_view(self.endorsement_store,
+                                               query)
+        except endorsements.EndorsementError as exc:
+            raise APIError(exc.status, exc.code, str(exc)) from None
+
     def _audit(self, granted: bool, payload: dict[str, Any]) -> None:
         event = "tee.release.granted" if granted else "tee.release.denied"
         LOG.info("openstack-tee audit %s secret=%s codes=%s evidence=%s "
@@ -1466,4 +1503,5 @@ class TEEAPIFilter:
 
 def list_rules() -> list[oslo_policy.RuleDefault]:
     """Policy defaults for oslopolicy-sample-generator."""
-    return list(RULES) + floors.list_rules()
+    return (list(RULES) + floors.list_rules()
+            + endorsements.list_rules())

@@ -156,6 +156,15 @@ class EndorsementSource(abc.ABC):
         """QuoteCollateralV3 (JSON text) for a quote, or None."""
         return None
 
+    def snp_crls(self, product: str) -> list[bytes]:
+        """AMD CRLs (DER) for ``product`` ("milan", "genoa", "turin").
+
+        Asked for every SNP report, whoever sent its VCEK. Each CRL must
+        be signed by the product's pinned ARK and not be past its
+        nextUpdate; one that revokes the report's ASK/ASVK refuses it.
+        """
+        return []
+
 
 _lock = threading.Lock()
 _loaded: dict[str, dict[str, type[Any] | None]] = {}

@@ -525,6 +525,11 @@ class SnpVerifier:
         return [r for r in self._roots
                 if product is None or r.product is product]
 
+    def trusted_roots(self, product: Product | None = None
+                      ) -> list[snp_certs.ProductRoots]:
+        """The pinned roots (of ``product``; None: all)."""
+        return self._trusted(product)
+
     def _intermediate_from_chain(
             self, roots: snp_certs.ProductRoots, kind: SignerKind,
             chain: list[x509.Certificate]) -> x509.Certificate | None:

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 from typing import Any
 
+from cryptography import x509
 from oslo_config import cfg
 
 from barbican_tee.attestation import cert_cache
@@ -26,6 +27,12 @@ from barbican_tee.attestation import evidence as evidence_mod
 from barbican_tee.attestation import policy as policy_mod
 from barbican_tee.attestation import snp
 from barbican_tee.attestation import snp_certs
+
+
+class EndorsementNotFound(evidence_mod.MalformedEvidence):
+    """No VCEK in the evidence, and none in the endorsement sources."""
+
+    code = "endorsement_not_found"
 
 
 class SnpReportVerifier(evidence_mod.EvidenceVerifier):
@@ -56,9 +63,62 @@ class SnpReportVerifier(evidence_mod.EvidenceVerifier):
                         report.signer.value)
                     if found:
                         return found
+            raise EndorsementNotFound(
+                "SNP evidence needs the vcek or vlek PEM (from the extended "
+                "report's certificate table); no endorsement source holds "
+                "one for this chip and TCB (import it: openstack tee "
+                "endorsement import)")
         raise evidence_mod.MalformedEvidence(
             "SNP evidence needs the vcek or vlek PEM (from the extended "
             "report's certificate table)")
+
+    def _check_source_crls(self, verified: snp.VerifiedReport,
+                           chain: list[x509.Certificate],
+                           now: datetime.datetime) -> None:
+        """Refuse a report whose ASK/ASVK a source's CRL revokes."""
+        product = verified.product
+        ders: list[bytes] = []
+        for source in self.sources:
+            ders.extend(source.snp_crls(product.name.lower()))
+        if not ders:
+            return
+        cert = verified.endorsement
+        # The pinned ARKs of the product and the intermediates under them
+        # that signed this endorsement key.
+        paths = []
+        for roots in self.verifier.trusted_roots(product):
+            for inter in (*chain, roots.ask, roots.asvk):
+                if inter is not None and snp_certs.ca_signed_by(
+                        inter, roots.ark) and snp_certs.rsa_pss_verify(
+                            inter, cert.signature, cert.tbs):
+                    paths.append((roots, inter))
+        stale_ok = self.conf.tee_attestation.snp_crl_allow_stale
+        for der in ders:
+            crl = snp_certs.load_crl(der)
+            signers = [roots for roots in self.verifier.trusted_roots(
+                product) if roots.ark.subject == crl.issuer
+                and snp_certs.rsa_pss_verify(roots.ark, crl.signature,
+                                             crl.tbs_certlist_bytes)]
+            if not signers:
+                raise errors.VerificationFailed(
+                    f"a cached {product.value} CRL is not signed by a "
+                    "pinned ARK", code="snp_crl_signature")
+            for roots, inter in paths:
+                if roots not in signers:
+                    continue  # another root's CRL: not about this chain
+                next_update = crl.next_update_utc
+                if not stale_ok and (next_update is None
+                                     or next_update < now):
+                    raise errors.VerificationFailed(
+                        f"the cached {product.value} CRL expired at "
+                        f"{next_update.isoformat() if next_update else '?'}"
+                        ": import a fresh one from AMD's KDS",
+                        code="endorsement_expired")
+                if crl.get_revoked_certificate_by_serial_number(
+                        inter.serial_number) is not None:
+                    raise errors.VerificationFailed(
+                        f"{snp_certs.common_name(inter)} is revoked by the "
+                        "ARK's CRL", code="certificate_revoked")
 
     def verify(self, evidence: Mapping[str, Any],
                now: datetime.datetime) -> evidence_mod.VerifiedEvidence:
@@ -74,6 +134,8 @@ class SnpReportVerifier(evidence_mod.EvidenceVerifier):
             chain += cert_cache.load_ca_certs(
                 evidence["cert_chain"].encode())
         verified = self.verifier.verify(raw, endorsement, chain, now)
+        if self.sources:
+            self._check_source_crls(verified, chain, now)
         report = verified.report
         return evidence_mod.VerifiedEvidence(
             format=self.format, tee="amd-sev-snp",

@@ -596,6 +596,12 @@ def _load_collateral(collateral: dict[str, Any] | bytes | str
     return _Collateral(json_text=text, fmspc=fmspc.upper())
 
 
+def load_collateral(collateral: dict[str, Any] | bytes | str
+                    ) -> _Collateral:
+    """Parse QuoteCollateralV3 (not verified: :func:`verify_quote` does)."""
+    return _load_collateral(collateral)
+
+
 def _now_secs(at: datetime.datetime) -> int:
     if not isinstance(at, datetime.datetime) or at.utcoffset() is None:
         raise errors.InvalidInput(

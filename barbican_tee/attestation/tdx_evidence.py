@@ -41,6 +41,13 @@ class TdxQuoteVerifier(evidence_mod.EvidenceVerifier):
                 collateral = source.tdx_collateral(quote)
                 if collateral:
                     break
+        if (not isinstance(collateral, (dict, str)) or not collateral
+                ) and self.sources:
+            raise evidence_mod.MalformedEvidence(
+                "TDX evidence needs its Intel PCS collateral "
+                "(QuoteCollateralV3) in evidence.collateral; no endorsement "
+                "source holds it for this platform (import it: openstack "
+                "tee endorsement import)", code="endorsement_not_found")
         if not isinstance(collateral, (dict, str)) or not collateral:
             raise evidence_mod.MalformedEvidence(
                 "TDX evidence needs its Intel PCS collateral "

@@ -243,6 +243,29 @@ class TEEClient:
             self._request("PUT", self._url("floors", product), floor),
             "set floor", "product")
 
+    def import_endorsements(self, bundle: dict[str, Any]
+                            ) -> list[dict[str, Any]]:
+        """``POST /v1/tee/endorsements``: the entries, each with ``new``."""
+        return self._entries(self._request(
+            "POST", self._url("endorsements"), bundle))
+
+    def list_endorsements(self, **filters: str) -> list[dict[str, Any]]:
+        """``GET /v1/tee/endorsements`` (kind, product, subject prefix)."""
+        query = parse.urlencode({k: v for k, v in filters.items() if v})
+        return self._entries(self._request(
+            "GET", self._url("endorsements") + (f"?{query}" if query
+                                                else "")))
+
+    @staticmethod
+    def _entries(doc: Any) -> list[dict[str, Any]]:
+        entries = doc.get("endorsements") if isinstance(doc, dict) else None
+        if not isinstance(entries, list) or not all(
+                isinstance(e, dict) and isinstance(e.get("id"), str)
+                for e in entries):
+            raise TEEClientError(None, BAD_RESPONSE, "the endorsement list "
+                                 "is not a list of endorsements")
+        return entries
+
     # -- evidence-authenticated routes -----------------------------------
     def challenge(self, secret_id: str) -> tuple[str, str]:
         """``POST /v1/tee/challenge`` -> ``(nonce, expires_at)``."""

@@ -31,13 +31,19 @@ OPTS = [
              "proves a guest."),
     cfg.ListOpt(
         "endorsement_sources",
-        default=[],
+        default=["database"],
         help="Endorsement sources (plugins in the "
              "openstack_tee.endorsements entry-point namespace), asked in "
              "this order for what a guest's evidence lacks (an SNP "
-             "report's VCEK or VLEK, a TDX quote's collateral). What a "
-             "source gives is verified against the trust roots like "
-             "anything a guest sends: a source adds no trust."),
+             "report's VCEK or VLEK, a TDX quote's collateral), and for "
+             "AMD CRLs checked on every SNP report. What a source gives "
+             "is verified against the trust roots like anything a guest "
+             "sends: a source adds no trust. The built-in 'database' is "
+             "the endorsement cache in Barbican's database (openstack tee "
+             "endorsement import): local, no network, verified on import "
+             "and on use. An empty list turns the cache off (guests must "
+             "then send their VCEK or collateral; cached CRLs are not "
+             "checked)."),
     cfg.IntOpt(
         "endorsement_cache_ttl",
         default=300, min=0,

@@ -71,6 +71,15 @@ COMPUTE_OPTS = [
         help="Retries of a call to the attestation service that failed on "
              "the network. A refusal is never retried."),
     cfg.StrOpt(
+        "vcek_path",
+        help="This host's VCEK (DER or PEM, optionally followed by its "
+             "ASK/ARK), as snphost fetches it from AMD KDS for the chip "
+             "and current TCB. With barbican_url, nova-compute imports it "
+             "into Barbican's endorsement cache at start and whenever the "
+             "file changes, so guests need not send their VCEK. Barbican "
+             "verifies it against its pinned AMD roots: the host adds no "
+             "trust."),
+    cfg.StrOpt(
         "barbican_noauth_project",
         help="Development and tests only: with no Keystone, call "
              "barbican_url with this X-Project-Id and the service role "

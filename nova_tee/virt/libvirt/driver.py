@@ -43,6 +43,7 @@ from nova_tee import specs
 from nova_tee.virt.libvirt import attest
 from nova_tee.virt.libvirt import capabilities
 from nova_tee.virt.libvirt import config as tee_config
+from nova_tee.virt.libvirt import endorse
 
 LOG = logging.getLogger(__name__)
 CONF = cfg.CONF
@@ -398,7 +399,9 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
         if not SNP_TDX:
             # Once, at start: what this host will not offer, and why.
             LOG.warning("openstack-tee: %s", unavailable_on_this_nova())
-        return super().init_host(host)
+        result = super().init_host(host)
+        endorse.publish_in_background()
+        return result
 
     # -- host ------------------------------------------------------------
     def _tee_mem_encryption_inventories(self) -> dict[str, Any]:
@@ -523,6 +526,8 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
             provider_tree.remove_traits(nodename, *sorted(stale))
         if current is not None:
             provider_tree.add_traits(nodename, current)
+        # A VCEK file changed with the firmware: publish it.
+        endorse.publish_in_background()
 
     # -- guest -----------------------------------------------------------
     @staticmethod

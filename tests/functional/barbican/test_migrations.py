@@ -206,7 +206,7 @@ sys.exit(cli.main(["db", "upgrade", "--config-file", conf, *sys.argv[4:]]))
 
 HEAD_TABLES = {"tee_policies", "tee_bindings", "tee_rates", "tee_floors",
                "tee_sev_sessions", "tee_instance_bindings",
-               "tee_spent_nonces"}
+               "tee_spent_nonces", "tee_endorsements"}
 
 POLICY_ID = "2f0c8a4e-5b1d-4c3e-9a7f-6d8e1b2c3a40"
 SECRET_ID = "6b1f5c0e-1d2a-4c8e-9f3b-2a7d4e6c8b10"
@@ -614,8 +614,9 @@ class MariaDBMigrationTest(_MigrationTests, base.TestCase):
                 {"i": POLICY_ID.upper()}).scalar_one())
         migrations.upgrade(self.engine)
         collations = self._collations()
-        # 19 string columns up to tee0003, and tee0004's tee_floors four.
-        self.assertEqual(23, len(collations))
+        # 19 string columns up to tee0003, tee0004's tee_floors four and
+        # tee0005's tee_endorsements eight.
+        self.assertEqual(31, len(collations))
         self.assertEqual({"utf8mb4_bin"}, set(collations.values()),
                          collations)
         store = self._store()

@@ -166,6 +166,31 @@ class OpenStackCLITest(base.TestCase):
             "tee", "floor", "set", "milan", "--bootloader", "1",
             "--snp", "2"))
 
+    def test_endorsement_import_and_list(self) -> None:
+        # AMD's own files, as KDS serves them: a Milan VCEK (DER) and
+        # cert_chain (ASK, ARK in PEM), recognised by their content.
+        vcek = base.fixture_path("virtee-sev", "tests", "certs_data",
+                                 "vcek_milan.der")
+        chain = base.fixture_path("virtee-sev", "tests", "certs_data",
+                                  "cert_chain_milan")
+        out = os.path.join(self.tmp, "bundle.json")
+        rows = self.json_cli("tee", "endorsement", "import", vcek, chain,
+                             "--output", out)
+        self.assertEqual(["vcek", "ask", "ark"], [r["kind"] for r in rows])
+        rows = self.json_cli("tee", "endorsement", "import", out)
+        # Verified CAs first, then the VCEK through them.
+        self.assertEqual([("ask", "milan"), ("ark", "milan"),
+                          ("vcek", "milan")],
+                         [(r["kind"], r["product"]) for r in rows])
+        listed = self.json_cli("tee", "endorsement", "list", "--kind",
+                               "vcek", "--subject", "d49554ec717f4e5b")
+        self.assertEqual([rows[2]["id"]], [r["id"] for r in listed])
+        self.assertFalse(listed[0]["expired"])
+        self.assertIn("endorsement_untrusted", self.failing(
+            "tee", "endorsement", "import", base.fixture_path(
+                "trustee", "deps", "verifier", "test_data", "snp",
+                "test-vcek-invalid-new.der")))
+
     def test_delete_reports_each_failure(self) -> None:
         policy_id = self.json_cli("tee", "policy", "create", "p", "--tee",
                                   "amd-sev", "--measurement",

@@ -184,7 +184,7 @@ class VerifierPluginTest(test_release._ServerTestBase):
         secret_id, key = self._bound_secret()
         # Not in the source: the guest must send it, as before.
         resp, _ = self._release(secret_id, self._snp_without_vcek(self.sp))
-        self._code(resp, 400, "evidence_invalid")
+        self._code(resp, 400, "endorsement_not_found")
         self._publish_vcek(self.sp.chip_id, self.sp.vcek_der)
         resp, guest_key = self._release(secret_id,
                                         self._snp_without_vcek(self.sp))
