@@ -161,6 +161,8 @@ _ROUTES = [
 # "luks-key" of libvirt's virt-qemu-sev-validate).
 SEV_LUKS_KEY_GUID = "736869e5-84f0-4973-92ec-06879ce3da0b"
 SEV_SESSION_TTL = 600
+# What a release answer says of its lease (also in the audit record).
+LEASE_FIELDS = ("max_age", "lease_expires_at")
 _SECRET_ID = re.compile(_UUID)
 _MAX_BODY = 256 * 1024
 # The highest record generation this worker process has seen per secret,
@@ -615,6 +617,11 @@ class TEEAPIFilter:
                            "measurement (for SEV-SNP, or name the ID key "
                            "digests of an owner-signed ID block): without "
                            "one any genuine guest would get the secret")
+        limit = self.conf.tee_attestation.lease_max_age
+        if parsed.max_age is not None and parsed.max_age > limit:
+            raise APIError(400, "policy_max_age",
+                           f"max_age may be at most {limit} seconds here "
+                           "([tee_attestation] lease_max_age)")
         policy_id = str(uuid.uuid4())
         self.store.create_policy(policy_id, ctx.project_id,
                                  parsed.to_dict())
@@ -1001,10 +1008,15 @@ class TEEAPIFilter:
             expires, now - nonce_mod.PRUNE_GRACE)
         if admission.count > self.conf.tee_api.release_rate_per_client:
             raise self._client_limited()
-        audit = {"secret_id": secret_id,
-                 "evidence_sha256": hashlib.sha256(json.dumps(
-                     evidence, sort_keys=True).encode()).hexdigest(),
-                 "client": client}
+        audit: dict[str, Any] = {
+            "secret_id": secret_id,
+            "evidence_sha256": hashlib.sha256(json.dumps(
+                evidence, sort_keys=True).encode()).hexdigest(),
+            "client": client}
+        if body.get("renewal") is True:
+            # The guest's word, recorded for the operator and never used
+            # for any decision.
+            audit["renewal"] = True
         try:
             if refused is not None:
                 raise refused
@@ -1013,13 +1025,15 @@ class TEEAPIFilter:
                                "unknown or already used nonce")
             assert nonce is not None and public is not None and (
                 isinstance(evidence, dict))
-            jwe_text, policy_id = self._release(
+            answer, policy_id = self._release(
                 nonce, public, secret_id, evidence, admission)
         except APIError as exc:
             self._audit(False, dict(audit, codes=exc.codes))
             raise
-        self._audit(True, dict(audit, codes=[], policy_id=policy_id))
-        return 200, {"jwe": jwe_text}
+        lease = {k: answer[k] for k in LEASE_FIELDS if k in answer}
+        self._audit(True, dict(audit, codes=[], policy_id=policy_id,
+                               **lease))
+        return 200, answer
 
     def _release_input(self, body: dict[str, Any], evidence: Any
                        ) -> tuple[str, jwk.JWK]:
@@ -1037,7 +1051,7 @@ class TEEAPIFilter:
 
     def _release(self, nonce: str, public: jwk.JWK, secret_id: str,
                  evidence: dict[str, Any],
-                 admission: db.Admission) -> tuple[str, str]:
+                 admission: db.Admission) -> tuple[dict[str, Any], str]:
         # The nonce was spent first (admission): a refused attempt cannot
         # be retried with the same challenge.
         # The record says who may receive the secret: it must open for
@@ -1055,10 +1069,33 @@ class TEEAPIFilter:
                            "this challenge and key")
         # Only a guest that could get the key anyway spends its budget.
         self._rate_secret(secret_id)
-        token = jwe.JWE(plaintext, recipient=public, protected={
+        protected: dict[str, Any] = {
             "alg": "ECDH-ES+A256KW", "enc": "A256GCM",
-            "kid": public.thumbprint()})
-        return token.serialize(compact=True), policy_id
+            "kid": public.thumbprint()}
+        lease = self._lease(policy)
+        if lease is not None:
+            # In the protected header, which A256GCM authenticates with
+            # the secret: a host cannot change what the guest reads there.
+            protected.update(tee_max_age=lease[0], tee_lease_exp=lease[1])
+        token = jwe.JWE(plaintext, recipient=public, protected=protected)
+        answer: dict[str, Any] = {"jwe": token.serialize(compact=True)}
+        if lease is not None:
+            when = datetime.datetime.fromtimestamp(lease[1], datetime.UTC)
+            answer.update(max_age=lease[0], lease_expires_at=when.replace(
+                tzinfo=None).isoformat() + "Z")
+        return answer, policy_id
+
+    def _lease(self, policy: policy_mod.Policy) -> tuple[int, int] | None:
+        """``(max_age, expiry as POSIX seconds)`` of a release, or None.
+
+        The policy's ``max_age``, cut to the operator's ``[tee_attestation]
+        lease_max_age``.
+        """
+        if policy.max_age is None:
+            return None
+        max_age = min(policy.max_age,
+                      self.conf.tee_attestation.lease_max_age)
+        return max_age, int(time.time()) + max_age
 
     def bind_instance(self, environ: dict[str, Any], instance: str,
                       id: str) -> tuple[int, Any]:  # noqa: A002
@@ -1484,9 +1521,10 @@ class TEEAPIFilter:
     def _audit(self, granted: bool, payload: dict[str, Any]) -> None:
         event = "tee.release.granted" if granted else "tee.release.denied"
         LOG.info("openstack-tee audit %s secret=%s codes=%s evidence=%s "
-                 "client=%s", event, payload["secret_id"],
+                 "client=%s%s", event, payload["secret_id"],
                  ",".join(payload["codes"]) or "-",
-                 payload["evidence_sha256"], payload.get("client"))
+                 payload["evidence_sha256"], payload.get("client"),
+                 " renewal=claimed" if payload.get("renewal") else "")
         if self.notifier is None:
             return
         # oslo.messaging masks any key that looks like "secret": name the

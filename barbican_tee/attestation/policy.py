@@ -31,6 +31,10 @@ TDX_TCB_STATUSES = (
     "ConfigurationAndSWHardeningNeeded", "OutOfDate",
     "OutOfDateConfigurationNeeded", "Revoked")
 
+# A lease (``max_age``) is 1 s to 1 year; the operator's
+# ``[tee_attestation] lease_max_age`` may bound it lower.
+MAX_AGE_LIMIT = 365 * 24 * 3600
+
 _DIGEST_SIZES = {"amd-sev-snp": 48, "intel-tdx": 48, "amd-sev": 32,
                  "amd-sev-es": 32}
 
@@ -100,6 +104,9 @@ class Policy:
     mr_seam: bytes | None = None
     xfam: int | None = None
     td_attributes: int | None = None
+    # Seconds the released key may be held before the guest attests again
+    # (the release answer's lease); None: no lease.
+    max_age: int | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Policy:
@@ -169,12 +176,17 @@ class Policy:
             xfam=_opt_u64(data.get("xfam"), "xfam"),
             td_attributes=_opt_u64(data.get("td_attributes"),
                                    "td_attributes"),
+            max_age=_max_age(data.get("max_age")),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The canonical JSON form (bytes as lowercase hex)."""
+        """The canonical JSON form (bytes as lowercase hex).
+
+        ``max_age`` is there only when set, so a policy without a lease
+        reads exactly as before leases existed.
+        """
         gp = self.guest_policy
-        return {
+        doc: dict[str, Any] = {
             "name": self.name,
             "tee": self.tee,
             "measurements": [m.hex() for m in self.measurements],
@@ -206,6 +218,9 @@ class Policy:
             "td_attributes": (f"{self.td_attributes:#018x}"
                               if self.td_attributes is not None else None),
         }
+        if self.max_age is not None:
+            doc["max_age"] = self.max_age
+        return doc
 
 
 def _bad(message: str, code: str) -> errors.InvalidInput:
@@ -278,6 +293,18 @@ def _opt_u64(value: Any, field: str) -> int | None:
         raise _bad(f"{field} must be 16 hex digits (64 bits), e.g. "
                    "0x0000000000000000", f"policy_{field}")
     return int(text, 16)
+
+
+def _max_age(value: Any) -> int | None:
+    """``max_age``: whole seconds, 1 to :data:`MAX_AGE_LIMIT`; null: none."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not (
+            1 <= value <= MAX_AGE_LIMIT):
+        raise _bad(f"max_age must be a whole number of seconds from 1 to "
+                   f"{MAX_AGE_LIMIT} (one year), or null for no lease",
+                   "policy_max_age")
+    return value
 
 
 def _min_tcb(value: Any) -> snp.TcbVersion | None:

@@ -10,6 +10,12 @@
 5. post it to ``/v1/tee/release`` and decrypt the compact JWE
    (ECDH-ES+A256KW, A256GCM) with the ephemeral private key.
 
+When the policy gives a lease, the JWE's protected header (authenticated
+with the secret by A256GCM) carries ``tee_max_age`` and ``tee_lease_exp``;
+:func:`release_key` reads the lease from there, never from the answer's
+plain JSON fields alone (a host could change those), and refuses an answer
+whose plain fields disagree with it.
+
 The private key never leaves this process and is never printed.
 """
 
@@ -17,8 +23,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
+import dataclasses
+import datetime
 import hashlib
 import json
+import time
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -41,8 +51,8 @@ class GuestError(Exception):
     """The fetch failed for a reason that is neither configfs-tsm's nor
     the service's; ``code`` is stable.
 
-    Codes: ``bad_nonce``, ``jwe_invalid``, ``snp_cert_table_malformed``,
-    ``unsupported_provider``.
+    Codes: ``bad_nonce``, ``jwe_invalid``, ``lease_mismatch``,
+    ``snp_cert_table_malformed``, ``unsupported_provider``.
     """
 
     def __init__(self, code: str, message: str) -> None:
@@ -152,8 +162,86 @@ def build_evidence(report: tsm.Report,
     return evidence
 
 
+@dataclasses.dataclass(frozen=True)
+class Lease:
+    """How long a released key may be held.
+
+    ``expires_at`` (POSIX seconds) is the earlier of the service's expiry
+    and this guest's own clock at receipt plus ``max_age``: a clock that
+    differs from the service's never lengthens the lease.
+    """
+
+    max_age: int
+    expires_at: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"max_age": self.max_age, "expires_at": self.expires_at,
+                "lease_expires_at": iso_time(self.expires_at)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Released:
+    key: bytes
+    lease: Lease | None
+
+
+def iso_time(posix: int) -> str:
+    """``2026-11-30T13:00:00Z`` for POSIX seconds."""
+    when = datetime.datetime.fromtimestamp(posix, datetime.UTC)
+    return when.replace(tzinfo=None).isoformat() + "Z"
+
+
+def _parse_iso(text: Any) -> int | None:
+    if not isinstance(text, str) or not text.endswith("Z"):
+        return None
+    try:
+        when = datetime.datetime.fromisoformat(text[:-1])
+    except ValueError:
+        return None
+    return int(when.replace(tzinfo=datetime.UTC).timestamp())
+
+
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
+
+
+def lease_from(header: dict[str, Any], answer: dict[str, Any],
+               now: float) -> Lease | None:
+    """The lease of a release, from the JWE's protected header.
+
+    ``answer``'s ``max_age`` and ``lease_expires_at`` must say the same
+    (or be absent); ``now`` is this guest's clock when the answer came.
+    """
+    max_age = header.get("tee_max_age")
+    expiry = header.get("tee_lease_exp")
+    plain = (answer.get("max_age"), answer.get("lease_expires_at"))
+    if max_age is None and expiry is None:
+        if plain != (None, None):
+            raise GuestError("lease_mismatch",
+                             "the answer names a lease the encrypted "
+                             "release does not carry")
+        return None
+    seconds, end = _positive_int(max_age), _positive_int(expiry)
+    if seconds is None or end is None:
+        raise GuestError("lease_mismatch",
+                         "the release's lease is malformed")
+    if plain != (None, None) and (
+            plain[0] != seconds or _parse_iso(plain[1]) != end):
+        raise GuestError("lease_mismatch",
+                         "the answer's max_age / lease_expires_at differ "
+                         "from the lease in the encrypted release")
+    return Lease(max_age=seconds, expires_at=min(end, int(now) + seconds))
+
+
 def decrypt(token: str, key: jwc_jwk.JWK) -> bytes:
     """Open the compact JWE that ``release`` returned."""
+    return _open(token, key)[0]
+
+
+def _open(token: str, key: jwc_jwk.JWK) -> tuple[bytes, dict[str, Any]]:
+    """The JWE's payload and its (authenticated) protected header."""
     try:
         jwe = jwc_jwe.JWE(algs=[JWE_ALG, JWE_ENC])
         jwe.deserialize(token, key=key)
@@ -171,7 +259,7 @@ def decrypt(token: str, key: jwc_jwk.JWK) -> bytes:
                          "the released secret cannot be decrypted with "
                          "this guest's key (malformed or not for this "
                          "key)") from None
-    return payload
+    return payload, dict(header)
 
 
 def fetch_key(client: rest.TEEClient, secret_id: str,
@@ -182,6 +270,22 @@ def fetch_key(client: rest.TEEClient, secret_id: str,
 
     ``collateral``: see :func:`build_evidence` (needed for TDX).
     """
+    return release_key(client, secret_id, reporter, privlevel=privlevel,
+                       collateral=collateral).key
+
+
+def release_key(client: rest.TEEClient, secret_id: str,
+                reporter: tsm.TSMReporter | None = None,
+                privlevel: int | None = None,
+                collateral: dict[str, Any] | None = None,
+                renewal: bool = False,
+                clock: Callable[[], float] = time.time) -> Released:
+    """:func:`fetch_key`, with the release's lease.
+
+    Every call is a new attestation: a new key pair, challenge, report
+    and release. ``renewal`` only tells the service's audit record that
+    this guest held the key before. ``clock`` is this guest's clock.
+    """
     reporter = reporter or tsm.TSMReporter()
     # Fail before asking for a nonce when there is no configfs-tsm.
     reporter.check()
@@ -190,5 +294,8 @@ def fetch_key(client: rest.TEEClient, secret_id: str,
     data = report_data(nonce, key)
     report = reporter.get_report(data, privlevel=privlevel)
     evidence = build_evidence(report, collateral)
-    token = client.release(secret_id, nonce, evidence, public_jwk(key))
-    return decrypt(token, key)
+    answer = client.release_answer(secret_id, nonce, evidence,
+                                   public_jwk(key), renewal=renewal)
+    secret, header = _open(answer["jwe"], key)
+    return Released(key=secret,
+                    lease=lease_from(header, answer, clock()))

@@ -317,16 +317,31 @@ class TEEClient:
     def release(self, secret_id: str, nonce: str, evidence: dict[str, Any],
                 public_key_jwk: dict[str, Any]) -> str:
         """``POST /v1/tee/release`` -> the secret as a compact JWE."""
-        doc = self._dict(
-            self._request("POST", self._url("release"), {
-                "secret_id": secret_id,
-                "nonce": nonce,
-                "evidence": evidence,
-                "public_key": public_key_jwk,
-            }),
-            "release", "jwe")
-        jwe: str = doc["jwe"]
+        jwe: str = self.release_answer(secret_id, nonce, evidence,
+                                       public_key_jwk)["jwe"]
         return jwe
+
+    def release_answer(self, secret_id: str, nonce: str,
+                       evidence: dict[str, Any],
+                       public_key_jwk: dict[str, Any],
+                       renewal: bool = False) -> dict[str, Any]:
+        """``POST /v1/tee/release`` -> the whole answer (``jwe``, and
+        ``max_age`` and ``lease_expires_at`` when the policy gives a lease).
+
+        ``renewal`` tells the service (for its audit record only) that
+        this guest held the key already.
+        """
+        body: dict[str, Any] = {
+            "secret_id": secret_id,
+            "nonce": nonce,
+            "evidence": evidence,
+            "public_key": public_key_jwk,
+        }
+        if renewal:
+            body["renewal"] = True
+        return self._dict(
+            self._request("POST", self._url("release"), body),
+            "release", "jwe")
 
 
 def _reason(exc: requests.ConnectionError) -> str:

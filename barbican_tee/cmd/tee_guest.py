@@ -5,18 +5,32 @@
 
 The key goes to stdout as raw bytes or, with ``--out``, into a new file
 of mode 0600 (never over an existing one), fit for ``cryptsetup
---key-file``. Exit codes: 0 ok; 1 anything else; 2 configfs-tsm
-unusable; 3 the service refused (its code and message are printed);
-4 network failure.
+--key-file``. When the policy gives a lease (``max_age``), ``--out FILE``
+also writes ``FILE.lease`` (JSON: until when the key may be held).
+
+``tee-guest renew --secret ID --endpoint URL --out FILE
+[--on-failure CMD]`` attests again (new key pair, challenge, evidence and
+release) and replaces FILE atomically. When the service refuses (a 403 or
+404 other than a spent nonce), or renewal fails in any way once the lease
+has ended, FILE is overwritten and removed, FILE.lease removed and CMD
+run; a failure while the lease still runs keeps the key, so that the
+next run can retry.
+
+Exit codes: 0 ok; 1 anything else; 2 configfs-tsm unusable; 3 the
+service refused (its code and message are printed); 4 network failure.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from collections.abc import Sequence
 import json
 import os
+import shlex
+import subprocess
 import sys
+import time
 from typing import Any
 from typing import BinaryIO
 from typing import NoReturn
@@ -33,6 +47,10 @@ EXIT_REFUSED = 3
 EXIT_NETWORK = 4
 
 PROG = "tee-guest"
+LEASE_SUFFIX = ".lease"
+# Refusals that say nothing about this guest: a spent or late nonce.
+_RETRYABLE_CODES = frozenset({"nonce_unknown", "nonce_expired"})
+ON_FAILURE_TIMEOUT = 120
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,24 +70,42 @@ def _parser() -> argparse.ArgumentParser:
                                             "confidential guest.")
     sub = parser.add_subparsers(dest="command", required=True)
     fetch = sub.add_parser("fetch", help="attest and fetch a secret")
-    fetch.add_argument("--secret", required=True,
-                       help="ID of the sealed secret")
-    fetch.add_argument("--endpoint", required=True,
-                       help="Barbican endpoint, e.g. https://kms:9311")
-    fetch.add_argument("--out", metavar="FILE",
-                       help="write the key to a new 0600 file instead of "
-                            "stdout")
-    fetch.add_argument("--tsm-root", default=tsm.DEFAULT_ROOT,
-                       metavar="PATH",
-                       help="configfs-tsm report directory "
-                            "(default: %(default)s)")
-    fetch.add_argument("--timeout", type=float, default=30.0,
-                       metavar="S", help="HTTP timeout in seconds")
-    fetch.add_argument("--privlevel", type=int, choices=range(4),
-                       help="SEV-SNP VMPL to request the report at")
-    fetch.add_argument("--collateral", metavar="FILE",
-                       help="TDX: Intel PCS collateral (QuoteCollateralV3 "
-                            "JSON) for this platform, sent with the quote")
+    renew = sub.add_parser(
+        "renew", help="attest again before the key's lease ends; drop "
+                      "the key when refused or when the lease ended")
+    for cmd in (fetch, renew):
+        cmd.add_argument("--secret", required=True,
+                         help="ID of the sealed secret")
+        cmd.add_argument("--endpoint", required=True,
+                         help="Barbican endpoint, e.g. https://kms:9311")
+        if cmd is fetch:
+            cmd.add_argument("--out", metavar="FILE",
+                             help="write the key to a new 0600 file "
+                                  "instead of stdout (and its lease, if "
+                                  "any, to FILE.lease)")
+        else:
+            cmd.add_argument("--out", metavar="FILE", required=True,
+                             help="the key file to replace (written 0600, "
+                                  "atomically); FILE.lease holds its "
+                                  "lease")
+            cmd.add_argument("--on-failure", metavar="CMD",
+                             help="command run (no shell) after the key "
+                                  "was dropped, e.g. to close a LUKS "
+                                  "mapping; it gets TEE_GUEST_FAILURE_CODE,"
+                                  " TEE_GUEST_SECRET_ID and "
+                                  "TEE_GUEST_KEY_FILE in its environment")
+        cmd.add_argument("--tsm-root", default=tsm.DEFAULT_ROOT,
+                         metavar="PATH",
+                         help="configfs-tsm report directory "
+                              "(default: %(default)s)")
+        cmd.add_argument("--timeout", type=float, default=30.0,
+                         metavar="S", help="HTTP timeout in seconds")
+        cmd.add_argument("--privlevel", type=int, choices=range(4),
+                         help="SEV-SNP VMPL to request the report at")
+        cmd.add_argument("--collateral", metavar="FILE",
+                         help="TDX: Intel PCS collateral "
+                              "(QuoteCollateralV3 JSON) for this platform, "
+                              "sent with the quote")
     return parser
 
 
@@ -122,8 +158,90 @@ def _write_new_file(path: str, data: bytes) -> None:
     os.close(fd)
 
 
+def _replace_file(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` 0600, atomically (new file, rename)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise _OutputError("output_unwritable",
+                           f"cannot remove {tmp}: {exc.strerror}") from None
+    _write_new_file(tmp, data)
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        os.unlink(tmp)
+        raise _OutputError("output_unwritable",
+                           f"cannot replace {path}: {exc.strerror}") from None
+
+
+def _drop_file(path: str) -> bool:
+    """Overwrite ``path`` with zeros and remove it; whether it existed.
+
+    The overwrite is best effort (a journal or copy-on-write file system
+    may keep old blocks): keep key files on tmpfs, e.g. under /run.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        fd = -1  # e.g. a symlink: removed below, nothing written through
+    if fd >= 0:
+        try:
+            size = os.fstat(fd).st_size
+            os.write(fd, b"\0" * size)
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    return True
+
+
+def _write_lease(path: str, secret_id: str,
+                 lease: guest.Lease | None) -> None:
+    if lease is None:
+        _drop_file(path)
+        return
+    doc = dict(lease.as_dict(), secret_id=secret_id)
+    _replace_file(path, json.dumps(doc, sort_keys=True).encode() + b"\n")
+
+
+def _lease_end(path: str) -> float | None:
+    """When the held key's lease ends (POSIX seconds), None: no lease.
+
+    A lease file that cannot be read counts as a lease that has ended.
+    """
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return 0.0
+    end = doc.get("expires_at") if isinstance(doc, dict) else None
+    if not isinstance(end, int) or isinstance(end, bool):
+        return 0.0
+    return float(end)
+
+
+def _lease_note(lease: guest.Lease | None) -> str:
+    if lease is None:
+        return "no lease"
+    return (f"lease until {guest.iso_time(lease.expires_at)} (max_age "
+            f"{lease.max_age} s); renew at least every "
+            f"{max(1, lease.max_age // 3)} s")
+
+
 def _fetch(args: argparse.Namespace, stdout: BinaryIO,
-           err: TextIO) -> int:
+           err: TextIO, clock: Callable[[], float]) -> int:
     if args.out is not None and os.path.lexists(args.out):
         # Checked early so no nonce is spent; O_EXCL checks again.
         raise _OutputError("output_exists",
@@ -136,21 +254,103 @@ def _fetch(args: argparse.Namespace, stdout: BinaryIO,
         return EXIT_ERROR
     collateral = _collateral(args.collateral)
     reporter = tsm.TSMReporter(args.tsm_root)
-    key = guest.fetch_key(client, args.secret, reporter,
-                          privlevel=args.privlevel, collateral=collateral)
+    released = guest.release_key(client, args.secret, reporter,
+                                 privlevel=args.privlevel,
+                                 collateral=collateral, clock=clock)
+    key = released.key
     if args.out is None:
         stdout.write(key)
         stdout.flush()
     else:
         _write_new_file(args.out, key)
+        _write_lease(args.out + LEASE_SUFFIX, args.secret, released.lease)
         print(f"{PROG}: wrote {len(key)} bytes to {args.out} (mode 0600)",
               file=err)
+    if released.lease is not None:
+        print(f"{PROG}: {_lease_note(released.lease)}", file=err)
     return EXIT_OK
+
+
+def _renew(args: argparse.Namespace, err: TextIO,
+           clock: Callable[[], float]) -> int:
+    lease_path = args.out + LEASE_SUFFIX
+    failure: tuple[int, str, str, bool] | None = None
+    try:
+        client = rest.TEEClient(args.endpoint, timeout=args.timeout)
+        released = guest.release_key(
+            client, args.secret, tsm.TSMReporter(args.tsm_root),
+            privlevel=args.privlevel,
+            collateral=_collateral(args.collateral), renewal=True,
+            clock=clock)
+    except ValueError as exc:
+        failure = (EXIT_ERROR, "bad_endpoint", str(exc), False)
+    except rest.TEEClientError as exc:
+        refused = exc.status in (403, 404) and (
+            exc.code not in _RETRYABLE_CODES)
+        if exc.status is None and exc.code == rest.NETWORK_ERROR:
+            failure = (EXIT_NETWORK, exc.code,
+                       f"network failure: {exc.message}", False)
+        elif exc.status is None:
+            failure = (EXIT_ERROR, exc.code, exc.message, False)
+        else:
+            failure = (EXIT_REFUSED, exc.code,
+                       f"the service refused (HTTP {exc.status}): "
+                       f"{exc.message}", refused)
+    except tsm.TSMError as exc:
+        failure = (EXIT_TSM, exc.code,
+                   f"configfs-tsm is unusable: {exc.message}", False)
+    except (guest.GuestError, _OutputError) as exc:
+        failure = (EXIT_ERROR, exc.code, str(exc), False)
+    if failure is None:
+        _replace_file(args.out, released.key)
+        _write_lease(lease_path, args.secret, released.lease)
+        print(f"{PROG}: renewed {args.out}; "
+              f"{_lease_note(released.lease)}", file=err)
+        return EXIT_OK
+    status, code, message, refused = failure
+    print(f"{PROG}: renewal failed [{code}]: {message}", file=err)
+    end = _lease_end(lease_path)
+    ended = end is not None and clock() >= end
+    if not refused and not ended:
+        if end is None:
+            print(f"{PROG}: the key has no lease; {args.out} is kept",
+                  file=err)
+        else:
+            print(f"{PROG}: the lease runs until "
+                  f"{guest.iso_time(int(end))}; {args.out} is kept, "
+                  "retry before then", file=err)
+        return status
+    why = "refused" if refused else "its lease ended"
+    dropped = _drop_file(args.out)
+    _drop_file(lease_path)
+    print(f"{PROG}: {why}: {args.out} "
+          f"{'overwritten and removed' if dropped else 'was already gone'}",
+          file=err)
+    _on_failure(args, code, err)
+    return status
+
+
+def _on_failure(args: argparse.Namespace, code: str, err: TextIO) -> None:
+    if not args.on_failure:
+        return
+    env = dict(os.environ, TEE_GUEST_FAILURE_CODE=code,
+               TEE_GUEST_SECRET_ID=args.secret, TEE_GUEST_KEY_FILE=args.out)
+    try:
+        done = subprocess.run(  # noqa: S603 - the operator's command
+            shlex.split(args.on_failure), env=env, check=False,
+            timeout=ON_FAILURE_TIMEOUT, stdin=subprocess.DEVNULL)
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        print(f"{PROG}: --on-failure command failed: {exc}", file=err)
+        return
+    if done.returncode != 0:
+        print(f"{PROG}: --on-failure command exited {done.returncode}",
+              file=err)
 
 
 def main(argv: Sequence[str] | None = None, *,
          stdout: BinaryIO | None = None,
-         stderr: TextIO | None = None) -> int:
+         stderr: TextIO | None = None,
+         clock: Callable[[], float] = time.time) -> int:
     err = stderr if stderr is not None else sys.stderr
     out = stdout if stdout is not None else sys.stdout.buffer
     try:
@@ -158,7 +358,9 @@ def main(argv: Sequence[str] | None = None, *,
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     try:
-        return _fetch(args, out, err)
+        if args.command == "renew":
+            return _renew(args, err, clock)
+        return _fetch(args, out, err, clock)
     except tsm.TSMError as exc:
         print(f"{PROG}: configfs-tsm is unusable [{exc.code}]: "
               f"{exc.message}", file=err)

@@ -84,6 +84,15 @@ OPTS = [
              "AMD's roots. Never needed in production; the test and demo "
              "environments use it for the software secure-processor "
              "model's test ARK."),
+    cfg.IntOpt(
+        "lease_max_age",
+        default=30 * 24 * 3600, min=1, max=365 * 24 * 3600,
+        help="Longest lease, in seconds, a policy's max_age may give a "
+             "released key (30 days by default). A policy asking for more "
+             "is refused with policy_max_age when it is created; a stored "
+             "policy's lease is cut to this at release, so lowering it "
+             "shortens every lease given from then on. Policies without "
+             "max_age give no lease, whatever this says."),
     cfg.ListOpt(
         "extra_sev_trust_roots",
         default=[],

@@ -20,7 +20,7 @@ LOG = logging.getLogger(__name__)
 COLUMNS = ("id", "name", "tee", "measurements", "min_tcb", "guest_policy",
            "host_data", "id_key_digests", "author_key_digests", "signers",
            "vmpl", "tcb_statuses", "mr_config_id", "mr_owner", "rtmrs",
-           "mr_seam", "xfam", "td_attributes", "policy_ref")
+           "mr_seam", "xfam", "td_attributes", "max_age", "policy_ref")
 MEASURE_MODES = {"amd-sev-snp": measure.Mode.SNP,
                  "amd-sev-es": measure.Mode.SEV_ES,
                  "amd-sev": measure.Mode.SEV}
@@ -186,6 +186,10 @@ class CreatePolicy(command.ShowOne):
                             help="required TDX XFAM (64 bits)")
         parser.add_argument("--td-attributes", metavar="<hex>",
                             help="required TDX TD attributes (64 bits)")
+        parser.add_argument("--max-age", type=int, metavar="<seconds>",
+                            help="lease: a released key may be held this "
+                                 "long before the guest attests again "
+                                 "(tee-guest renew); default: no lease")
         return parser
 
     def document(self, args: argparse.Namespace) -> dict[str, Any]:
@@ -218,7 +222,8 @@ class CreatePolicy(command.ShowOne):
                            ("mr_config_id", args.mr_config_id),
                            ("mr_owner", args.mr_owner),
                            ("mr_seam", args.mr_seam), ("xfam", args.xfam),
-                           ("td_attributes", args.td_attributes)):
+                           ("td_attributes", args.td_attributes),
+                           ("max_age", args.max_age)):
             if value is not None:
                 doc[key] = value
         rtmrs = _key_values(args.rtmr, "--rtmr", ("0", "1", "2", "3"))

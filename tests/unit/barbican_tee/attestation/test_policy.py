@@ -86,6 +86,28 @@ class PolicyDocumentTest(base.TestCase):
             "guest_policy": {"debug": False, "migrate_ma": None}})
         self.assertEqual(p, old)
 
+    def test_max_age_is_a_lease_in_seconds(self) -> None:
+        base_doc = {"tee": "amd-sev-snp",
+                    "measurements": [MEASUREMENT.hex()]}
+        # Absent or null: no lease, and the canonical form is unchanged.
+        for doc in (base_doc, dict(base_doc, max_age=None)):
+            p = policy.Policy.from_dict(doc)
+            self.assertIsNone(p.max_age)
+            self.assertNotIn("max_age", p.to_dict())
+        p = policy.Policy.from_dict(dict(base_doc, max_age=3600))
+        self.assertEqual(3600, p.max_age)
+        self.assertEqual(3600, p.to_dict()["max_age"])
+        self.assertEqual(p, policy.Policy.from_dict(p.to_dict()))
+        self.assertEqual(policy.MAX_AGE_LIMIT, policy.Policy.from_dict(
+            dict(base_doc, max_age=policy.MAX_AGE_LIMIT)).max_age)
+        for bad in (0, -1, policy.MAX_AGE_LIMIT + 1, 1.5, "60", True, [],
+                    {}):
+            with self.subTest(max_age=bad):
+                exc = self.assertRaises(
+                    errors.InvalidInput, policy.Policy.from_dict,
+                    dict(base_doc, max_age=bad))
+                self.assertEqual("policy_max_age", exc.code)
+
     def test_bad_documents_have_their_own_codes(self) -> None:
         cases = [
             ([], "policy_malformed"),

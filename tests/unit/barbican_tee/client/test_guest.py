@@ -18,6 +18,7 @@ import os
 import secrets
 import socket
 import stat
+import sys
 import threading
 from typing import Any
 
@@ -59,6 +60,11 @@ class FakeTEEService:
         self.challenges = 0
         self.released: list[dict[str, Any]] = []
         self.failures: list[str] = []
+        # (max_age, expiry) of every release, as barbican-api gives it;
+        # plain_lease: what the answer's JSON says instead (a host's edit).
+        self.lease: tuple[int, int] | None = None
+        self.plain_lease: dict[str, Any] | None = None
+        self.renewals: list[Any] = []
 
     # -- routes ----------------------------------------------------------
     def handle(self, method: str, path: str, headers: Any,
@@ -144,10 +150,20 @@ class FakeTEEService:
             self.failures.append(code)
             return status, {"error": {"code": code, "message": message}}
         self.released.append(verified.claims())
-        token = jwc_jwe.JWE(secret, protected=json.dumps(
-            {"alg": "ECDH-ES+A256KW", "enc": "A256GCM"}))
+        self.renewals.append(body.get("renewal"))
+        protected: dict[str, Any] = {"alg": "ECDH-ES+A256KW",
+                                     "enc": "A256GCM"}
+        answer: dict[str, Any] = {}
+        if self.lease is not None:
+            protected.update(tee_max_age=self.lease[0],
+                             tee_lease_exp=self.lease[1])
+            answer.update(max_age=self.lease[0],
+                          lease_expires_at=guest.iso_time(self.lease[1]))
+        if self.plain_lease is not None:
+            answer.update(self.plain_lease)
+        token = jwc_jwe.JWE(secret, protected=json.dumps(protected))
         token.add_recipient(key)
-        return 200, {"jwe": token.serialize(compact=True)}
+        return 200, dict(answer, jwe=token.serialize(compact=True))
 
 
 class FakeTEEServer(fixtures.Fixture):
@@ -381,6 +397,169 @@ class TestTeeGuest(_Base):
         with fixtures.MonkeyPatch("sys.stderr", err):
             rc = tee_guest.main(["fetch", "--secret", "x"])
         self.assertEqual(1, rc)
+
+
+class TestRenew(_Base):
+    """Leases and ``tee-guest renew`` on a clock the test controls."""
+
+    NOW = 1_900_000_000
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.now = float(self.NOW)
+        self.root = self.useFixture(configfs.FakeConfigfsTsm(self.sp)).root
+        self.key_file = os.path.join(self.tmp, "disk.key")
+        self.lease_file = self.key_file + ".lease"
+        self.marker = os.path.join(self.tmp, "on-failure")
+        self.service.lease = (60, self.NOW + 60)
+
+    def _main(self, command: str, *extra: str,
+              endpoint: str | None = None) -> tuple[int, str]:
+        err = io.StringIO()
+        argv = [command, "--secret", self.secret_id,
+                "--endpoint", endpoint or self.server.url,
+                "--tsm-root", self.root, "--timeout", "10",
+                "--out", self.key_file, *extra]
+        rc = tee_guest.main(argv, stdout=io.BytesIO(), stderr=err,
+                            clock=lambda: self.now)
+        return rc, err.getvalue()
+
+    def _on_failure(self) -> list[str]:
+        # No shell: the command and its arguments, as an operator gives.
+        script = ("import os, sys; open(sys.argv[1], 'w').write("
+                  "os.environ['TEE_GUEST_FAILURE_CODE'] + ' ' + "
+                  "os.environ['TEE_GUEST_KEY_FILE'])")
+        return ["--on-failure",
+                f"{sys.executable} -c \"{script}\" {self.marker}"]
+
+    def _lease_doc(self) -> dict[str, Any]:
+        with open(self.lease_file) as f:
+            doc: dict[str, Any] = json.load(f)
+        return doc
+
+    def _fetched(self) -> None:
+        rc, err = self._main("fetch")
+        self.assertEqual(0, rc, err)
+        self.assertIn("max_age 60 s", err)
+        self.assertEqual({"secret_id": self.secret_id, "max_age": 60,
+                          "expires_at": self.NOW + 60,
+                          "lease_expires_at": guest.iso_time(
+                              self.NOW + 60)}, self._lease_doc())
+        self.assertEqual(0o600, stat.S_IMODE(os.stat(self.lease_file)
+                                             .st_mode))
+
+    def test_renew_attests_again_and_extends_the_lease(self) -> None:
+        self._fetched()
+        self.now += 30
+        self.service.lease = (60, self.NOW + 90)
+        rc, err = self._main("renew", *self._on_failure())
+        self.assertEqual(0, rc, err)
+        self.assertIn("renewed", err)
+        # A whole new attestation, saying it is a renewal (for the audit).
+        self.assertEqual([None, True], self.service.renewals)
+        self.assertEqual(2, self.service.challenges)
+        with open(self.key_file, "rb") as f:
+            self.assertEqual(self.secret, f.read())
+        self.assertEqual(0o600, stat.S_IMODE(os.stat(self.key_file)
+                                             .st_mode))
+        self.assertEqual(self.NOW + 90, self._lease_doc()["expires_at"])
+        self.assertFalse(os.path.exists(self.marker))
+        self.assertEqual([], [n for n in os.listdir(self.tmp)
+                              if ".tmp-" in n])
+
+    def test_refusal_drops_the_key_and_runs_the_action(self) -> None:
+        self._fetched()
+        self.service.refuse = (403, "tcb_below_floor", "below the floor")
+        rc, err = self._main("renew", *self._on_failure())
+        self.assertEqual(3, rc, err)
+        self.assertIn("[tcb_below_floor]", err)
+        self.assertIn("overwritten and removed", err)
+        # Dropped although the lease still ran: the service said no.
+        self.assertFalse(os.path.exists(self.key_file))
+        self.assertFalse(os.path.exists(self.lease_file))
+        with open(self.marker) as f:
+            self.assertEqual(f"tcb_below_floor {self.key_file}", f.read())
+
+    def test_unreachable_service_keeps_the_key_until_the_lease_ends(
+            self) -> None:
+        self._fetched()
+        closed = f"http://127.0.0.1:{_closed_port()}"
+        self.now += 59
+        rc, err = self._main("renew", *self._on_failure(), endpoint=closed)
+        self.assertEqual(4, rc, err)
+        self.assertIn("is kept", err)
+        self.assertTrue(os.path.exists(self.key_file))
+        self.assertFalse(os.path.exists(self.marker))
+        # A spent nonce is no refusal of this guest either.
+        self.service.refuse = (403, "nonce_expired", "too late")
+        rc, err = self._main("renew", *self._on_failure())
+        self.assertEqual(3, rc, err)
+        self.assertTrue(os.path.exists(self.key_file))
+        # Once the lease has ended, any failure drops the key.
+        self.now += 1
+        rc, err = self._main("renew", *self._on_failure(), endpoint=closed)
+        self.assertEqual(4, rc, err)
+        self.assertIn("its lease ended", err)
+        self.assertFalse(os.path.exists(self.key_file))
+        self.assertFalse(os.path.exists(self.lease_file))
+        with open(self.marker) as f:
+            self.assertEqual(f"network_error {self.key_file}", f.read())
+
+    def test_lease_is_read_from_the_encrypted_release_only(self) -> None:
+        # A host that edits the plain answer is caught.
+        for plain in ({"max_age": 3600},
+                      {"lease_expires_at": guest.iso_time(self.NOW + 999)}):
+            with self.subTest(plain=plain):
+                self.service.plain_lease = plain
+                rc, err = self.main_fetch_to_stdout()
+                self.assertEqual(1, rc, err)
+                self.assertIn("lease_mismatch", err)
+        # Stripping the plain fields changes nothing: the header rules.
+        self.service.plain_lease = {"max_age": None,
+                                    "lease_expires_at": None}
+        rc, err = self.main_fetch_to_stdout()
+        self.assertEqual(0, rc, err)
+        self.assertIn("max_age 60 s", err)
+
+    def main_fetch_to_stdout(self) -> tuple[int, str]:
+        err = io.StringIO()
+        rc = tee_guest.main(["fetch", "--secret", self.secret_id,
+                             "--endpoint", self.server.url,
+                             "--tsm-root", self.root],
+                            stdout=io.BytesIO(), stderr=err,
+                            clock=lambda: self.now)
+        return rc, err.getvalue()
+
+    def test_guest_clock_never_lengthens_the_lease(self) -> None:
+        header = {"tee_max_age": 60, "tee_lease_exp": self.NOW + 60}
+        # The guest's clock behind the service's: its own receipt + 60.
+        lease = guest.lease_from(header, {}, self.NOW - 3600)
+        self.assertEqual(self.NOW - 3540, lease.expires_at)
+        # Ahead: the service's expiry.
+        lease = guest.lease_from(header, {}, self.NOW + 10)
+        self.assertEqual(self.NOW + 60, lease.expires_at)
+        self.assertIsNone(guest.lease_from({}, {}, self.NOW))
+        for bad in ({"tee_max_age": 60}, {"tee_max_age": True,
+                                          "tee_lease_exp": 5},
+                    {"tee_max_age": 0, "tee_lease_exp": 5}):
+            with self.subTest(header=bad):
+                exc = self.assertRaises(guest.GuestError, guest.lease_from,
+                                        bad, {}, self.NOW)
+                self.assertEqual("lease_mismatch", exc.code)
+
+    def test_no_lease_no_lease_file(self) -> None:
+        self.service.lease = None
+        with open(self.lease_file, "w") as f:
+            f.write("stale")
+        rc, err = self._main("fetch")
+        self.assertEqual(0, rc, err)
+        self.assertNotIn("lease", err)
+        self.assertFalse(os.path.exists(self.lease_file))
+        self.service.refuse = (503, "unavailable", "try later")
+        rc, err = self._main("renew")
+        self.assertEqual(3, rc, err)
+        self.assertIn("no lease", err)
+        self.assertTrue(os.path.exists(self.key_file))
 
 
 class TestGuestPieces(base.TestCase):

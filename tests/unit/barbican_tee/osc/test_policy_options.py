@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from unittest import mock
 
+from osc_lib import exceptions
+
 from barbican_tee.osc.v1 import policy as osc_policy
 from tests import base
 
@@ -38,3 +40,14 @@ class CreatePolicyOptionsTest(base.TestCase):
                         "--td-attributes", "0x0000000010000000")
         self.assertEqual([None, "11" * 48, None, None], doc["rtmrs"])
         self.assertEqual("5e" * 48, doc["mr_seam"])
+
+    def test_max_age_is_a_lease(self) -> None:
+        self.assertNotIn("max_age", self._doc(
+            "web", "--tee", "amd-sev-snp", "--measurement", M))
+        doc = self._doc("web", "--tee", "amd-sev-snp", "--measurement", M,
+                        "--max-age", "3600")
+        self.assertEqual(3600, doc["max_age"])
+        exc = self.assertRaises(
+            exceptions.CommandError, self._doc, "web", "--tee",
+            "amd-sev-snp", "--measurement", M, "--max-age", "0")
+        self.assertIn("policy_max_age", str(exc))
