@@ -752,6 +752,9 @@ class DatabaseEndorsementSource(evidence_mod.EndorsementSource):
     """
 
     name = "database"
+    # Local and cheap, and a CRL imported now must refuse at once: not
+    # behind source_bound's cache.
+    bounded = False
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         super().__init__(conf)

@@ -85,6 +85,12 @@ class BoundedSource(evidence_mod.EndorsementSource):
         return self._call(("tdx", hashlib.sha256(quote).digest()),
                           lambda: self.inner.tdx_collateral(quote))
 
+    def snp_crls(self, product: str) -> list[bytes]:
+        # Every method of the interface goes to the source: one left to
+        # the base class would answer "nothing" (no CRL: no revocation).
+        return self._call(("crls", str(product)),
+                          lambda: self.inner.snp_crls(product))
+
     def _cached(self, key: tuple[Any, ...], now: float) -> Any:
         with self._lock:
             found = self._cache.get(key)

@@ -125,3 +125,33 @@ class BoundedSourceTest(base.TestCase):
         self.assertIs(local, source_bound.bound(local, self.conf))
         wrapped = source_bound.bound(self.inner, self.conf)
         self.assertIsInstance(wrapped, source_bound.BoundedSource)
+
+    def test_every_method_of_the_interface_reaches_the_source(self) -> None:
+        # A method the wrapper left to the base class would answer
+        # "nothing" for the source: no CRL, hence no revocation.
+        interface = {name for name, value in
+                     vars(evidence.EndorsementSource).items()
+                     if callable(value) and not name.startswith("_")}
+        self.assertIn("snp_crls", interface)
+        for name in interface:
+            self.assertIn(name, vars(source_bound.BoundedSource), name)
+
+    def test_crls_reach_the_source(self) -> None:
+        crls = [b"CRL-DER"]
+
+        class _WithCrls(_Counting):
+            def snp_crls(self, product: str) -> list[bytes]:
+                self.calls.append(product.encode())
+                return crls if product == "milan" else []
+
+        inner = _WithCrls(self.conf)
+        src = source_bound.BoundedSource(inner, self.conf,
+                                         clock=lambda: self.now)
+        self.assertEqual(crls, src.snp_crls("milan"))
+        self.assertEqual([], src.snp_crls("genoa"))
+        self.assertEqual([b"milan", b"genoa"], inner.calls)
+
+    def test_the_database_source_is_not_cached(self) -> None:
+        # A CRL imported now refuses at once in every process.
+        from barbican_tee.api import endorsements
+        self.assertFalse(endorsements.DatabaseEndorsementSource.bounded)
