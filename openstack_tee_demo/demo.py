@@ -20,8 +20,12 @@ only this run trusts.
 It boots an SEV-SNP guest and an SEV guest, shows where the scheduler put
 them and why, their ``<launchSecurity>``, and the attested release of the
 owner's key; then a guest with altered firmware and a replayed nonce, both
-refused with their codes. Exit status 0 only if every verdict is the
-expected one.
+refused with their codes. Last, trust over time: a guest on a stale host
+holds its key on a lease (``tee-guest fetch`` / ``renew``), the operator
+raises the SNP floor, the stale host is refused for new guests, the guest
+fails to renew and drops its key (audited), and ``openstack tee tcb
+report`` lists the host and the guest. Exit status 0 only if every
+verdict is the expected one.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from collections.abc import Iterator
 import contextlib
 import dataclasses
 import hashlib
+import io
+import json
 import logging
 import os
 import shutil
@@ -42,6 +48,7 @@ import unittest
 
 from barbican_tee.attestation import measure
 from barbican_tee.attestation import snp
+from barbican_tee.cmd import tee_guest
 from barbican_tee import server
 from openstack_tee_demo import flows
 from openstack_tee_demo.sp_model import sev as sp_sev
@@ -56,6 +63,11 @@ VCPUS = 2  # the demo flavors' vCPU count (Nova's harness default)
 CURRENT_TCB = snp.TcbVersion(bootloader=4, tee=0, snp=22, microcode=213)
 STALE_TCB = snp.TcbVersion(bootloader=3, tee=0, snp=8, microcode=115)
 PATCHED_SEV_FIRMWARE = b"an OVMF.fd with one patched byte" * 640
+# The floor the operator raises Milan's to in the last chapter: SNP SPL 22
+# (snp-current's), what the stale host (3.0.8.115) is below.
+RAISED_MILAN_FLOOR = {"bootloader": 3, "tee": 0, "snp": 22,
+                      "microcode": 115}
+LEASE = 300  # the last chapter's policy max_age, in seconds
 
 
 @dataclasses.dataclass
@@ -147,6 +159,7 @@ class Context:
     sev: sp_sev.SevPlatform
     reference: bytes
     altered: bytes
+    barbican_log: str = ""
 
 
 def _outcome(resp: Any, opened: bytes | None, key: bytes) -> str:
@@ -174,9 +187,15 @@ def _cases(ctx: Context) -> list[type[unittest.TestCase]]:
     # Nova's harness is imported only now: barbican-api is already up.
     from oslo_utils.fixture import uuidsentinel as uuids
 
+    import fixtures
+    import requests
+
+    from nova_tee.scheduler import floors as tee_floors
     from nova_tee.virt.libvirt import driver as tee_driver
     from openstack_tee_demo import nova_harness
+    from openstack_tee_demo import report
     from openstack_tee_demo import sev_model
+    from openstack_tee_demo.sp_model import configfs
 
     console = ctx.console
 
@@ -348,10 +367,188 @@ def _cases(ctx: Context) -> list[type[unittest.TestCase]]:
                             "denied (sev_measurement_mismatch)", observed,
                             time.monotonic() - start)
 
-    return [SNPDemo, SEVDemo]
+    class FloorDemo(nova_harness.TEEServersTestBase):
+        """The operator raises the SNP floor: hosts, guests, leases."""
+
+        def setUp(self) -> None:
+            super().setUp()
+            # TEEFilter reads the floors at every request here (in a
+            # cloud: within [tee] floor_cache_ttl, 60 s by default).
+            self.flags(barbican_url=ctx.barbican_url,
+                       barbican_noauth_project="nova-service",
+                       floor_cache_ttl=0, group="tee")
+            self.useFixture(fixtures.MockPatchObject(
+                tee_floors, "CACHE", tee_floors.FloorCache()))
+
+        def _guest(self, command: str, tsm_root: str, secret_id: str,
+                   key_file: str) -> tuple[int, str]:
+            err = io.StringIO()
+            rc = tee_guest.main(
+                [command, "--secret", secret_id, "--endpoint",
+                 ctx.barbican_url, "--tsm-root", tsm_root, "--out",
+                 key_file], stdout=io.BytesIO(), stderr=err)
+            return rc, err.getvalue()
+
+        def _boot(self, flavor: str, secret_id: str, host: str,
+                  expected: str) -> dict[str, Any]:
+            body = self._build_server(image_uuid=uuids.tee_snp_image,
+                                      flavor_id=flavor, networks="none")
+            body["metadata"] = {"tee_secret": secret_id}
+            body["host"] = host
+            # Asking for a host is an administrator's right (2.74).
+            api = self.admin_api
+            api.microversion = "2.74"
+            with nova_harness.snp_caps():
+                return self._wait_for_state_change(
+                    api.post_server({"server": body}), expected)
+
+        def test_floor(self) -> None:
+            url = ctx.barbican_url
+            console.heading("Trust over time: the operator raises the "
+                            "SNP floor")
+            with console.step("starting nova-compute on snp-current (SNP "
+                              "SPL 22) and snp-stale (SPL 8)"):
+                self.start_tee_compute("snp-current", ctx.snp_current)
+                self.start_tee_compute("snp-stale", ctx.snp_stale)
+            with console.step(f"owner: sealed key, policy with a lease "
+                              f"(max_age {LEASE} s)"):
+                secret_id, key = flows.owner_secret(
+                    url, self.api.project_id, {
+                        "name": "demo-lease", "tee": "amd-sev-snp",
+                        "measurements": [ctx.reference.hex()],
+                        "max_age": LEASE})
+            flavor = self.tee_flavor("amd-sev-snp", min_tcb_snp="0")
+            with console.step("booting an SNP guest on snp-stale (at "
+                              "the floor of barbican.conf, 3.0.8.115)"):
+                server = self._boot(flavor, secret_id, "snp-stale",
+                                    "ACTIVE")
+            tsm = self.useFixture(configfs.FakeConfigfsTsm(
+                sp=ctx.snp_stale, report_kwargs={
+                    "measurement": ctx.reference,
+                    "host_data": tee_driver.host_data(server["id"])}))
+            key_file = os.path.join(self.useFixture(
+                fixtures.TempDir()).path, "disk.key")
+            start = time.monotonic()
+            rc, err = self._guest("fetch", tsm.root, secret_id, key_file)
+            lease: dict[str, Any] = {}
+            if rc == 0:
+                with open(key_file + tee_guest.LEASE_SUFFIX) as f:
+                    lease = json.load(f)
+                with open(key_file, "rb") as f:
+                    held = f.read() == key
+            else:
+                held = False
+            console.say("      tee-guest fetch: " + err.strip().replace(
+                "\n", "\n      tee-guest fetch: "))
+            console.verdict(
+                "guest on snp-stale fetches its key (tee-guest)",
+                f"granted (lease {LEASE} s)",
+                f"granted (lease {lease.get('max_age')} s)" if held
+                else f"denied (exit {rc})", time.monotonic() - start)
+            start = time.monotonic()
+            rc, err = self._guest("renew", tsm.root, secret_id, key_file)
+            console.verdict("its renewal before the floor moves", "renewed",
+                            "renewed" if rc == 0 else f"exit {rc}",
+                            time.monotonic() - start)
+
+            with console.step("operator: PUT /v1/tee/floors/milan (openstack "
+                              "tee floor set milan --bootloader 3 --tee 0 "
+                              "--snp 22 --microcode 115)"):
+                resp = requests.put(
+                    f"{url}/v1/tee/floors/milan", json=RAISED_MILAN_FLOOR,
+                    headers=flows.headers("cloud-admin", "admin"),
+                    timeout=flows.TIMEOUT)
+                resp.raise_for_status()
+            console.say("      effective Milan floor: " + ", ".join(
+                f"{k} {v}" for k, v in resp.json()["effective"].items()))
+
+            lines = _Lines()
+            log = logging.getLogger("nova_tee.scheduler.filters")
+            log.addHandler(lines)
+            old_level = log.level
+            log.setLevel(logging.DEBUG)
+            start = time.monotonic()
+            try:
+                with console.step("booting a new SNP guest, asked for on "
+                                  "snp-stale"):
+                    refused = self._boot(flavor, secret_id, "snp-stale",
+                                         "ERROR")
+            finally:
+                log.removeHandler(lines)
+                log.setLevel(old_level)
+            console.say("      scheduler (TEEFilter):")
+            for line in lines.lines or ["(every host passed)"]:
+                console.say(f"        {line}")
+            fault = refused.get("fault", {}).get("message", "")
+            floor_line = any("snp-stale fails: SNP TCB below the milan "
+                             "platform floor" in line
+                             for line in lines.lines)
+            console.verdict(
+                "new guest on snp-stale after the raise",
+                "refused (below the floor)",
+                "refused (below the floor)" if floor_line
+                and "No valid host" in fault else
+                f"{refused.get('status')} ({fault or 'no fault'})",
+                time.monotonic() - start)
+
+            start = time.monotonic()
+            rc, err = self._guest("renew", tsm.root, secret_id, key_file)
+            console.say("      tee-guest renew: " + err.strip().replace(
+                "\n", "\n      tee-guest renew: "))
+            code = ("tcb_below_floor" if "[tcb_below_floor]" in err
+                    else f"exit {rc}")
+            dropped = not os.path.exists(key_file)
+            console.verdict(
+                "the guest on snp-stale renews after the raise",
+                "denied (tcb_below_floor), key dropped",
+                f"denied ({code})" + (", key dropped" if dropped
+                                      else ", key still held"),
+                time.monotonic() - start)
+            audited = ""
+            if ctx.barbican_log:
+                with open(ctx.barbican_log, errors="replace") as f:
+                    for line in f:
+                        if (f"tee.release.denied secret={secret_id} "
+                                "codes=tcb_below_floor" in line
+                                and line.rstrip().endswith(
+                                    "renewal=claimed")):
+                            audited = line[line.find("openstack-tee "
+                                                     "audit"):].rstrip()
+            if audited:
+                console.say(f"      barbican-api log: {audited}")
+            console.verdict(
+                "the refused renewal in the audit log",
+                "tee.release.denied (renewal=claimed)",
+                "tee.release.denied (renewal=claimed)" if audited
+                else "not found", 0.0)
+
+            start = time.monotonic()
+            with console.step("operator: openstack tee tcb report"):
+                columns, rows = report.tcb_report(self, url)
+            widths = [max(len(c), *(len(r[i]) for r in rows))
+                      if rows else len(c)
+                      for i, c in enumerate(columns[:-1])]
+            console.say("      " + "  ".join(
+                c.ljust(w) for c, w in zip(columns[:-1], widths,
+                                          strict=True)))
+            for row in rows:
+                console.say("      " + "  ".join(
+                    v.ljust(w) for v, w in zip(row[:-1], widths,
+                                              strict=True)))
+            if rows:
+                console.say(f"      Action: {rows[0][-1]}")
+            listed = [r for r in rows if r[0] == "snp-stale"
+                      and r[4] == server["id"]]
+            console.verdict(
+                "tcb report lists snp-stale and its guest",
+                "snp-stale: below the floor, 1 guest",
+                f"snp-stale: below the floor, {len(listed)} guest"
+                if listed else "not listed", time.monotonic() - start)
+
+    return [SNPDemo, SEVDemo, FloorDemo]
 
 
-EXPECTED_VERDICTS = 7
+EXPECTED_VERDICTS = 13
 
 
 def _run_case(console: Console, case: type[unittest.TestCase]) -> bool:
@@ -411,7 +608,7 @@ def run(workers: int = 2, out: TextIO | None = None) -> int:
             srv = server.Server(layout, port, workers)
             srv.start()
         ctx = Context(console, srv.url, snp_current, snp_stale, sev,
-                      reference, altered)
+                      reference, altered, layout.log_path)
         with console.step("loading Nova 34.0.0's functional harness"):
             cases = _cases(ctx)
         complete = all([_run_case(console, case) for case in cases])

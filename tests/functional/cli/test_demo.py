@@ -16,6 +16,17 @@ VERDICTS = {
     "guest booted from altered firmware": "denied (policy_measurement)",
     "SEV key injected, decrypted in the guest": "granted",
     "SEV guest on altered firmware": "denied (sev_measurement_mismatch)",
+    # Trust over time: a floor raise, a lease, the report.
+    "guest on snp-stale fetches its key (tee-guest)":
+        "granted (lease 300 s)",
+    "its renewal before the floor moves": "renewed",
+    "new guest on snp-stale after the raise": "refused (below the floor)",
+    "the guest on snp-stale renews after the raise":
+        "denied (tcb_below_floor), key dropped",
+    "the refused renewal in the audit log":
+        "tee.release.denied (renewal=claimed)",
+    "tcb report lists snp-stale and its guest":
+        "snp-stale: below the floor, 1 guest",
 }
 
 
@@ -29,7 +40,7 @@ class DemoCommandTest(base.TestCase):
         proc = subprocess.run([base.installed_command("openstack-tee"),
                                "demo"],
                               capture_output=True, text=True, check=False,
-                              env=env, timeout=600)
+                              env=env, timeout=900)
         self.assertEqual(0, proc.returncode, proc.stdout + proc.stderr)
         out = proc.stdout
         for what, observed in VERDICTS.items():
@@ -37,7 +48,9 @@ class DemoCommandTest(base.TestCase):
             self.assertRegex(out, rf"  OK    {re.escape(what)} +"
                                   rf"{re.escape(observed)} +\d+ ms\n")
         self.assertNotIn("[FAIL]", out)
-        self.assertIn("7/7 expected verdicts", out)
+        self.assertIn(f"{len(VERDICTS)}/{len(VERDICTS)} expected verdicts",
+                      out)
+        self.assertEqual(13, len(VERDICTS))
         # What the scheduler decided and why, and the launch XML.
         self.assertIn("TEEFilter: host snp-stale fails: SNP TCB below "
                       "minimum", out)
@@ -45,4 +58,12 @@ class DemoCommandTest(base.TestCase):
         self.assertIn("<hostData>", out)
         self.assertIn('<launchSecurity type="sev">', out)
         self.assertIn("started-paused -> secret-injected -> resumed", out)
+        # The last chapter: the refusal, the audit line, the report.
+        self.assertIn("TEEFilter: host snp-stale fails: SNP TCB below the "
+                      "milan platform floor in snp", out)
+        self.assertRegex(out, r"openstack-tee audit tee\.release\.denied "
+                              r"secret=\S+ codes=tcb_below_floor .* "
+                              r"renewal=claimed\n")
+        self.assertRegex(out, r"\n      snp-stale +milan +3\.0\.8\.115 +"
+                              r"3\.0\.22\.115 +[0-9a-f-]{36} ")
         self.assertNotRegex(out, r"Traceback")
