@@ -107,7 +107,8 @@ class FloorFilterTest(barbican_class.BarbicanClassTestBase):
             floor_read_timeout=1, attestation_timeout=30, group="tee")
         start = time.monotonic()
         self._boot("ERROR")
-        self.assertLess(time.monotonic() - start, 20)
+        # (Before: 30 s for the read alone.)
+        self.assertLess(time.monotonic() - start, 25)
         self.assertIn("none were ever read", self.stdlog.logger.output)
         self.assertIn("did not answer in 1 s", self.stdlog.logger.output)
         # Positive control: the same scheduler, Barbican answering.
