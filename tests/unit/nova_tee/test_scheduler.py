@@ -56,7 +56,7 @@ class TEEFilterTest(base.TestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        self.conf = self.useFixture(cfg_fixture.Config()).conf
+        self.conf = self.useFixture(cfg_fixture.Config(filters.CONF)).conf
         self.filt = filters.TEEFilter()
 
     def test_non_tee_request_passes_every_host(self) -> None:
@@ -154,7 +154,7 @@ class TEEFilterTest(base.TestCase):
 class TEEWeigherTest(base.TestCase):
 
     def test_prefers_more_free_slots(self) -> None:
-        conf = self.useFixture(cfg_fixture.Config()).conf
+        conf = self.useFixture(cfg_fixture.Config(weights.CONF)).conf
         w = weights.TEEWeigher()
         spec = _spec(dict(SNP, **{"tee:attestation": "required"}))
         roomy = _snp_host("roomy", **{"tee.amd-sev-snp.used": "0"})
@@ -166,7 +166,7 @@ class TEEWeigherTest(base.TestCase):
         self.assertEqual(-2.0, w.weight_multiplier(roomy))
 
     def test_tee_request_weighs_hosts_without_stats_lowest(self) -> None:
-        self.useFixture(cfg_fixture.Config())
+        self.useFixture(cfg_fixture.Config(weights.CONF))
         w = weights.TEEWeigher()
         spec = _spec(dict(SNP, **{"tee:attestation": "required"}))
         self.assertEqual(10.0, w._weigh_object(
@@ -178,7 +178,7 @@ class TEEWeigherTest(base.TestCase):
     def test_upstream_tee_request_weighs_every_host_alike(self) -> None:
         # No tee: keys: the weigher must not reorder hosts that upstream
         # would rank (so mixed old/new hosts are not favoured by stats).
-        self.useFixture(cfg_fixture.Config())
+        self.useFixture(cfg_fixture.Config(weights.CONF))
         w = weights.TEEWeigher()
         hosts = [_snp_host("roomy", **{"tee.amd-sev-snp.used": "0"}),
                  _snp_host("tight", **{"tee.amd-sev-snp.used": "9"}),
@@ -189,7 +189,7 @@ class TEEWeigherTest(base.TestCase):
                              [w._weigh_object(h, spec) for h in hosts])
 
     def test_through_novas_weight_handler(self) -> None:
-        self.useFixture(cfg_fixture.Config())
+        self.useFixture(cfg_fixture.Config(weights.CONF))
         hosts = [_host("old"),
                  _snp_host("tight", **{"tee.amd-sev-snp.used": "9"}),
                  fakes.FakeHostState("none", "none", {"stats": None}),
@@ -209,7 +209,7 @@ class TEEWeigherTest(base.TestCase):
 class HostOfferCacheTest(base.TestCase):
 
     def test_new_stats_are_seen(self) -> None:
-        self.useFixture(cfg_fixture.Config())
+        self.useFixture(cfg_fixture.Config(filters.CONF))
         filt = filters.TEEFilter()
         spec = _spec(dict(SNP, **{"tee:min_tcb_snp": "9"}))
         host = _snp_host()

@@ -27,7 +27,7 @@ class FloorCacheTest(base.TestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        conf = self.useFixture(cfg_fixture.Config()).conf
+        conf = self.useFixture(cfg_fixture.Config(floors.CONF)).conf
         tee_conf.register_opts(conf)
         conf.set_override("floor_cache_ttl", 60, "tee")
         self.now = 0.0
