@@ -115,3 +115,33 @@ class FloorFilterTest(barbican_class.BarbicanClassTestBase):
         self.flags(barbican_url=self.barbican.url, group="tee")
         self.now += TTL
         self._boot("ACTIVE")
+
+    def test_a_tampered_product_refuses_its_hosts_only(self) -> None:
+        # Another product's stored floor forged in the database: a
+        # scheduler that (re)starts now still places Milan guests.
+        resp = requests.put(
+            f"{self.barbican.url}/v1/tee/floors/genoa", headers=ADMIN,
+            json={"bootloader": 0, "tee": 0, "snp": 0, "microcode": 0},
+            timeout=30)
+        self.assertEqual(200, resp.status_code, resp.text)
+        self.addCleanup(requests.put,
+                        f"{self.barbican.url}/v1/tee/floors/genoa",
+                        headers=ADMIN, timeout=30,
+                        json={"bootloader": 0, "tee": 0, "snp": 0,
+                              "microcode": 0})
+        self.barbican.sql("UPDATE tee_floors SET updated_by = 'forger' "
+                          "WHERE product = 'genoa'")
+        self.start_tee_compute("milan-host")  # SNP SPL 8
+        self._boot("ACTIVE")
+        # Milan's own row forged: its hosts are refused (not "no floor").
+        self._set_floor(0)
+        self.barbican.sql("UPDATE tee_floors SET updated_by = 'forger' "
+                          "WHERE product = 'milan'")
+        self.now += TTL
+        self._boot("ERROR")
+        self.assertIn("cannot give the milan platform TCB floor",
+                      self.stdlog.logger.output)
+        # Set again by an administrator: placed again.
+        self._set_floor(0)
+        self.now += TTL
+        self._boot("ACTIVE")
