@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test of openstack-tee: unit, functional (the installed commands run
-# as subprocesses; the Barbican suite on sqlite, then its database-dependent
-# part on MariaDB and PostgreSQL) and style/type checks on Nova 34, the Nova
+# as subprocesses; the Barbican suite on sqlite, then again on MariaDB and
+# on PostgreSQL, side by side) and style/type checks on Nova 34, the Nova
 # side again on Nova 33.0.2 (tox -e nova33), and barbican-tempest-plugin's
 # API tests with and without the suite (tox -e tempest). Installs what it
 # needs first; the database servers are this run's own
