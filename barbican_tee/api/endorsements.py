@@ -544,20 +544,31 @@ class EndorsementStore:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings().all()]
 
-    def newest_crl_order(self, product: str, issuer: bytes
+    def newest_crl_order(self, product: str, issuer: bytes,
+                         roots: Iterable[snp_certs.ProductRoots]
                          ) -> tuple[int, datetime.datetime] | None:
-        """The newest authenticated CRL's order, rows only."""
+        """The newest cached CRL's order among the rows the ARK signed.
+
+        Every row whose CRL signature verifies against a pinned ARK
+        counts, MAC or not: the ARK's signature cannot be forged, and a
+        row MACed under a retired KEK (or not at all) still proves that
+        the newer CRL exists. The MAC guards against adding rows.
+        """
+        arks = [r.ark for r in roots]
         best = None
         for row in self._select("crl", [product]):
-            if not self._authentic(row):
-                continue
             try:
                 crl = _load_crl(base64.b64decode(row["data"]))
             except (binascii.Error, ValueError, errors.InvalidInput):
                 continue
-            if crl.issuer.public_bytes() == issuer:
-                order = _crl_order(crl)
-                best = order if best is None or best < order else best
+            if crl.issuer.public_bytes() != issuer:
+                continue
+            if not any(ark.subject == crl.issuer and snp_certs.rsa_pss_verify(
+                    ark, crl.signature, crl.tbs_certlist_bytes)
+                    for ark in arks):
+                continue
+            order = _crl_order(crl)
+            best = order if best is None or best < order else best
         return best
 
     # -- at release ------------------------------------------------------
@@ -683,7 +694,9 @@ def import_bundle(store: EndorsementStore, importer: Importer,
         if entry.kind == "crl":
             crl = _load_crl(base64.b64decode(entry.data))
             issuer = crl.issuer.public_bytes()
-            newest = store.newest_crl_order(entry.product, issuer)
+            newest = store.newest_crl_order(
+                entry.product, issuer,
+                importer.verifier.trusted_roots())
             with _NEWEST_LOCK:
                 seen = _NEWEST.get(("crl", entry.product, issuer))
             for known in (newest, seen[0] if seen else None):

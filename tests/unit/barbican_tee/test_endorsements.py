@@ -134,3 +134,113 @@ class TdxCollateralCacheTest(base.TestCase):
         endorsements._NEWEST.clear()  # noqa: SLF001
         with self.assertRaises(errors.VerificationFailed):
             self.store.collateral(entry.lookup, GOOD_AT)
+
+
+class CrlRotationTest(base.TestCase):
+    """An older CRL never replaces an ARK-signed newer one (KEK rotated)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        from openstack_tee_demo.sp_model import snp as spm
+        self.spm = spm
+        self.sp = spm.SecureProcessor()
+        self.tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.tmp)
+        self.k1 = test_sealed._kek(self.tmp, "k1")
+        self.engine = db.make_engine(f"sqlite:///{self.tmp}/t.sqlite")
+        self.addCleanup(self.engine.dispose)
+        migrations.upgrade(self.engine)
+        self.importer = endorsements.Importer(
+            snp.SnpVerifier(extra_roots=[self.sp.roots()]))
+        endorsements._NEWEST.clear()  # noqa: SLF001
+        self.addCleanup(endorsements._NEWEST.clear)  # noqa: SLF001
+
+    def _crl(self, number: int, revoked: list[int]) -> dict[str, object]:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives import serialization
+        from cryptography import x509
+        now = datetime.datetime.now(UTC)
+        b = (x509.CertificateRevocationListBuilder()
+             .issuer_name(self.sp.ark.subject)
+             .last_update(now - datetime.timedelta(hours=10 - number))
+             .next_update(now + datetime.timedelta(days=7))
+             .add_extension(x509.CRLNumber(number), critical=False))
+        for serial in revoked:
+            b = b.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial)
+                .revocation_date(now).build())
+        der = b.sign(self.sp.ark_key, hashes.SHA384(),
+                     rsa_padding=self.spm._PSS).public_bytes(  # noqa: SLF001
+            serialization.Encoding.DER)
+        return {"endorsements": [{"kind": "crl",
+                                  "der": base64.b64encode(der).decode()}]}
+
+    def _store(self, *keks: str) -> endorsements.EndorsementStore:
+        return endorsements.EndorsementStore(
+            self.engine, keyring.Keyring.from_files(keks[0],
+                                                    list(keks[1:])))
+
+    def test_an_older_crl_after_a_kek_rotation_is_refused(self) -> None:
+        old, new = self._crl(1, []), self._crl(2, [0x10001])
+        endorsements.import_bundle(self._store(self.k1), self.importer,
+                                   new, "admin", None)
+        # The old KEK retired without rewrap, the process restarted: the
+        # newer row no longer authenticates, yet its ARK signature stands.
+        endorsements._NEWEST.clear()  # noqa: SLF001
+        k2 = test_sealed._kek(self.tmp, "k2")
+        store = self._store(k2)
+        with self.assertRaises(endorsements.EndorsementError) as ctx:
+            endorsements.import_bundle(store, self.importer, old, "svc",
+                                       None)
+        self.assertEqual("crl_older", ctx.exception.code)
+        # Nothing deleted: the release refuses (tampered), never serves
+        # the older CRL.
+        with self.assertRaises(errors.VerificationFailed) as vctx:
+            store.crls("milan")
+        self.assertEqual("endorsement_tampered", vctx.exception.code)
+        # Positive control: the same CRL again (an administrator's
+        # recovery) replaces the row, MACed under the new KEK.
+        endorsements.import_bundle(store, self.importer, new, "admin", None)
+        [der] = store.crls("milan")
+        from cryptography import x509
+        self.assertIsNotNone(x509.load_der_x509_crl(
+            der).get_revoked_certificate_by_serial_number(0x10001))
+
+    def test_a_row_not_signed_by_the_ark_does_not_rank(self) -> None:
+        endorsements.import_bundle(self._store(self.k1), self.importer,
+                                   self._crl(1, []), "admin", None)
+        # A database writer swaps in bytes that are no ARK-signed CRL.
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(db.ENDORSEMENTS).values(
+                data=base64.b64encode(b"junk").decode()))
+        endorsements._NEWEST.clear()  # noqa: SLF001
+        store = self._store(self.k1)
+        self.assertIsNone(store.newest_crl_order(
+            "milan", self.sp.ark.subject.public_bytes(),
+            self.importer.verifier.trusted_roots()))
+        endorsements.import_bundle(store, self.importer, self._crl(1, []),
+                                   "admin", None)
+
+    def test_rewrap_remacs_the_endorsement_rows(self) -> None:
+        from oslo_db import options as db_options
+
+        from barbican_tee.cmd import rewrap
+        from barbican_tee import conf as tee_conf
+        endorsements.import_bundle(self._store(self.k1), self.importer,
+                                   self._crl(2, [0x10001]), "admin", None)
+        db._STORE_META.create(self.engine, checkfirst=True)  # noqa: SLF001
+        k2 = test_sealed._kek(self.tmp, "k2")
+        conf = cfg.ConfigOpts()
+        db_options.set_defaults(conf)
+        tee_conf.register_opts(conf)
+        conf([], project="test")
+        conf.set_override("connection", f"sqlite:///{self.tmp}/t.sqlite",
+                          group="database")
+        conf.set_override("kek_file", k2, group="tee_sealed")
+        conf.set_override("previous_kek_files", [self.k1],
+                          group="tee_sealed")
+        done, _, failed = rewrap.rewrap(conf)
+        self.assertEqual((1, 0), (done, failed))
+        # The old KEK retired: the row authenticates under the new one.
+        endorsements._NEWEST.clear()  # noqa: SLF001
+        self.assertEqual(1, len(self._store(k2).crls("milan")))
