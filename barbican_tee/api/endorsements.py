@@ -315,17 +315,23 @@ class Importer:
             raise _bad(index, f"the collateral expired at "
                        f"{expires.isoformat()}", "endorsement_expired")
         quote = item.get("quote")
-        if quote is not None:
-            # Verified whole, as at release, when a quote comes with it.
-            try:
-                raw = base64.b64decode(str(quote), validate=True)
-                tdx.verify_quote(raw, loaded.json_text, now)
-            except (binascii.Error, ValueError):
-                raise _bad(index, "quote is not base64") from None
-            except errors.AttestationError as exc:
-                raise _bad(index, f"the collateral does not verify: "
-                           f"{exc.message}", "endorsement_untrusted"
-                           ) from None
+        if quote is None:
+            # dcap-qvl verifies the collateral's signatures only with a
+            # quote: unverified collateral is neither stored nor ranked.
+            raise _bad(index, "tdx_collateral needs quote: a quote "
+                       "(base64) of one of the platform's TDs to verify "
+                       "it with (the CLI's --tdx-quote)",
+                       "endorsement_quote_required")
+        # Verified whole, as at release.
+        try:
+            raw = base64.b64decode(str(quote), validate=True)
+            tdx.verify_quote(raw, loaded.json_text, now)
+        except (binascii.Error, ValueError):
+            raise _bad(index, "quote is not base64") from None
+        except errors.AttestationError as exc:
+            raise _bad(index, f"the collateral does not verify: "
+                       f"{exc.message}", "endorsement_untrusted"
+                       ) from None
         text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
         number, _ = _collateral_order(doc)
         return Entry(_entry_id("tdx_collateral", text.encode()),
@@ -433,6 +439,23 @@ def _remember(key: tuple[str, str, bytes], order: Any, data: str
             _NEWEST[key] = (order, data)
             return order, data
         return seen
+
+
+def _remembered_order(key: tuple[str, str, bytes]
+                      ) -> tuple[Any, str] | None:
+    with _NEWEST_LOCK:
+        return _NEWEST.get(key)
+
+
+def remember_collateral(text: str) -> None:
+    """Rank collateral that verified (at release, or on import)."""
+    try:
+        doc = json.loads(text)
+        fmspc = str(json.loads(doc["tcb_info"])["fmspc"]).lower()
+        order = _collateral_order(doc)
+    except (ValueError, TypeError, KeyError):
+        return
+    _remember(("tdx_collateral", fmspc, b""), order, text)
 
 
 def _remembered(kind: str, name: str) -> list[tuple[bytes, str]]:
@@ -648,13 +671,14 @@ class EndorsementStore:
                                "is not decodable") from None
             if best is None or best[0] < order:
                 best = (order, row["data"])
-        if best is not None:
-            best = _remember(("tdx_collateral", fmspc, b""), *best)
-        else:
-            seen = _remembered("tdx_collateral", fmspc)
-            if not seen:
-                return None
-            best = (None, seen[0][1])
+        # Newer collateral that verified in this process (rows deleted or
+        # replaced by older ones) wins; only verified collateral is
+        # remembered (:func:`remember_collateral`).
+        seen = _remembered_order(("tdx_collateral", fmspc, b""))
+        if seen is not None and (best is None or best[0] < seen[0]):
+            best = seen
+        if best is None:
+            return None
         text = best[1]
         if _collateral_expiry(json.loads(text)) < now:
             raise errors.VerificationFailed(
@@ -662,6 +686,27 @@ class EndorsementStore:
                 "import a fresh one from Intel PCS",
                 code="endorsement_expired")
         return text
+
+
+    def newest_collateral_number(self, fmspc: str) -> int | None:
+        """The highest tcbEvaluationDataNumber of authenticated collateral.
+
+        Rows that authenticate (only verified collateral is MACed) and
+        collateral that verified in this process; None: none known.
+        """
+        best = None
+        for row in self._select("tdx_collateral", [fmspc]):
+            if not self._authentic(row):
+                continue
+            try:
+                number, _ = _collateral_order(json.loads(row["data"]))
+            except (ValueError, TypeError, KeyError):
+                continue
+            best = number if best is None else max(best, number)
+        seen = _remembered_order(("tdx_collateral", fmspc, b""))
+        if seen is not None:
+            best = seen[0][0] if best is None else max(best, seen[0][0])
+        return best
 
 
 _CRLS: dict[bytes, x509.CertificateRevocationList] = {}
@@ -711,6 +756,8 @@ def import_bundle(store: EndorsementStore, importer: Importer,
             crl = _load_crl(base64.b64decode(entry.data))
             _remember(("crl", entry.product, crl.issuer.public_bytes()),
                       _crl_order(crl), entry.data)
+        elif entry.kind == "tdx_collateral":
+            remember_collateral(entry.data)  # verified with its quote
     views = [e.view(n) for e, n in zip(entries, new, strict=True)]
     LOG.info("openstack-tee audit %s user=%s entries=%s", EVENT, user,
              ",".join(f"{e.kind}:{e.product}:{e.id[:16]}"
@@ -807,6 +854,16 @@ class DatabaseEndorsementSource(evidence_mod.EndorsementSource):
         if store is None or fmspc is None:
             return None
         return store.collateral(fmspc, datetime.datetime.now(datetime.UTC))
+
+    def tdx_collateral_number(self, quote: bytes) -> int | None:
+        store = self._get()
+        fmspc = quote_fmspc(quote)
+        if store is None or fmspc is None:
+            return None
+        return store.newest_collateral_number(fmspc)
+
+    def tdx_collateral_verified(self, quote: bytes, collateral: str) -> None:
+        remember_collateral(collateral)
 
 
 @db._retry  # noqa: SLF001 - the suite's own retry policy

@@ -156,6 +156,20 @@ class EndorsementSource(abc.ABC):
         """QuoteCollateralV3 (JSON text) for a quote, or None."""
         return None
 
+    def tdx_collateral_number(self, quote: bytes) -> int | None:
+        """The highest verified tcbEvaluationDataNumber held, or None.
+
+        For the quote's platform (FMSPC). Collateral the guest sends with
+        a lower number is refused (``tdx_collateral_outdated``): an older
+        genuine collateral must not undo a TCB recovery the source already
+        knows of.
+        """
+        return None
+
+    def tdx_collateral_verified(self, quote: bytes, collateral: str) -> None:
+        """Told of collateral (JSON text) that verified ``quote``."""
+        return None
+
     def snp_crls(self, product: str) -> list[bytes]:
         """AMD CRLs (DER) for ``product`` ("milan", "genoa", "turin").
 

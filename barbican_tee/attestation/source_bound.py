@@ -85,6 +85,14 @@ class BoundedSource(evidence_mod.EndorsementSource):
         return self._call(("tdx", hashlib.sha256(quote).digest()),
                           lambda: self.inner.tdx_collateral(quote))
 
+    def tdx_collateral_number(self, quote: bytes) -> int | None:
+        return self._call(("tdx-number", hashlib.sha256(quote).digest()),
+                          lambda: self.inner.tdx_collateral_number(quote))
+
+    def tdx_collateral_verified(self, quote: bytes, collateral: str) -> None:
+        # After verification only (no amplifier): straight through.
+        self.inner.tdx_collateral_verified(quote, collateral)
+
     def snp_crls(self, product: str) -> list[bytes]:
         # Every method of the interface goes to the source: one left to
         # the base class would answer "nothing" (no CRL: no revocation).

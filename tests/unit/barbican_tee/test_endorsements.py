@@ -52,14 +52,51 @@ class TdxCollateralCacheTest(base.TestCase):
         self.addCleanup(endorsements._NEWEST.clear)  # noqa: SLF001
 
     def _bundle(self, **item: object) -> dict[str, object]:
-        return {"endorsements": [dict({"kind": "tdx_collateral",
-                                       "collateral": self.collateral},
-                                      **item)]}
+        return {"endorsements": [dict(
+            {"kind": "tdx_collateral", "collateral": self.collateral,
+             "quote": base64.b64encode(self.quote).decode()}, **item)]}
+
+    def _source(self) -> endorsements.DatabaseEndorsementSource:
+        conf = cfg.ConfigOpts()
+        conf([], project="test")
+        source = endorsements.DatabaseEndorsementSource(conf)
+        source._store = self.store  # noqa: SLF001
+        return source
+
+    def _release(self, collateral: object) -> tdx.TdxClaims:
+        """Verify the quote as the release does (the cache as source).
+
+        With the collateral sent: the source's own answers use the clock,
+        and GOOD_AT is past.
+        """
+        from barbican_tee.attestation import tdx_evidence
+        conf = cfg.ConfigOpts()
+        conf([], project="test")
+        verifier = tdx_evidence.TdxQuoteVerifier(conf, (self._source(),))
+        evidence = {"quote": base64.b64encode(self.quote).decode(),
+                    "collateral": collateral}
+        claims: tdx.TdxClaims = verifier.verify(evidence, GOOD_AT).details
+        return claims
+
+    def _forged(self, number: int) -> endorsements.Entry:
+        """A collateral row with another tcbEvaluationDataNumber.
+
+        Its signature no longer verifies: as a database writer with the
+        KEK, or an unverified import, would have put it.
+        """
+        doc = dict(self.collateral)
+        info = json.loads(doc["tcb_info"])
+        info["tcbEvaluationDataNumber"] = number
+        doc["tcb_info"] = json.dumps(info)
+        text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+        return endorsements.Entry(
+            endorsements._entry_id(  # noqa: SLF001
+                "tdx_collateral", text.encode()), "tdx_collateral", "tdx",
+            "b0c06f000000", datetime.datetime(2025, 7, 19, tzinfo=UTC),
+            str(number), text)
 
     def test_imported_collateral_verifies_the_quote(self) -> None:
-        [entry] = self.importer.verify_bundle(
-            self._bundle(quote=base64.b64encode(self.quote).decode()), [],
-            GOOD_AT)
+        [entry] = self.importer.verify_bundle(self._bundle(), [], GOOD_AT)
         self.assertEqual("b0c06f000000", entry.lookup)
         # The quote's own PCK certificate names the same FMSPC.
         self.assertEqual(entry.lookup, endorsements.quote_fmspc(self.quote))
@@ -100,10 +137,73 @@ class TdxCollateralCacheTest(base.TestCase):
         with self.assertRaises(errors.VerificationFailed) as ctx:
             self.store.collateral(entry.lookup, GOOD_AT)
         self.assertEqual("endorsement_tampered", ctx.exception.code)
-        # Deleted: this process keeps what it authenticated.
+        # Deleted: this process keeps what verified (here at a release).
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(db.ENDORSEMENTS).values(
+                imported_by="admin"))
+        self.assertEqual("UpToDate",
+                         self._release(self.collateral).tcb_status)
         with self.engine.begin() as conn:
             conn.execute(sa.delete(db.ENDORSEMENTS))
         self.assertIsNotNone(self.store.collateral(entry.lookup, GOOD_AT))
+
+    def test_collateral_is_imported_only_verified_with_a_quote(self) -> None:
+        # No quote: nothing to verify its signatures with, refused.
+        with self.assertRaises(endorsements.EndorsementError) as ctx:
+            self.importer.verify_bundle(self._bundle(quote=None), [],
+                                        GOOD_AT)
+        self.assertEqual("endorsement_quote_required", ctx.exception.code)
+        # Forged (a huge tcbEvaluationDataNumber): the quote does not
+        # verify with it.
+        forged = json.loads(self._forged(10**9).data)
+        with self.assertRaises(endorsements.EndorsementError) as ctx:
+            self.importer.verify_bundle(self._bundle(collateral=forged), [],
+                                        GOOD_AT)
+        self.assertEqual("endorsement_untrusted", ctx.exception.code)
+
+    def test_only_verified_collateral_is_remembered(self) -> None:
+        # A row whose collateral does not verify, with the highest number:
+        # served from its row (and refused by dcap-qvl at release) ...
+        self.store.put([self._forged(10**9)], "admin")
+        text = self.store.collateral("b0c06f000000", GOOD_AT)
+        assert text is not None
+        with self.assertRaises(errors.VerificationFailed):
+            tdx.verify_quote(self.quote, text, GOOD_AT)
+        # ... but never ranked in the process: once the genuine one is
+        # imported and the forged row gone, the genuine one is served.
+        [entry] = self.importer.verify_bundle(self._bundle(), [], GOOD_AT)
+        self.store.put([entry], "admin")
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(db.ENDORSEMENTS).where(
+                db.ENDORSEMENTS.c.id != entry.id))
+        text = self.store.collateral("b0c06f000000", GOOD_AT)
+        assert text is not None
+        self.assertEqual("UpToDate",
+                         tdx.verify_quote(self.quote, text,
+                                          GOOD_AT).tcb_status)
+
+    def test_older_collateral_in_the_evidence_is_refused(self) -> None:
+        # Positive control: the cache holds this very collateral (17).
+        [entry] = self.importer.verify_bundle(self._bundle(), [], GOOD_AT)
+        self.store.put([entry], "admin")
+        self.assertEqual("UpToDate",
+                         self._release(self.collateral).tcb_status)
+        self.assertEqual(17, self._source().tdx_collateral_number(
+            self.quote))
+        # Authenticated collateral with a higher number held (after a TCB
+        # recovery): the older one sent with the evidence is refused.
+        self.store.put([self._forged(18)], "admin")
+        with self.assertRaises(errors.VerificationFailed) as ctx:
+            self._release(self.collateral)
+        self.assertEqual("tdx_collateral_outdated", ctx.exception.code)
+        # The process remembers the highest verified number too: rows
+        # gone, a verified release's 17 still stands against an older 16
+        # (that 16 is only reached after dcap-qvl verified it, so the
+        # check is shown on the number directly).
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(db.ENDORSEMENTS))
+        self.assertEqual(17, self._source().tdx_collateral_number(
+            self.quote))
 
     def test_the_source_outside_an_api_process_holds_nothing(self) -> None:
         conf = cfg.ConfigOpts()
