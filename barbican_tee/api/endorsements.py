@@ -49,6 +49,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography import x509
 from oslo_config import cfg
+from oslo_db import exception as db_exc
 from oslo_db import options as db_options
 from oslo_log import log as logging
 from oslo_policy import policy as oslo_policy
@@ -836,31 +837,58 @@ class DatabaseEndorsementSource(evidence_mod.EndorsementSource):
                         sealed_store.load_keyring(self.conf))
         return self._store
 
+    @staticmethod
+    def _unavailable(what: str, exc: Exception
+                     ) -> evidence_mod.SourceUnavailable:
+        # What the retries could not mend: a refusal with its code
+        # (audited by the release route), never a release, never a 500.
+        LOG.error("openstack-tee: cannot read the endorsement cache "
+                  "(%s): %s", what, type(exc).__name__)
+        return evidence_mod.SourceUnavailable(
+            f"the endorsement cache ({what}) cannot be read from the "
+            "database right now; try again later",
+            code=evidence_mod.SourceUnavailable.code)
+
     def snp_endorsement(self, chip_id: bytes, reported_tcb: int,
                         signer: str) -> bytes | None:
         store = self._get()
         if store is None or signer != "vcek":
             return None
-        return store.vcek(chip_id, reported_tcb,
-                          datetime.datetime.now(datetime.UTC))
+        try:
+            return store.vcek(chip_id, reported_tcb,
+                              datetime.datetime.now(datetime.UTC))
+        except (sa.exc.SQLAlchemyError, db_exc.DBError) as exc:
+            raise self._unavailable("vcek", exc) from None
 
     def snp_crls(self, product: str) -> list[bytes]:
         store = self._get()
-        return [] if store is None else store.crls(product)
+        if store is None:
+            return []
+        try:
+            return store.crls(product)
+        except (sa.exc.SQLAlchemyError, db_exc.DBError) as exc:
+            raise self._unavailable("crl", exc) from None
 
     def tdx_collateral(self, quote: bytes) -> str | None:
         store = self._get()
         fmspc = quote_fmspc(quote)
         if store is None or fmspc is None:
             return None
-        return store.collateral(fmspc, datetime.datetime.now(datetime.UTC))
+        try:
+            return store.collateral(fmspc,
+                                    datetime.datetime.now(datetime.UTC))
+        except (sa.exc.SQLAlchemyError, db_exc.DBError) as exc:
+            raise self._unavailable("tdx_collateral", exc) from None
 
     def tdx_collateral_number(self, quote: bytes) -> int | None:
         store = self._get()
         fmspc = quote_fmspc(quote)
         if store is None or fmspc is None:
             return None
-        return store.newest_collateral_number(fmspc)
+        try:
+            return store.newest_collateral_number(fmspc)
+        except (sa.exc.SQLAlchemyError, db_exc.DBError) as exc:
+            raise self._unavailable("tdx_collateral", exc) from None
 
     def tdx_collateral_verified(self, quote: bytes, collateral: str) -> None:
         remember_collateral(collateral)

@@ -126,6 +126,15 @@ class EvidenceVerifier(abc.ABC):
         """
 
 
+class SourceUnavailable(errors.VerificationFailed):
+    """An endorsement source cannot answer now (say, a database error).
+
+    Refused (answered 503: try later), never released without it.
+    """
+
+    code = "endorsement_unavailable"
+
+
 class EndorsementSource(abc.ABC):
     """Where endorsements the guest did not send may come from.
 

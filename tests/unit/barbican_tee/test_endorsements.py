@@ -344,3 +344,37 @@ class CrlRotationTest(base.TestCase):
         # The old KEK retired: the row authenticates under the new one.
         endorsements._NEWEST.clear()  # noqa: SLF001
         self.assertEqual(1, len(self._store(k2).crls("milan")))
+
+
+class DatabaseErrorTest(base.TestCase):
+    """A database error in the cache is a refusal with a code, not a 500."""
+
+    def test_each_lookup_refuses_with_endorsement_unavailable(self) -> None:
+        from barbican_tee.attestation import evidence as evidence_mod
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        ring = keyring.Keyring.from_files(test_sealed._kek(tmp, "k"), [])
+        engine = db.make_engine(f"sqlite:///{tmp}/t.sqlite")
+        self.addCleanup(engine.dispose)
+        migrations.upgrade(engine)
+        conf = cfg.ConfigOpts()
+        conf([], project="test")
+        source = endorsements.DatabaseEndorsementSource(conf)
+        source._store = endorsements.EndorsementStore(  # noqa: SLF001
+            engine, ring)
+        quote = base.read_fixture(*QUOTE)
+        # Positive control: an empty cache answers "nothing".
+        self.assertEqual([], source.snp_crls("milan"))
+        self.assertIsNone(source.snp_endorsement(b"\x01" * 64, 0, "vcek"))
+        self.assertIsNone(source.tdx_collateral(quote))
+        with engine.begin() as conn:
+            conn.execute(sa.text(
+                "ALTER TABLE tee_endorsements RENAME TO away"))
+        calls = [lambda: source.snp_crls("milan"),
+                 lambda: source.snp_endorsement(b"\x01" * 64, 0, "vcek"),
+                 lambda: source.tdx_collateral(quote),
+                 lambda: source.tdx_collateral_number(quote)]
+        for call in calls:
+            with self.assertRaises(evidence_mod.SourceUnavailable) as ctx:
+                call()
+            self.assertEqual("endorsement_unavailable", ctx.exception.code)
