@@ -49,6 +49,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography import x509
 from oslo_config import cfg
+from oslo_db import exception as db_exc
 from oslo_db import options as db_options
 from oslo_log import log as logging
 from oslo_policy import policy as oslo_policy
@@ -315,17 +316,23 @@ class Importer:
             raise _bad(index, f"the collateral expired at "
                        f"{expires.isoformat()}", "endorsement_expired")
         quote = item.get("quote")
-        if quote is not None:
-            # Verified whole, as at release, when a quote comes with it.
-            try:
-                raw = base64.b64decode(str(quote), validate=True)
-                tdx.verify_quote(raw, loaded.json_text, now)
-            except (binascii.Error, ValueError):
-                raise _bad(index, "quote is not base64") from None
-            except errors.AttestationError as exc:
-                raise _bad(index, f"the collateral does not verify: "
-                           f"{exc.message}", "endorsement_untrusted"
-                           ) from None
+        if quote is None:
+            # dcap-qvl verifies the collateral's signatures only with a
+            # quote: unverified collateral is neither stored nor ranked.
+            raise _bad(index, "tdx_collateral needs quote: a quote "
+                       "(base64) of one of the platform's TDs to verify "
+                       "it with (the CLI's --tdx-quote)",
+                       "endorsement_quote_required")
+        # Verified whole, as at release.
+        try:
+            raw = base64.b64decode(str(quote), validate=True)
+            tdx.verify_quote(raw, loaded.json_text, now)
+        except (binascii.Error, ValueError):
+            raise _bad(index, "quote is not base64") from None
+        except errors.AttestationError as exc:
+            raise _bad(index, f"the collateral does not verify: "
+                       f"{exc.message}", "endorsement_untrusted"
+                       ) from None
         text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
         number, _ = _collateral_order(doc)
         return Entry(_entry_id("tdx_collateral", text.encode()),
@@ -433,6 +440,23 @@ def _remember(key: tuple[str, str, bytes], order: Any, data: str
             _NEWEST[key] = (order, data)
             return order, data
         return seen
+
+
+def _remembered_order(key: tuple[str, str, bytes]
+                      ) -> tuple[Any, str] | None:
+    with _NEWEST_LOCK:
+        return _NEWEST.get(key)
+
+
+def remember_collateral(text: str) -> None:
+    """Rank collateral that verified (at release, or on import)."""
+    try:
+        doc = json.loads(text)
+        fmspc = str(json.loads(doc["tcb_info"])["fmspc"]).lower()
+        order = _collateral_order(doc)
+    except (ValueError, TypeError, KeyError):
+        return
+    _remember(("tdx_collateral", fmspc, b""), order, text)
 
 
 def _remembered(kind: str, name: str) -> list[tuple[bytes, str]]:
@@ -544,20 +568,31 @@ class EndorsementStore:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings().all()]
 
-    def newest_crl_order(self, product: str, issuer: bytes
+    def newest_crl_order(self, product: str, issuer: bytes,
+                         roots: Iterable[snp_certs.ProductRoots]
                          ) -> tuple[int, datetime.datetime] | None:
-        """The newest authenticated CRL's order, rows only."""
+        """The newest cached CRL's order among the rows the ARK signed.
+
+        Every row whose CRL signature verifies against a pinned ARK
+        counts, MAC or not: the ARK's signature cannot be forged, and a
+        row MACed under a retired KEK (or not at all) still proves that
+        the newer CRL exists. The MAC guards against adding rows.
+        """
+        arks = [r.ark for r in roots]
         best = None
         for row in self._select("crl", [product]):
-            if not self._authentic(row):
-                continue
             try:
                 crl = _load_crl(base64.b64decode(row["data"]))
             except (binascii.Error, ValueError, errors.InvalidInput):
                 continue
-            if crl.issuer.public_bytes() == issuer:
-                order = _crl_order(crl)
-                best = order if best is None or best < order else best
+            if crl.issuer.public_bytes() != issuer:
+                continue
+            if not any(ark.subject == crl.issuer and snp_certs.rsa_pss_verify(
+                    ark, crl.signature, crl.tbs_certlist_bytes)
+                    for ark in arks):
+                continue
+            order = _crl_order(crl)
+            best = order if best is None or best < order else best
         return best
 
     # -- at release ------------------------------------------------------
@@ -637,13 +672,14 @@ class EndorsementStore:
                                "is not decodable") from None
             if best is None or best[0] < order:
                 best = (order, row["data"])
-        if best is not None:
-            best = _remember(("tdx_collateral", fmspc, b""), *best)
-        else:
-            seen = _remembered("tdx_collateral", fmspc)
-            if not seen:
-                return None
-            best = (None, seen[0][1])
+        # Newer collateral that verified in this process (rows deleted or
+        # replaced by older ones) wins; only verified collateral is
+        # remembered (:func:`remember_collateral`).
+        seen = _remembered_order(("tdx_collateral", fmspc, b""))
+        if seen is not None and (best is None or best[0] < seen[0]):
+            best = seen
+        if best is None:
+            return None
         text = best[1]
         if _collateral_expiry(json.loads(text)) < now:
             raise errors.VerificationFailed(
@@ -651,6 +687,27 @@ class EndorsementStore:
                 "import a fresh one from Intel PCS",
                 code="endorsement_expired")
         return text
+
+
+    def newest_collateral_number(self, fmspc: str) -> int | None:
+        """The highest tcbEvaluationDataNumber of authenticated collateral.
+
+        Rows that authenticate (only verified collateral is MACed) and
+        collateral that verified in this process; None: none known.
+        """
+        best = None
+        for row in self._select("tdx_collateral", [fmspc]):
+            if not self._authentic(row):
+                continue
+            try:
+                number, _ = _collateral_order(json.loads(row["data"]))
+            except (ValueError, TypeError, KeyError):
+                continue
+            best = number if best is None else max(best, number)
+        seen = _remembered_order(("tdx_collateral", fmspc, b""))
+        if seen is not None:
+            best = seen[0][0] if best is None else max(best, seen[0][0])
+        return best
 
 
 _CRLS: dict[bytes, x509.CertificateRevocationList] = {}
@@ -683,7 +740,9 @@ def import_bundle(store: EndorsementStore, importer: Importer,
         if entry.kind == "crl":
             crl = _load_crl(base64.b64decode(entry.data))
             issuer = crl.issuer.public_bytes()
-            newest = store.newest_crl_order(entry.product, issuer)
+            newest = store.newest_crl_order(
+                entry.product, issuer,
+                importer.verifier.trusted_roots())
             with _NEWEST_LOCK:
                 seen = _NEWEST.get(("crl", entry.product, issuer))
             for known in (newest, seen[0] if seen else None):
@@ -698,6 +757,8 @@ def import_bundle(store: EndorsementStore, importer: Importer,
             crl = _load_crl(base64.b64decode(entry.data))
             _remember(("crl", entry.product, crl.issuer.public_bytes()),
                       _crl_order(crl), entry.data)
+        elif entry.kind == "tdx_collateral":
+            remember_collateral(entry.data)  # verified with its quote
     views = [e.view(n) for e, n in zip(entries, new, strict=True)]
     LOG.info("openstack-tee audit %s user=%s entries=%s", EVENT, user,
              ",".join(f"{e.kind}:{e.product}:{e.id[:16]}"
@@ -776,24 +837,61 @@ class DatabaseEndorsementSource(evidence_mod.EndorsementSource):
                         sealed_store.load_keyring(self.conf))
         return self._store
 
+    @staticmethod
+    def _unavailable(what: str, exc: Exception
+                     ) -> evidence_mod.SourceUnavailable:
+        # What the retries could not mend: a refusal with its code
+        # (audited by the release route), never a release, never a 500.
+        LOG.error("openstack-tee: cannot read the endorsement cache "
+                  "(%s): %s", what, type(exc).__name__)
+        return evidence_mod.SourceUnavailable(
+            f"the endorsement cache ({what}) cannot be read from the "
+            "database right now; try again later",
+            code=evidence_mod.SourceUnavailable.code)
+
     def snp_endorsement(self, chip_id: bytes, reported_tcb: int,
                         signer: str) -> bytes | None:
         store = self._get()
         if store is None or signer != "vcek":
             return None
-        return store.vcek(chip_id, reported_tcb,
-                          datetime.datetime.now(datetime.UTC))
+        try:
+            return store.vcek(chip_id, reported_tcb,
+                              datetime.datetime.now(datetime.UTC))
+        except (sa.exc.SQLAlchemyError, db_exc.DBError) as exc:
+            raise self._unavailable("vcek", exc) from None
 
     def snp_crls(self, product: str) -> list[bytes]:
         store = self._get()
-        return [] if store is None else store.crls(product)
+        if store is None:
+            return []
+        try:
+            return store.crls(product)
+        except (sa.exc.SQLAlchemyError, db_exc.DBError) as exc:
+            raise self._unavailable("crl", exc) from None
 
     def tdx_collateral(self, quote: bytes) -> str | None:
         store = self._get()
         fmspc = quote_fmspc(quote)
         if store is None or fmspc is None:
             return None
-        return store.collateral(fmspc, datetime.datetime.now(datetime.UTC))
+        try:
+            return store.collateral(fmspc,
+                                    datetime.datetime.now(datetime.UTC))
+        except (sa.exc.SQLAlchemyError, db_exc.DBError) as exc:
+            raise self._unavailable("tdx_collateral", exc) from None
+
+    def tdx_collateral_number(self, quote: bytes) -> int | None:
+        store = self._get()
+        fmspc = quote_fmspc(quote)
+        if store is None or fmspc is None:
+            return None
+        try:
+            return store.newest_collateral_number(fmspc)
+        except (sa.exc.SQLAlchemyError, db_exc.DBError) as exc:
+            raise self._unavailable("tdx_collateral", exc) from None
+
+    def tdx_collateral_verified(self, quote: bytes, collateral: str) -> None:
+        remember_collateral(collateral)
 
 
 @db._retry  # noqa: SLF001 - the suite's own retry policy

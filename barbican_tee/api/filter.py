@@ -1398,7 +1398,8 @@ class TEEAPIFilter:
             result = verifier.evaluate(policy, verified, instance_uuid)
         except evidence_mod.MalformedEvidence as exc:
             raise APIError(400, exc.code, exc.message) from None
-        except source_bound.SourceBusy as exc:
+        except (source_bound.SourceBusy,
+                evidence_mod.SourceUnavailable) as exc:
             raise APIError(503, exc.code, exc.message) from None
         except errors.InvalidInput as exc:
             raise APIError(403, exc.code, exc.message) from None

@@ -126,6 +126,15 @@ class EvidenceVerifier(abc.ABC):
         """
 
 
+class SourceUnavailable(errors.VerificationFailed):
+    """An endorsement source cannot answer now (say, a database error).
+
+    Refused (answered 503: try later), never released without it.
+    """
+
+    code = "endorsement_unavailable"
+
+
 class EndorsementSource(abc.ABC):
     """Where endorsements the guest did not send may come from.
 
@@ -154,6 +163,20 @@ class EndorsementSource(abc.ABC):
 
     def tdx_collateral(self, quote: bytes) -> str | None:
         """QuoteCollateralV3 (JSON text) for a quote, or None."""
+        return None
+
+    def tdx_collateral_number(self, quote: bytes) -> int | None:
+        """The highest verified tcbEvaluationDataNumber held, or None.
+
+        For the quote's platform (FMSPC). Collateral the guest sends with
+        a lower number is refused (``tdx_collateral_outdated``): an older
+        genuine collateral must not undo a TCB recovery the source already
+        knows of.
+        """
+        return None
+
+    def tdx_collateral_verified(self, quote: bytes, collateral: str) -> None:
+        """Told of collateral (JSON text) that verified ``quote``."""
         return None
 
     def snp_crls(self, product: str) -> list[bytes]:

@@ -409,6 +409,13 @@ class VerifiedReport:
     # The operator's TCB floor for this product (``[tee_attestation]
     # tcb_floor_*``), which a policy can only raise; None: no floor.
     tcb_floor: TcbVersion | None = None
+    # The ASK/ASVK whose signature on the endorsement key verified and
+    # the pinned roots above it (kept with a cached endorsement key, so a
+    # revocation check can name exactly the certificate that signed it).
+    intermediate: x509.Certificate | None = dataclasses.field(
+        default=None, repr=False, compare=False)
+    roots: snp_certs.ProductRoots | None = dataclasses.field(
+        default=None, repr=False, compare=False)
 
     def claims(self) -> dict[str, object]:
         """Claims as plain data, bytes as lowercase hex."""
@@ -470,6 +477,8 @@ def verify_report_signature(report: AttestationReport,
 class _VerifiedKey:
     cert: snp_certs.EndorsementCert
     product: Product
+    roots: snp_certs.ProductRoots
+    intermediate: x509.Certificate
 
 
 class SnpVerifier:
@@ -597,6 +606,16 @@ class SnpVerifier:
                            expected_kind: SignerKind | None = None,
                            ) -> tuple[snp_certs.EndorsementCert, Product]:
         """Verify a VCEK/VLEK up to a trusted ARK; return it and product."""
+        hit = self._verify_endorsement_path(cert_data, chain, at,
+                                            expected_kind)
+        return hit.cert, hit.product
+
+    def _verify_endorsement_path(
+            self, cert_data: bytes,
+            chain: list[x509.Certificate] | None,
+            at: datetime.datetime | None,
+            expected_kind: SignerKind | None) -> _VerifiedKey:
+        """Verify a VCEK/VLEK; return it with the ASK/ASVK that signed it."""
         at = _utc(at)
         digest = hashlib.sha256(cert_data).digest()
         key = (digest, expected_kind.value if expected_kind else "",
@@ -605,7 +624,7 @@ class SnpVerifier:
             hit = self._cache.get(key)
         if hit is not None and (hit.cert.not_before <= at
                                 <= hit.cert.not_after):
-            return hit.cert, hit.product
+            return hit
         cert = snp_certs.parse_endorsement_cert(cert_data)
         if expected_kind is not None and cert.kind is not expected_kind:
             raise errors.VerificationFailed(
@@ -636,11 +655,12 @@ class SnpVerifier:
                                      inter.not_valid_before_utc,
                                      inter.not_valid_after_utc, at)
                 self._check_revocation(roots, inter)
+                verified = _VerifiedKey(cert, roots.product, roots, inter)
                 with self._lock:
                     if len(self._cache) >= self._cache_size:
                         self._cache.pop(next(iter(self._cache)))
-                    self._cache[key] = _VerifiedKey(cert, roots.product)
-                return cert, roots.product
+                    self._cache[key] = verified
+                return verified
         raise errors.VerificationFailed(
             "the endorsement key does not chain to a trusted AMD root "
             f"({cert.issuer_cn or 'unknown issuer'})",
@@ -660,8 +680,8 @@ class SnpVerifier:
                 f"the report names signing key {report.signing_key}, "
                 "which is neither VCEK nor VLEK",
                 code="snp_signer_unknown")
-        cert, product = self.verify_endorsement(endorsement, chain, at,
-                                                expected_kind=kind)
+        path = self._verify_endorsement_path(endorsement, chain, at, kind)
+        cert, product = path.cert, path.product
         verify_report_signature(report, cert.public_key)
         self._check_crl_fresh(product, _utc(at))
         cpuid_product = report.product_from_cpuid
@@ -676,7 +696,9 @@ class SnpVerifier:
             self._check_chip_binding(cert, report, product)
         return VerifiedReport(report=report, product=product, signer=kind,
                               reported_tcb=reported, endorsement=cert,
-                              tcb_floor=self.tcb_floors.get(product))
+                              tcb_floor=self.tcb_floors.get(product),
+                              intermediate=path.intermediate,
+                              roots=path.roots)
 
     @staticmethod
     def _check_tcb_binding(cert: snp_certs.EndorsementCert,

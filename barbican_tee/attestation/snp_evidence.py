@@ -18,7 +18,6 @@ import hashlib
 import hmac
 from typing import Any
 
-from cryptography import x509
 from oslo_config import cfg
 
 from barbican_tee.attestation import cert_cache
@@ -73,52 +72,52 @@ class SnpReportVerifier(evidence_mod.EvidenceVerifier):
             "report's certificate table)")
 
     def _check_source_crls(self, verified: snp.VerifiedReport,
-                           chain: list[x509.Certificate],
                            now: datetime.datetime) -> None:
-        """Refuse a report whose ASK/ASVK a source's CRL revokes."""
+        """Refuse a report whose ASK/ASVK a source's CRL revokes.
+
+        The certificate checked is the one whose signature on the
+        endorsement key verified (kept with the key in the verifier's
+        cache), whatever chain this request carried; if it is unknown
+        while CRLs for the product exist, refuse.
+        """
         product = verified.product
         ders: list[bytes] = []
         for source in self.sources:
             ders.extend(source.snp_crls(product.name.lower()))
         if not ders:
             return
-        cert = verified.endorsement
-        # The pinned ARKs of the product and the intermediates under them
-        # that signed this endorsement key.
-        paths = []
-        for roots in self.verifier.trusted_roots(product):
-            for inter in (*chain, roots.ask, roots.asvk):
-                if inter is not None and snp_certs.ca_signed_by(
-                        inter, roots.ark) and snp_certs.rsa_pss_verify(
-                            inter, cert.signature, cert.tbs):
-                    paths.append((roots, inter))
+        inter, roots = verified.intermediate, verified.roots
+        if inter is None or roots is None:
+            raise errors.VerificationFailed(
+                "cannot tell which ASK/ASVK signed the endorsement key, "
+                f"and {product.value} CRLs are cached",
+                code="endorsement_signer_unknown")
         stale_ok = self.conf.tee_attestation.snp_crl_allow_stale
         for der in ders:
             crl = snp_certs.load_crl(der)
-            signers = [roots for roots in self.verifier.trusted_roots(
-                product) if roots.ark.subject == crl.issuer
-                and snp_certs.rsa_pss_verify(roots.ark, crl.signature,
+            signers = [r for r in self.verifier.trusted_roots(
+                product) if r.ark.subject == crl.issuer
+                and snp_certs.rsa_pss_verify(r.ark, crl.signature,
                                              crl.tbs_certlist_bytes)]
             if not signers:
                 raise errors.VerificationFailed(
                     f"a cached {product.value} CRL is not signed by a "
                     "pinned ARK", code="snp_crl_signature")
-            for roots, inter in paths:
-                if roots not in signers:
-                    continue  # another root's CRL: not about this chain
-                next_update = crl.next_update_utc
-                if not stale_ok and (next_update is None
-                                     or next_update < now):
-                    raise errors.VerificationFailed(
-                        f"the cached {product.value} CRL expired at "
-                        f"{next_update.isoformat() if next_update else '?'}"
-                        ": import a fresh one from AMD's KDS",
-                        code="endorsement_expired")
-                if crl.get_revoked_certificate_by_serial_number(
-                        inter.serial_number) is not None:
-                    raise errors.VerificationFailed(
-                        f"{snp_certs.common_name(inter)} is revoked by the "
-                        "ARK's CRL", code="certificate_revoked")
+            if roots not in signers:
+                continue  # another root's CRL: not about this chain
+            next_update = crl.next_update_utc
+            if not stale_ok and (next_update is None
+                                 or next_update < now):
+                raise errors.VerificationFailed(
+                    f"the cached {product.value} CRL expired at "
+                    f"{next_update.isoformat() if next_update else '?'}"
+                    ": import a fresh one from AMD's KDS",
+                    code="endorsement_expired")
+            if crl.get_revoked_certificate_by_serial_number(
+                    inter.serial_number) is not None:
+                raise errors.VerificationFailed(
+                    f"{snp_certs.common_name(inter)} is revoked by the "
+                    "ARK's CRL", code="certificate_revoked")
 
     def verify(self, evidence: Mapping[str, Any],
                now: datetime.datetime) -> evidence_mod.VerifiedEvidence:
@@ -135,7 +134,7 @@ class SnpReportVerifier(evidence_mod.EvidenceVerifier):
                 evidence["cert_chain"].encode())
         verified = self.verifier.verify(raw, endorsement, chain, now)
         if self.sources:
-            self._check_source_crls(verified, chain, now)
+            self._check_source_crls(verified, now)
         report = verified.report
         return evidence_mod.VerifiedEvidence(
             format=self.format, tee="amd-sev-snp",

@@ -12,7 +12,8 @@ reads local state and must see changes at once) with:
   asked: chip id, TCB and signer, or the quote's digest), each kept for
   ``[tee_attestation] endorsement_cache_ttl`` seconds; "not found" and
   errors are not cached, so that an endorsement made available later is
-  used at once;
+  used at once (a CRL answer, even "no CRL", is cached: it is asked for
+  every SNP report; a source without CRLs is not asked at all);
 * at most ``endorsement_source_concurrency`` calls into the source at a
   time, and at most ``endorsement_source_calls_per_minute`` calls (cache
   misses) a minute, per process and source. Beyond either the release is
@@ -85,11 +86,31 @@ class BoundedSource(evidence_mod.EndorsementSource):
         return self._call(("tdx", hashlib.sha256(quote).digest()),
                           lambda: self.inner.tdx_collateral(quote))
 
+    def _overrides(self, method: str) -> bool:
+        """Whether the source answers ``method`` itself (else: nothing)."""
+        return getattr(type(self.inner), method) is not getattr(
+            evidence_mod.EndorsementSource, method)
+
+    def tdx_collateral_number(self, quote: bytes) -> int | None:
+        if not self._overrides("tdx_collateral_number"):
+            return None  # the base class's answer, without a token
+        return self._call(("tdx-number", hashlib.sha256(quote).digest()),
+                          lambda: self.inner.tdx_collateral_number(quote))
+
+    def tdx_collateral_verified(self, quote: bytes, collateral: str) -> None:
+        # After verification only (no amplifier): straight through.
+        self.inner.tdx_collateral_verified(quote, collateral)
+
     def snp_crls(self, product: str) -> list[bytes]:
         # Every method of the interface goes to the source: one left to
         # the base class would answer "nothing" (no CRL: no revocation).
+        # Asked for every SNP report: a source without CRLs costs no
+        # token, and an answer (no CRL included) is kept for the TTL.
+        if not self._overrides("snp_crls"):
+            return []
         return self._call(("crls", str(product)),
-                          lambda: self.inner.snp_crls(product))
+                          lambda: self.inner.snp_crls(product),
+                          cache_empty=True)
 
     def _cached(self, key: tuple[Any, ...], now: float) -> Any:
         with self._lock:
@@ -120,7 +141,8 @@ class BoundedSource(evidence_mod.EndorsementSource):
             "later (or send the endorsement with the evidence)",
             code=SourceBusy.code)
 
-    def _call(self, key: tuple[Any, ...], call: Callable[[], _T]) -> _T:
+    def _call(self, key: tuple[Any, ...], call: Callable[[], _T],
+              cache_empty: bool = False) -> _T:
         now = self._clock()
         hit = self._cached(key, now)
         if hit is not None:
@@ -134,7 +156,8 @@ class BoundedSource(evidence_mod.EndorsementSource):
             answer = call()
         finally:
             self._slots.release()
-        if answer and self._ttl > 0 and self._size > 0:
+        if (answer or (cache_empty and answer is not None)) and (
+                self._ttl > 0 and self._size > 0):
             with self._lock:
                 self._cache[key] = (self._clock() + self._ttl, answer)
                 self._cache.move_to_end(key)

@@ -14,8 +14,10 @@ from collections.abc import Mapping
 import datetime
 import hashlib
 import hmac
+import json
 from typing import Any
 
+from barbican_tee.attestation import errors
 from barbican_tee.attestation import evidence as evidence_mod
 from barbican_tee.attestation import policy as policy_mod
 from barbican_tee.attestation import tdx
@@ -35,7 +37,8 @@ class TdxQuoteVerifier(evidence_mod.EvidenceVerifier):
             raise evidence_mod.MalformedEvidence(
                 "evidence.quote is not base64") from None
         collateral = evidence.get("collateral")
-        if not isinstance(collateral, (dict, str)):
+        sent = isinstance(collateral, (dict, str))
+        if not sent:
             collateral = None
             for source in self.sources:
                 collateral = source.tdx_collateral(quote)
@@ -53,6 +56,12 @@ class TdxQuoteVerifier(evidence_mod.EvidenceVerifier):
                 "TDX evidence needs its Intel PCS collateral "
                 "(QuoteCollateralV3) in evidence.collateral")
         claims = tdx.verify_quote(quote, collateral, now)
+        if self.sources:
+            text = tdx.load_collateral(collateral).json_text
+            if sent:
+                self._check_not_outdated(quote, text)
+            for source in self.sources:
+                source.tdx_collateral_verified(quote, text)
         return evidence_mod.VerifiedEvidence(
             format=self.format, tee="intel-tdx",
             report_data=claims.report_data,
@@ -63,6 +72,19 @@ class TdxQuoteVerifier(evidence_mod.EvidenceVerifier):
             product="tdx",
             policy_bits=claims.td_attributes,
             details=claims)
+
+    def _check_not_outdated(self, quote: bytes, text: str) -> None:
+        """Refuse sent collateral older than verified collateral held."""
+        number = _evaluation_number(text)
+        for source in self.sources:
+            held = source.tdx_collateral_number(quote)
+            if held is not None and (number is None or number < held):
+                raise errors.VerificationFailed(
+                    "the TDX collateral sent has tcbEvaluationDataNumber "
+                    f"{number}, older than the verified collateral held "
+                    f"for this platform ({held}): send current collateral "
+                    "from Intel PCS (or none)",
+                    code="tdx_collateral_outdated")
 
     def evaluate(self, policy: policy_mod.Policy,
                  verified: evidence_mod.VerifiedEvidence,
@@ -78,3 +100,13 @@ class TdxQuoteVerifier(evidence_mod.EvidenceVerifier):
                     "(MRCONFIGID)"),))
         details: tdx.TdxClaims = verified.details
         return policy_mod.evaluate_tdx(policy, details)
+
+
+def _evaluation_number(text: str) -> int | None:
+    """The (verified) collateral's TCB info tcbEvaluationDataNumber."""
+    try:
+        number = json.loads(json.loads(text)["tcb_info"]).get(
+            "tcbEvaluationDataNumber")
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return number if isinstance(number, int) else None

@@ -3,7 +3,8 @@
 After a KEK rotation (new ``kek_file``, the old one moved to
 ``previous_kek_files``), run this once on one barbican-api host; afterwards
 the old KEK file can be retired. Sealed secrets are re-sealed and the
-attestation tables' row MACs (policies, platform TCB floors) recomputed;
+attestation tables' row MACs (policies, platform TCB floors, cached CRLs
+and TDX collateral) recomputed;
 what is already under the current KEK is skipped, so it is safe to run
 again after an interruption. Rows that do not authenticate are left as
 they are and counted as failed.
@@ -38,8 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 def rewrap(conf: cfg.ConfigOpts) -> tuple[int, int, int]:
     """(re-sealed or re-MACed, already current, failed) counts.
 
-    Sealed secrets get new ciphertext, policy and floor rows a new MAC,
-    all under the current KEK.
+    Sealed secrets get new ciphertext, policy, floor and endorsement-cache
+    rows a new MAC, all under the current KEK.
     """
     # Barbican-side modules: imported here so that the rest of the
     # openstack-tee command works on hosts without Barbican.
@@ -73,8 +74,9 @@ def rewrap(conf: cfg.ConfigOpts) -> tuple[int, int, int]:
             failed += 1
     remaced, refused = store.remac_rows()
     floors_remaced, floors_refused = _remac_floors(engine, ring)
-    return (done + remaced + floors_remaced, current,
-            failed + refused + floors_refused)
+    endorsements_remaced = _remac_endorsements(engine, ring)
+    return (done + remaced + floors_remaced + endorsements_remaced,
+            current, failed + refused + floors_refused)
 
 
 def _remac_floors(engine: Any, ring: keyring_mod.Keyring
@@ -87,6 +89,17 @@ def _remac_floors(engine: Any, ring: keyring_mod.Keyring
     from barbican_tee.api import floors
 
     return floors.FloorStore(engine, ring).remac()
+
+
+def _remac_endorsements(engine: Any, ring: keyring_mod.Keyring) -> int:
+    """The cached CRLs and TDX collateral under the current KEK.
+
+    Without it they stop authenticating (``endorsement_tampered``, the
+    product's releases refused) once the old KEK is retired.
+    """
+    from barbican_tee.api import endorsements
+
+    return endorsements.remac(engine, ring)
 
 
 def _upgrade(ring: keyring_mod.Keyring, store: Any, meta: dict[str, str],

@@ -49,7 +49,7 @@ class ImportEndorsement(command.Lister):
         parser.add_argument("--tdx-quote", metavar="<file>",
                             help="a TDX quote (binary) of the platform: "
                                  "its collateral is verified with it on "
-                                 "import")
+                                 "import (required for collateral)")
         parser.add_argument("--output", metavar="<bundle-file>",
                             help="write the bundle to this file instead of "
                                  "importing it")

@@ -145,6 +145,31 @@ class EndorsementCacheTest(_CacheBase):
                          [e["id"] for e in listed["endorsements"]])
         self.assertFalse(listed["endorsements"][0]["expired"])
 
+    def test_a_database_error_is_an_audited_refusal(self) -> None:
+        sp = self._chip()
+        secret_id, _ = self._bound_secret()
+        resp = self._import({"endorsements": [vcek_item(sp)]})
+        self.assertEqual(201, resp.status_code, resp.text)
+        resp, _ = self._release(secret_id, sp)
+        self.assertEqual(200, resp.status_code, resp.text)  # control
+        self.server.sql("ALTER TABLE tee_endorsements RENAME TO "
+                        "tee_endorsements_away")
+        self.addCleanup(self._table_back)
+        # The VCEK sent along: the CRL lookup still reads the cache.
+        for with_vcek in (False, True):
+            resp, _ = self._release(secret_id, sp, with_vcek=with_vcek)
+            self._code(resp, 503, "endorsement_unavailable")
+        self.assertIn(f"tee.release.denied secret={secret_id} "
+                      "codes=endorsement_unavailable", self._log())
+        self._table_back()
+        resp, _ = self._release(secret_id, sp)
+        self.assertEqual(200, resp.status_code, resp.text)
+
+    def _table_back(self) -> None:
+        if "tee_endorsements_away" in self.server.table_names():
+            self.server.sql("ALTER TABLE tee_endorsements_away RENAME TO "
+                            "tee_endorsements")
+
     def test_the_cache_is_looked_up_by_chip_and_tcb(self) -> None:
         # A VCEK for the chip at another TCB is not this report's.
         sp = self._chip()

@@ -256,7 +256,7 @@ class BoundedSourceTest(test_release._ServerTestBase):
             codes.append((resp.status_code, resp.json()["error"]["code"]))
         # Each unknown chip id costs a call until the minute's budget (3,
         # one spent on the genuine guest) is gone; then refused, not asked.
-        self.assertEqual([(400, "evidence_invalid")] * 2
+        self.assertEqual([(400, "endorsement_not_found")] * 2
                          + [(503, "endorsement_source_busy")] * 2, codes)
         self.assertIn(f"tee.release.denied secret={secret_id} "
                       "codes=endorsement_source_busy", self._log())

@@ -52,14 +52,51 @@ class TdxCollateralCacheTest(base.TestCase):
         self.addCleanup(endorsements._NEWEST.clear)  # noqa: SLF001
 
     def _bundle(self, **item: object) -> dict[str, object]:
-        return {"endorsements": [dict({"kind": "tdx_collateral",
-                                       "collateral": self.collateral},
-                                      **item)]}
+        return {"endorsements": [dict(
+            {"kind": "tdx_collateral", "collateral": self.collateral,
+             "quote": base64.b64encode(self.quote).decode()}, **item)]}
+
+    def _source(self) -> endorsements.DatabaseEndorsementSource:
+        conf = cfg.ConfigOpts()
+        conf([], project="test")
+        source = endorsements.DatabaseEndorsementSource(conf)
+        source._store = self.store  # noqa: SLF001
+        return source
+
+    def _release(self, collateral: object) -> tdx.TdxClaims:
+        """Verify the quote as the release does (the cache as source).
+
+        With the collateral sent: the source's own answers use the clock,
+        and GOOD_AT is past.
+        """
+        from barbican_tee.attestation import tdx_evidence
+        conf = cfg.ConfigOpts()
+        conf([], project="test")
+        verifier = tdx_evidence.TdxQuoteVerifier(conf, (self._source(),))
+        evidence = {"quote": base64.b64encode(self.quote).decode(),
+                    "collateral": collateral}
+        claims: tdx.TdxClaims = verifier.verify(evidence, GOOD_AT).details
+        return claims
+
+    def _forged(self, number: int) -> endorsements.Entry:
+        """A collateral row with another tcbEvaluationDataNumber.
+
+        Its signature no longer verifies: as a database writer with the
+        KEK, or an unverified import, would have put it.
+        """
+        doc = dict(self.collateral)
+        info = json.loads(doc["tcb_info"])
+        info["tcbEvaluationDataNumber"] = number
+        doc["tcb_info"] = json.dumps(info)
+        text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+        return endorsements.Entry(
+            endorsements._entry_id(  # noqa: SLF001
+                "tdx_collateral", text.encode()), "tdx_collateral", "tdx",
+            "b0c06f000000", datetime.datetime(2025, 7, 19, tzinfo=UTC),
+            str(number), text)
 
     def test_imported_collateral_verifies_the_quote(self) -> None:
-        [entry] = self.importer.verify_bundle(
-            self._bundle(quote=base64.b64encode(self.quote).decode()), [],
-            GOOD_AT)
+        [entry] = self.importer.verify_bundle(self._bundle(), [], GOOD_AT)
         self.assertEqual("b0c06f000000", entry.lookup)
         # The quote's own PCK certificate names the same FMSPC.
         self.assertEqual(entry.lookup, endorsements.quote_fmspc(self.quote))
@@ -100,10 +137,73 @@ class TdxCollateralCacheTest(base.TestCase):
         with self.assertRaises(errors.VerificationFailed) as ctx:
             self.store.collateral(entry.lookup, GOOD_AT)
         self.assertEqual("endorsement_tampered", ctx.exception.code)
-        # Deleted: this process keeps what it authenticated.
+        # Deleted: this process keeps what verified (here at a release).
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(db.ENDORSEMENTS).values(
+                imported_by="admin"))
+        self.assertEqual("UpToDate",
+                         self._release(self.collateral).tcb_status)
         with self.engine.begin() as conn:
             conn.execute(sa.delete(db.ENDORSEMENTS))
         self.assertIsNotNone(self.store.collateral(entry.lookup, GOOD_AT))
+
+    def test_collateral_is_imported_only_verified_with_a_quote(self) -> None:
+        # No quote: nothing to verify its signatures with, refused.
+        with self.assertRaises(endorsements.EndorsementError) as ctx:
+            self.importer.verify_bundle(self._bundle(quote=None), [],
+                                        GOOD_AT)
+        self.assertEqual("endorsement_quote_required", ctx.exception.code)
+        # Forged (a huge tcbEvaluationDataNumber): the quote does not
+        # verify with it.
+        forged = json.loads(self._forged(10**9).data)
+        with self.assertRaises(endorsements.EndorsementError) as ctx:
+            self.importer.verify_bundle(self._bundle(collateral=forged), [],
+                                        GOOD_AT)
+        self.assertEqual("endorsement_untrusted", ctx.exception.code)
+
+    def test_only_verified_collateral_is_remembered(self) -> None:
+        # A row whose collateral does not verify, with the highest number:
+        # served from its row (and refused by dcap-qvl at release) ...
+        self.store.put([self._forged(10**9)], "admin")
+        text = self.store.collateral("b0c06f000000", GOOD_AT)
+        assert text is not None
+        with self.assertRaises(errors.VerificationFailed):
+            tdx.verify_quote(self.quote, text, GOOD_AT)
+        # ... but never ranked in the process: once the genuine one is
+        # imported and the forged row gone, the genuine one is served.
+        [entry] = self.importer.verify_bundle(self._bundle(), [], GOOD_AT)
+        self.store.put([entry], "admin")
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(db.ENDORSEMENTS).where(
+                db.ENDORSEMENTS.c.id != entry.id))
+        text = self.store.collateral("b0c06f000000", GOOD_AT)
+        assert text is not None
+        self.assertEqual("UpToDate",
+                         tdx.verify_quote(self.quote, text,
+                                          GOOD_AT).tcb_status)
+
+    def test_older_collateral_in_the_evidence_is_refused(self) -> None:
+        # Positive control: the cache holds this very collateral (17).
+        [entry] = self.importer.verify_bundle(self._bundle(), [], GOOD_AT)
+        self.store.put([entry], "admin")
+        self.assertEqual("UpToDate",
+                         self._release(self.collateral).tcb_status)
+        self.assertEqual(17, self._source().tdx_collateral_number(
+            self.quote))
+        # Authenticated collateral with a higher number held (after a TCB
+        # recovery): the older one sent with the evidence is refused.
+        self.store.put([self._forged(18)], "admin")
+        with self.assertRaises(errors.VerificationFailed) as ctx:
+            self._release(self.collateral)
+        self.assertEqual("tdx_collateral_outdated", ctx.exception.code)
+        # The process remembers the highest verified number too: rows
+        # gone, a verified release's 17 still stands against an older 16
+        # (that 16 is only reached after dcap-qvl verified it, so the
+        # check is shown on the number directly).
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(db.ENDORSEMENTS))
+        self.assertEqual(17, self._source().tdx_collateral_number(
+            self.quote))
 
     def test_the_source_outside_an_api_process_holds_nothing(self) -> None:
         conf = cfg.ConfigOpts()
@@ -134,3 +234,147 @@ class TdxCollateralCacheTest(base.TestCase):
         endorsements._NEWEST.clear()  # noqa: SLF001
         with self.assertRaises(errors.VerificationFailed):
             self.store.collateral(entry.lookup, GOOD_AT)
+
+
+class CrlRotationTest(base.TestCase):
+    """An older CRL never replaces an ARK-signed newer one (KEK rotated)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        from openstack_tee_demo.sp_model import snp as spm
+        self.spm = spm
+        self.sp = spm.SecureProcessor()
+        self.tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.tmp)
+        self.k1 = test_sealed._kek(self.tmp, "k1")
+        self.engine = db.make_engine(f"sqlite:///{self.tmp}/t.sqlite")
+        self.addCleanup(self.engine.dispose)
+        migrations.upgrade(self.engine)
+        self.importer = endorsements.Importer(
+            snp.SnpVerifier(extra_roots=[self.sp.roots()]))
+        endorsements._NEWEST.clear()  # noqa: SLF001
+        self.addCleanup(endorsements._NEWEST.clear)  # noqa: SLF001
+
+    def _crl(self, number: int, revoked: list[int]) -> dict[str, object]:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives import serialization
+        from cryptography import x509
+        now = datetime.datetime.now(UTC)
+        b = (x509.CertificateRevocationListBuilder()
+             .issuer_name(self.sp.ark.subject)
+             .last_update(now - datetime.timedelta(hours=10 - number))
+             .next_update(now + datetime.timedelta(days=7))
+             .add_extension(x509.CRLNumber(number), critical=False))
+        for serial in revoked:
+            b = b.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial)
+                .revocation_date(now).build())
+        der = b.sign(self.sp.ark_key, hashes.SHA384(),
+                     rsa_padding=self.spm._PSS).public_bytes(  # noqa: SLF001
+            serialization.Encoding.DER)
+        return {"endorsements": [{"kind": "crl",
+                                  "der": base64.b64encode(der).decode()}]}
+
+    def _store(self, *keks: str) -> endorsements.EndorsementStore:
+        return endorsements.EndorsementStore(
+            self.engine, keyring.Keyring.from_files(keks[0],
+                                                    list(keks[1:])))
+
+    def test_an_older_crl_after_a_kek_rotation_is_refused(self) -> None:
+        old, new = self._crl(1, []), self._crl(2, [0x10001])
+        endorsements.import_bundle(self._store(self.k1), self.importer,
+                                   new, "admin", None)
+        # The old KEK retired without rewrap, the process restarted: the
+        # newer row no longer authenticates, yet its ARK signature stands.
+        endorsements._NEWEST.clear()  # noqa: SLF001
+        k2 = test_sealed._kek(self.tmp, "k2")
+        store = self._store(k2)
+        with self.assertRaises(endorsements.EndorsementError) as ctx:
+            endorsements.import_bundle(store, self.importer, old, "svc",
+                                       None)
+        self.assertEqual("crl_older", ctx.exception.code)
+        # Nothing deleted: the release refuses (tampered), never serves
+        # the older CRL.
+        with self.assertRaises(errors.VerificationFailed) as vctx:
+            store.crls("milan")
+        self.assertEqual("endorsement_tampered", vctx.exception.code)
+        # Positive control: the same CRL again (an administrator's
+        # recovery) replaces the row, MACed under the new KEK.
+        endorsements.import_bundle(store, self.importer, new, "admin", None)
+        [der] = store.crls("milan")
+        from cryptography import x509
+        self.assertIsNotNone(x509.load_der_x509_crl(
+            der).get_revoked_certificate_by_serial_number(0x10001))
+
+    def test_a_row_not_signed_by_the_ark_does_not_rank(self) -> None:
+        endorsements.import_bundle(self._store(self.k1), self.importer,
+                                   self._crl(1, []), "admin", None)
+        # A database writer swaps in bytes that are no ARK-signed CRL.
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(db.ENDORSEMENTS).values(
+                data=base64.b64encode(b"junk").decode()))
+        endorsements._NEWEST.clear()  # noqa: SLF001
+        store = self._store(self.k1)
+        self.assertIsNone(store.newest_crl_order(
+            "milan", self.sp.ark.subject.public_bytes(),
+            self.importer.verifier.trusted_roots()))
+        endorsements.import_bundle(store, self.importer, self._crl(1, []),
+                                   "admin", None)
+
+    def test_rewrap_remacs_the_endorsement_rows(self) -> None:
+        from oslo_db import options as db_options
+
+        from barbican_tee.cmd import rewrap
+        from barbican_tee import conf as tee_conf
+        endorsements.import_bundle(self._store(self.k1), self.importer,
+                                   self._crl(2, [0x10001]), "admin", None)
+        db._STORE_META.create(self.engine, checkfirst=True)  # noqa: SLF001
+        k2 = test_sealed._kek(self.tmp, "k2")
+        conf = cfg.ConfigOpts()
+        db_options.set_defaults(conf)
+        tee_conf.register_opts(conf)
+        conf([], project="test")
+        conf.set_override("connection", f"sqlite:///{self.tmp}/t.sqlite",
+                          group="database")
+        conf.set_override("kek_file", k2, group="tee_sealed")
+        conf.set_override("previous_kek_files", [self.k1],
+                          group="tee_sealed")
+        done, _, failed = rewrap.rewrap(conf)
+        self.assertEqual((1, 0), (done, failed))
+        # The old KEK retired: the row authenticates under the new one.
+        endorsements._NEWEST.clear()  # noqa: SLF001
+        self.assertEqual(1, len(self._store(k2).crls("milan")))
+
+
+class DatabaseErrorTest(base.TestCase):
+    """A database error in the cache is a refusal with a code, not a 500."""
+
+    def test_each_lookup_refuses_with_endorsement_unavailable(self) -> None:
+        from barbican_tee.attestation import evidence as evidence_mod
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        ring = keyring.Keyring.from_files(test_sealed._kek(tmp, "k"), [])
+        engine = db.make_engine(f"sqlite:///{tmp}/t.sqlite")
+        self.addCleanup(engine.dispose)
+        migrations.upgrade(engine)
+        conf = cfg.ConfigOpts()
+        conf([], project="test")
+        source = endorsements.DatabaseEndorsementSource(conf)
+        source._store = endorsements.EndorsementStore(  # noqa: SLF001
+            engine, ring)
+        quote = base.read_fixture(*QUOTE)
+        # Positive control: an empty cache answers "nothing".
+        self.assertEqual([], source.snp_crls("milan"))
+        self.assertIsNone(source.snp_endorsement(b"\x01" * 64, 0, "vcek"))
+        self.assertIsNone(source.tdx_collateral(quote))
+        with engine.begin() as conn:
+            conn.execute(sa.text(
+                "ALTER TABLE tee_endorsements RENAME TO away"))
+        calls = [lambda: source.snp_crls("milan"),
+                 lambda: source.snp_endorsement(b"\x01" * 64, 0, "vcek"),
+                 lambda: source.tdx_collateral(quote),
+                 lambda: source.tdx_collateral_number(quote)]
+        for call in calls:
+            with self.assertRaises(evidence_mod.SourceUnavailable) as ctx:
+                call()
+            self.assertEqual("endorsement_unavailable", ctx.exception.code)

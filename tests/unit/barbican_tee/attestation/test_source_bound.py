@@ -155,3 +155,37 @@ class BoundedSourceTest(base.TestCase):
         # A CRL imported now refuses at once in every process.
         from barbican_tee.api import endorsements
         self.assertFalse(endorsements.DatabaseEndorsementSource.bounded)
+
+    def test_crl_answers_cost_no_token_per_report(self) -> None:
+        # A source that has no CRLs at all is not asked (no token): the
+        # reports past a minute's calls are not refused.
+        src = self._bound(endorsement_source_calls_per_minute=2,
+                          endorsement_cache_ttl=300)
+        for _ in range(5):
+            self.assertEqual([], src.snp_crls("milan"))
+        # One that has (none for genoa): asked once per TTL, the empty
+        # answer included.
+        crls = [b"CRL-DER"]
+
+        class _WithCrls(_Counting):
+            def snp_crls(self, product: str) -> list[bytes]:
+                self.calls.append(product.encode())
+                return crls if product == "milan" else []
+
+        inner = _WithCrls(self.conf)
+        self.conf.set_override("endorsement_source_calls_per_minute", 4,
+                               "tee_attestation")
+        src = source_bound.BoundedSource(inner, self.conf,
+                                         clock=lambda: self.now)
+        for _ in range(5):
+            self.assertEqual(crls, src.snp_crls("milan"))
+            self.assertEqual([], src.snp_crls("genoa"))
+        self.assertEqual([b"milan", b"genoa"], inner.calls)
+        # Past the TTL it is asked again.
+        self.now = 300.0
+        src.snp_crls("genoa")
+        self.assertEqual([b"milan", b"genoa", b"genoa"], inner.calls)
+        # "Not found" for a VCEK is still not cached.
+        self.assertIsNone(src.snp_endorsement(b"z" * 64, 7, "vcek"))
+        self.assertIsNone(src.snp_endorsement(b"z" * 64, 7, "vcek"))
+        self.assertEqual(2, inner.calls.count(b"z" * 64))
