@@ -51,7 +51,9 @@ OPTS = [
              "is kept in this process's cache, keyed by the source and "
              "what was asked (chip id, TCB, signer; or the quote). 0: not "
              "cached. \"Not found\" is never cached. Sources that set "
-             "bounded = False are called directly."),
+             "bounded = False are called directly; the built-in "
+             "'database' source keeps the VCEKs it found for as long (never "
+             "past their notAfter), and reads CRLs on every release."),
     cfg.IntOpt(
         "endorsement_cache_size",
         default=1024, min=0,

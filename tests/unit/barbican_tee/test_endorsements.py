@@ -13,6 +13,7 @@ import datetime
 import json
 import shutil
 import tempfile
+from typing import Any
 
 from oslo_config import cfg
 import sqlalchemy as sa
@@ -378,3 +379,87 @@ class DatabaseErrorTest(base.TestCase):
             with self.assertRaises(evidence_mod.SourceUnavailable) as ctx:
                 call()
             self.assertEqual("endorsement_unavailable", ctx.exception.code)
+
+
+class VcekAnswerKeptTest(base.TestCase):
+    """Found VCEKs are kept per process (TTL, never past notAfter)."""
+
+    class _Store:
+        def __init__(self, answer: bytes | None) -> None:
+            self.answer = answer
+            self.vcek_calls = 0
+            self.crl_calls = 0
+
+        def vcek(self, chip_id: bytes, tcb: int,
+                 now: datetime.datetime) -> bytes | None:
+            self.vcek_calls += 1
+            return self.answer
+
+        def crls(self, product: str) -> list[bytes]:
+            self.crl_calls += 1
+            return []
+
+    def _source(self, answer: bytes | None, ttl: int = 300
+                ) -> tuple[endorsements.DatabaseEndorsementSource, Any]:
+        from barbican_tee.conf import attestation as attestation_conf
+        conf = cfg.ConfigOpts()
+        attestation_conf.register_opts(conf)
+        conf([], project="test")
+        conf.set_override("endorsement_cache_ttl", ttl, "tee_attestation")
+        source = endorsements.DatabaseEndorsementSource(conf)
+        store = self._Store(answer)
+        source._store = store  # type: ignore[assignment]  # noqa: SLF001
+        return source, store
+
+    def _pem(self, days: int) -> bytes:
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives import serialization
+        from cryptography import x509
+        from cryptography.x509.oid import NameOID
+        key = ec.generate_private_key(ec.SECP384R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SEV-VCEK")])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (x509.CertificateBuilder().subject_name(name)
+                .issuer_name(name).public_key(key.public_key())
+                .serial_number(1)
+                .not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=days))
+                .sign(key, hashes.SHA384()))
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    def test_found_vceks_are_kept_crls_never(self) -> None:
+        pem = self._pem(30)
+        source, store = self._source(pem)
+        for _ in range(3):
+            self.assertEqual(pem, source.snp_endorsement(b"\x01" * 64, 7,
+                                                         "vcek"))
+            source.snp_crls("milan")
+        self.assertEqual(1, store.vcek_calls)
+        # CRLs: read on every release (an import refuses at once).
+        self.assertEqual(3, store.crl_calls)
+        # Another TCB is another lookup.
+        source.snp_endorsement(b"\x01" * 64, 8, "vcek")
+        self.assertEqual(2, store.vcek_calls)
+
+    def test_not_found_and_ttl_zero_are_not_kept(self) -> None:
+        source, store = self._source(None)
+        source.snp_endorsement(b"\x01" * 64, 7, "vcek")
+        source.snp_endorsement(b"\x01" * 64, 7, "vcek")
+        self.assertEqual(2, store.vcek_calls)
+        source, store = self._source(self._pem(30), ttl=0)
+        source.snp_endorsement(b"\x01" * 64, 7, "vcek")
+        source.snp_endorsement(b"\x01" * 64, 7, "vcek")
+        self.assertEqual(2, store.vcek_calls)
+
+    def test_never_kept_past_not_after(self) -> None:
+        source, store = self._source(self._pem(30))
+        source.snp_endorsement(b"\x01" * 64, 7, "vcek")
+        ((deadline, _answer),) = source._vceks.values()  # noqa: SLF001
+        import time
+        # 300 s TTL, far within notAfter: the TTL bounds it.
+        self.assertLess(deadline - time.monotonic(), 301)
+        # A VCEK already past its notAfter is not kept.
+        source, store = self._source(self._pem(-1))
+        source.snp_endorsement(b"\x01" * 64, 7, "vcek")
+        self.assertEqual({}, dict(source._vceks))  # noqa: SLF001
