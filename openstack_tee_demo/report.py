@@ -11,6 +11,7 @@ harness has no Keystone catalog.
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from keystoneauth1 import plugin as ks_plugin
@@ -23,7 +24,7 @@ ADMIN = {"X-Project-Id": "cloud-admin", "X-Roles": "admin",
          "X-User-Id": "operator"}
 
 
-class _HarnessAuth(ks_plugin.BaseAuthPlugin):
+class HarnessAuth(ks_plugin.BaseAuthPlugin):
     """The harness's endpoints per service type, and its no-auth headers."""
 
     def __init__(self, endpoints: dict[str, str],
@@ -40,7 +41,7 @@ class _HarnessAuth(ks_plugin.BaseAuthPlugin):
         return self.endpoints[str(service_type)]
 
 
-class _Manager:
+class Manager:
     interface = "public"
     region_name = None
 
@@ -50,24 +51,26 @@ class _Manager:
         self.tee = tee
 
 
-class _App:
-    def __init__(self, manager: _Manager) -> None:
+class App:
+    def __init__(self, manager: Manager) -> None:
         self.client_manager = manager
+        # The report names hosts it leaves out (SEV-only) on stderr.
+        self.stderr = io.StringIO()
 
 
 def tcb_report(test: Any, barbican_url: str
                ) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
     """Columns and rows of the report, for a TEEServersTestBase ``test``."""
     placement = test.placement.fixture
-    auth = _HarnessAuth(
+    auth = HarnessAuth(
         {"placement": placement.endpoint,
          "compute": test.admin_api.base_url},
         {"X-Auth-Token": placement.token, "X-Auth-User": "admin",
          "X-Auth-Project-Id": test.admin_api.project_id,
          "X-Roles": "reader,member,admin"})
-    manager = _Manager(ks_session.Session(auth=auth),
+    manager = Manager(ks_session.Session(auth=auth),
                        rest.TEEClient(barbican_url, headers=ADMIN))
-    command = tcb.TcbReport(_App(manager), None)
+    command = tcb.TcbReport(App(manager), None)
     args = command.get_parser("openstack tee tcb report").parse_args([])
     columns, rows = command.take_action(args)
     return tuple(columns), [tuple(str(c) for c in row) for row in rows]

@@ -17,7 +17,6 @@ import io
 from typing import Any
 
 import fixtures
-from keystoneauth1 import plugin as ks_plugin
 from keystoneauth1 import session as ks_session
 from oslo_utils.fixture import uuidsentinel as uuids
 import requests
@@ -27,44 +26,11 @@ from barbican_tee.client import rest
 from barbican_tee.osc.v1 import tcb
 from nova_tee.scheduler import floors as tee_floors
 from openstack_tee_demo import nova_harness as base
+from openstack_tee_demo import report
 from openstack_tee_demo.sp_model import snp as sp_model
 from tests.functional.nova import barbican_class
 
-ADMIN = {"X-Project-Id": "cloud-admin", "X-Roles": "admin",
-         "X-User-Id": "operator"}
-
-
-class _HarnessAuth(ks_plugin.BaseAuthPlugin):
-    """The harness's endpoints per service type, and its no-auth headers."""
-
-    def __init__(self, endpoints: dict[str, str],
-                 headers: dict[str, str]) -> None:
-        super().__init__()
-        self.endpoints = endpoints
-        self.headers = headers
-
-    def get_headers(self, session: Any, **kwargs: Any) -> dict[str, str]:
-        return dict(self.headers)
-
-    def get_endpoint(self, session: Any, service_type: str | None = None,
-                     **kwargs: Any) -> str:
-        return self.endpoints[str(service_type)]
-
-
-class _Manager:
-    interface = "public"
-    region_name = None
-
-    def __init__(self, session: ks_session.Session,
-                 tee: rest.TEEClient) -> None:
-        self.session = session
-        self.tee = tee
-
-
-class _App:
-    def __init__(self, manager: _Manager) -> None:
-        self.client_manager = manager
-        self.stderr = io.StringIO()
+ADMIN = report.ADMIN
 
 
 class TcbReportTest(barbican_class.BarbicanClassTestBase):
@@ -91,7 +57,7 @@ class TcbReportTest(barbican_class.BarbicanClassTestBase):
     def _report(self, stderr: io.StringIO | None = None
                 ) -> list[tuple[str, ...]]:
         placement = self.placement.fixture
-        auth = _HarnessAuth(
+        auth = report.HarnessAuth(
             {"placement": placement.endpoint,
              "compute": self.admin_api.base_url},
             {"X-Auth-Token": placement.token, "X-Auth-User": "admin",
@@ -108,9 +74,9 @@ class TcbReportTest(barbican_class.BarbicanClassTestBase):
             return original(path, **kwargs)
 
         self.useFixture(fixtures.MockPatchObject(session, "get", get))
-        manager = _Manager(session,
+        manager = report.Manager(session,
                            rest.TEEClient(self.barbican.url, headers=ADMIN))
-        app = _App(manager)
+        app = report.App(manager)
         command = tcb.TcbReport(app, None)
         columns, rows = command.take_action(argparse.Namespace())
         self.assertEqual(tcb.COLUMNS, columns)
