@@ -337,10 +337,12 @@ class _SqlitePool(sa.engine.CreateEnginePlugin):
     instead, sized from ``[database]`` (``max_pool_size``,
     ``max_overflow``, ``pool_timeout``), while oslo.db builds the engine
     as always: its connection events (pragmas, its BEGIN handling, the
-    fork guard), pre-ping and recycle apply to that pool as they would to
-    any. A connection comes back from the pool rolled back; oslo.db's mark
-    of an open transaction is cleared on checkout, so that each
-    transaction emits its own ``BEGIN``.
+    fork guard) and recycle apply to that pool as they would to any. A
+    connection comes back from the pool rolled back; oslo.db's mark of an
+    open transaction is cleared on checkout, so that each transaction
+    emits its own ``BEGIN``. Without oslo.db's pre-ping: a ``SELECT 1`` on
+    every checkout finds a database server gone after a restart or
+    failover, and a file opened by this process has no server to lose.
     """
 
     def __init__(self, url: sa.engine.URL, kwargs: dict[str, Any]) -> None:
@@ -355,6 +357,7 @@ class _SqlitePool(sa.engine.CreateEnginePlugin):
         kwargs["pool_size"] = number("tee_pool_size", 5)
         kwargs["max_overflow"] = number("tee_max_overflow", 10)
         kwargs["pool_timeout"] = number("tee_pool_timeout", 30)
+        kwargs["pool_pre_ping"] = False
 
     def update_url(self, url: sa.engine.URL) -> sa.engine.URL:
         return url.difference_update_query(_POOL_PARAMS)

@@ -292,6 +292,16 @@ def _session_label(session_id: str, secret_id: str, instance_uuid: str,
             f"{int(launch_policy)}")
 
 
+@functools.lru_cache(maxsize=256)
+def _stored_policy(document: str) -> policy_mod.Policy:
+    """A stored policy document whose row authenticated, parsed.
+
+    Parsing is deterministic and a Policy immutable: each distinct
+    document is parsed once per process, not on every release.
+    """
+    return policy_mod.Policy.from_dict(json.loads(document))
+
+
 def expected_report_data(nonce: str, public_jwk: jwk.JWK) -> bytes:
     """SHA-512(nonce bytes || RFC 7638 SHA-256 thumbprint of the JWK)."""
     thumb = _b64url_decode(public_jwk.thumbprint())
@@ -956,8 +966,7 @@ class TEEAPIFilter:
                            "the attestation policy does not authenticate "
                            "or is not the one the secret was bound to")
         try:
-            return (policy_mod.Policy.from_dict(json.loads(row["document"])),
-                    str(row["id"]))
+            return _stored_policy(row["document"]), str(row["id"])
         except errors.InvalidInput:
             raise APIError(403, "policy_tampered",
                            "the stored policy is not valid") from None
