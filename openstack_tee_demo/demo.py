@@ -304,15 +304,8 @@ def _cases(ctx: Context) -> list[type[unittest.TestCase]]:
         def _boot(self, host: str, secret_id: str,
                   expected: str) -> dict[str, Any]:
             flavor = self.tee_flavor("amd-sev", attestation="required")
-            body = self._build_server(image_uuid=uuids.tee_sev_image,
-                                      flavor_id=flavor, networks="none")
-            body["metadata"] = {"tee_secret": secret_id}
-            body["host"] = host
-            api = self.admin_api
-            api.microversion = "2.74"
-            with nova_harness.sev_caps():
-                return self._wait_for_state_change(
-                    api.post_server({"server": body}), expected)
+            return self.boot_on(host, uuids.tee_sev_image, flavor,
+                                secret_id, expected, nova_harness.sev_caps)
 
         def test_sev(self) -> None:
             url = ctx.barbican_url
@@ -391,16 +384,8 @@ def _cases(ctx: Context) -> list[type[unittest.TestCase]]:
 
         def _boot(self, flavor: str, secret_id: str, host: str,
                   expected: str) -> dict[str, Any]:
-            body = self._build_server(image_uuid=uuids.tee_snp_image,
-                                      flavor_id=flavor, networks="none")
-            body["metadata"] = {"tee_secret": secret_id}
-            body["host"] = host
-            # Asking for a host is an administrator's right (2.74).
-            api = self.admin_api
-            api.microversion = "2.74"
-            with nova_harness.snp_caps():
-                return self._wait_for_state_change(
-                    api.post_server({"server": body}), expected)
+            return self.boot_on(host, uuids.tee_snp_image, flavor,
+                                secret_id, expected, nova_harness.snp_caps)
 
         def test_floor(self) -> None:
             url = ctx.barbican_url

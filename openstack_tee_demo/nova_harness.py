@@ -10,6 +10,7 @@ firmware status ioctl.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import copy
 import os
 import sys
@@ -194,6 +195,24 @@ class TEEServersTestBase(base.ServersTestBase):
                  "hw:mem_encryption_model": model}
         extra.update({f"tee:{k}": v for k, v in tee.items()})
         return str(self._create_flavor(extra_spec=extra))
+
+    def boot_on(self, host: str, image: str, flavor: str, secret_id: str,
+                expected: str, caps: Callable[[], Any]) -> dict[str, Any]:
+        """Boot a guest holding ``secret_id`` on ``host``, to ``expected``.
+
+        ``caps`` is the host's fake domain capabilities (:func:`sev_caps`,
+        :func:`snp_caps`).
+        """
+        body = self._build_server(image_uuid=image, flavor_id=flavor,
+                                  networks="none")
+        body["metadata"] = {"tee_secret": secret_id}
+        body["host"] = host
+        # Asking for a host is an administrator's right (2.74).
+        api = self.admin_api
+        api.microversion = "2.74"
+        with caps():
+            return self._wait_for_state_change(
+                api.post_server({"server": body}), expected)
 
     def domain(self, server: dict[str, Any]) -> Any:
         """The fake libvirt domain of ``server`` on its current host."""

@@ -32,6 +32,8 @@ import abc
 from collections.abc import Mapping
 import dataclasses
 import datetime
+import hashlib
+import hmac
 import threading
 from typing import Any
 from typing import ClassVar
@@ -124,6 +126,28 @@ class EvidenceVerifier(abc.ABC):
         bound to none): evidence from any other instance must fail with
         ``instance_mismatch``.
         """
+
+    @staticmethod
+    def check_instance_binding(verified: VerifiedEvidence,
+                               instance_uuid: str | None, hash_name: str,
+                               message: str) -> policy_mod.Result | None:
+        """The ``instance_mismatch`` refusal, or None: nothing to refuse.
+
+        Nova launches the bound instance with the ``hash_name`` digest
+        (SNP HOST_DATA: ``sha256``, TDX MRCONFIGID: ``sha384``) of
+        ``openstack-tee:v1:<instance uuid>`` as its ``instance_data``;
+        anything else is another instance. ``message`` names the field
+        in the format's own words. None also when ``instance_uuid`` is
+        None (the secret is bound to no instance).
+        """
+        if instance_uuid is None:
+            return None
+        expected = hashlib.new(hash_name, b"openstack-tee:v1:"
+                               + instance_uuid.encode()).digest()
+        if hmac.compare_digest(verified.instance_data, expected):
+            return None
+        return policy_mod.Result((policy_mod.Failure(
+            "instance_mismatch", message),))
 
 
 class SourceUnavailable(errors.VerificationFailed):

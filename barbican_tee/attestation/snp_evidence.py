@@ -14,8 +14,6 @@ import base64
 import binascii
 from collections.abc import Mapping
 import datetime
-import hashlib
-import hmac
 from typing import Any
 
 from oslo_config import cfg
@@ -150,14 +148,12 @@ class SnpReportVerifier(evidence_mod.EvidenceVerifier):
     def evaluate(self, policy: policy_mod.Policy,
                  verified: evidence_mod.VerifiedEvidence,
                  instance_uuid: str | None) -> policy_mod.Result:
-        if instance_uuid is not None:
-            # Nova launched the bound instance with this hostData.
-            expected = hashlib.sha256(b"openstack-tee:v1:"
-                                      + instance_uuid.encode()).digest()
-            if not hmac.compare_digest(verified.instance_data, expected):
-                return policy_mod.Result((policy_mod.Failure(
-                    "instance_mismatch",
-                    "the guest is not the instance the secret is bound to "
-                    "(host_data)"),))
+        # Nova launched the bound instance with this hostData.
+        mismatch = self.check_instance_binding(
+            verified, instance_uuid, "sha256",
+            "the guest is not the instance the secret is bound to "
+            "(host_data)")
+        if mismatch is not None:
+            return mismatch
         details: snp.VerifiedReport = verified.details
         return policy_mod.evaluate_snp(policy, details)

@@ -12,8 +12,6 @@ import base64
 import binascii
 from collections.abc import Mapping
 import datetime
-import hashlib
-import hmac
 import json
 from typing import Any
 
@@ -89,15 +87,13 @@ class TdxQuoteVerifier(evidence_mod.EvidenceVerifier):
     def evaluate(self, policy: policy_mod.Policy,
                  verified: evidence_mod.VerifiedEvidence,
                  instance_uuid: str | None) -> policy_mod.Result:
-        if instance_uuid is not None:
-            # Nova launched the bound instance with this MRCONFIGID.
-            expected = hashlib.sha384(b"openstack-tee:v1:"
-                                      + instance_uuid.encode()).digest()
-            if not hmac.compare_digest(verified.instance_data, expected):
-                return policy_mod.Result((policy_mod.Failure(
-                    "instance_mismatch",
-                    "the TD is not the instance the secret is bound to "
-                    "(MRCONFIGID)"),))
+        # Nova launched the bound instance with this MRCONFIGID.
+        mismatch = self.check_instance_binding(
+            verified, instance_uuid, "sha384",
+            "the TD is not the instance the secret is bound to "
+            "(MRCONFIGID)")
+        if mismatch is not None:
+            return mismatch
         details: tdx.TdxClaims = verified.details
         return policy_mod.evaluate_tdx(policy, details)
 

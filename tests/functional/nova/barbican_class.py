@@ -13,8 +13,14 @@ import shutil
 import tempfile
 from typing import Any
 
+import requests
+
 from openstack_tee_demo import nova_harness
+from openstack_tee_demo import report
 from tests.functional.barbican import fixture as barbican_fixture
+
+# The cloud administrator's headers on the barbican-api (noauth).
+ADMIN = report.ADMIN
 
 
 class BarbicanClassTestBase(nova_harness.TEEServersTestBase):
@@ -72,3 +78,27 @@ class SNPBarbicanTestBase(BarbicanClassTestBase):
             label="nova-functional")
         cls.start_barbican(trust_root=cls.class_file("snp-ark.pem",
                                                      cls.snp.bundle_pem()))
+
+
+class FloorBarbicanTestBase(BarbicanClassTestBase):
+    """A barbican-api (one worker) whose Milan floor tests may raise.
+
+    Lowered to 0 again after each test.
+    """
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.start_barbican(workers=1)
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.addCleanup(self.set_floor, 0)
+
+    def set_floor(self, snp: int) -> None:
+        """The Milan floor at SNP SPL ``snp``, as an administrator."""
+        resp = requests.put(
+            f"{self.barbican.url}/v1/tee/floors/milan", headers=ADMIN,
+            json={"bootloader": 0, "tee": 0, "snp": snp, "microcode": 0},
+            timeout=30)
+        self.assertEqual(200, resp.status_code, resp.text)

@@ -22,35 +22,21 @@ from openstack_tee_demo import nova_harness as base
 from tests.functional.nova import barbican_class
 
 TTL = 60
-ADMIN = {"X-Project-Id": "cloud-admin", "X-Roles": "admin",
-         "X-User-Id": "operator"}
+ADMIN = barbican_class.ADMIN
 
 
-class FloorFilterTest(barbican_class.BarbicanClassTestBase):
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        cls.start_barbican(workers=1)
+class FloorFilterTest(barbican_class.FloorBarbicanTestBase):
 
     def setUp(self) -> None:
         super().setUp()
         self.flags(floor_cache_ttl=TTL, group="tee")
         self.now = 1000.0
         self._fresh_cache()
-        self.addCleanup(self._set_floor, 0)
 
     def _fresh_cache(self) -> None:
         cache = tee_floors.FloorCache(clock=lambda: self.now)
         self.useFixture(fixtures.MockPatchObject(tee_floors, "CACHE",
                                                  cache))
-
-    def _set_floor(self, snp: int) -> None:
-        resp = requests.put(
-            f"{self.barbican.url}/v1/tee/floors/milan", headers=ADMIN,
-            json={"bootloader": 0, "tee": 0, "snp": snp, "microcode": 0},
-            timeout=30)
-        self.assertEqual(200, resp.status_code, resp.text)
 
     def _boot(self, expected: str) -> dict[str, Any]:
         flavor = self.tee_flavor("amd-sev-snp", min_tcb_snp="0")
@@ -66,7 +52,7 @@ class FloorFilterTest(barbican_class.BarbicanClassTestBase):
             self) -> None:
         self.start_tee_compute("stale")  # SNP SPL 8
         self._boot("ACTIVE")
-        self._set_floor(9)
+        self.set_floor(9)
         # Once the floors read are TTL old, the raised floor applies.
         self.now += TTL
         self._boot("ERROR")
@@ -75,13 +61,13 @@ class FloorFilterTest(barbican_class.BarbicanClassTestBase):
 
     def test_unreachable_barbican_never_makes_the_host_pass(self) -> None:
         self.start_tee_compute("stale")
-        self._set_floor(9)
+        self.set_floor(9)
         self._boot("ERROR")
         # Barbican gone (nothing listens there), its floor lowered: the
         # floor last read stays in force, however old.
         self.flags(barbican_url=f"http://127.0.0.1:{tee_server.free_port()}",
                    group="tee")
-        self._set_floor(8)
+        self.set_floor(8)
         self.now += 100 * TTL
         self._boot("ERROR")
         # A scheduler that never read a floor refuses, and says why.
@@ -134,7 +120,7 @@ class FloorFilterTest(barbican_class.BarbicanClassTestBase):
         self.start_tee_compute("milan-host")  # SNP SPL 8
         self._boot("ACTIVE")
         # Milan's own row forged: its hosts are refused (not "no floor").
-        self._set_floor(0)
+        self.set_floor(0)
         self.barbican.sql("UPDATE tee_floors SET updated_by = 'forger' "
                           "WHERE product = 'milan'")
         self.now += TTL
@@ -142,6 +128,6 @@ class FloorFilterTest(barbican_class.BarbicanClassTestBase):
         self.assertIn("cannot give the milan platform TCB floor",
                       self.stdlog.logger.output)
         # Set again by an administrator: placed again.
-        self._set_floor(0)
+        self.set_floor(0)
         self.now += TTL
         self._boot("ACTIVE")

@@ -19,7 +19,6 @@ from typing import Any
 import fixtures
 from keystoneauth1 import session as ks_session
 from oslo_utils.fixture import uuidsentinel as uuids
-import requests
 
 from barbican_tee.attestation import snp
 from barbican_tee.client import rest
@@ -30,29 +29,16 @@ from openstack_tee_demo import report
 from openstack_tee_demo.sp_model import snp as sp_model
 from tests.functional.nova import barbican_class
 
-ADMIN = report.ADMIN
+ADMIN = barbican_class.ADMIN
 
 
-class TcbReportTest(barbican_class.BarbicanClassTestBase):
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        cls.start_barbican(workers=1)
+class TcbReportTest(barbican_class.FloorBarbicanTestBase):
 
     def setUp(self) -> None:
         super().setUp()
-        self.addCleanup(self._set_floor, 0)
         # TEEFilter reads the floors afresh (not another test's).
         self.useFixture(fixtures.MockPatchObject(
             tee_floors, "CACHE", tee_floors.FloorCache()))
-
-    def _set_floor(self, spl: int) -> None:
-        resp = requests.put(
-            f"{self.barbican.url}/v1/tee/floors/milan", headers=ADMIN,
-            json={"bootloader": 0, "tee": 0, "snp": spl, "microcode": 0},
-            timeout=30)
-        self.assertEqual(200, resp.status_code, resp.text)
 
     def _report(self, stderr: io.StringIO | None = None
                 ) -> list[tuple[str, ...]]:
@@ -94,7 +80,7 @@ class TcbReportTest(barbican_class.BarbicanClassTestBase):
         return str(image["id"])
 
     def test_report_lists_the_stale_host_and_its_guest(self) -> None:
-        self._set_floor(0)
+        self.set_floor(0)
         self.start_tee_compute("stale")  # Milan, TCB 3.0.8.115
         self.start_tee_compute("fresh", sp_model.SecureProcessor(
             label="nova-functional", tcb=snp.TcbVersion(
@@ -129,7 +115,7 @@ class TcbReportTest(barbican_class.BarbicanClassTestBase):
                               if p.startswith("/resource_providers/")])
         self.assertLessEqual(len(self.asked["placement"]), 8,
                              self.asked["placement"])
-        self._set_floor(9)
+        self.set_floor(9)
         # The effective floor: the config's (3.0.8.115), raised to SNP 9.
         rows = self._report()
         expected = sorted([

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 from typing import Any
 from unittest import mock
 
@@ -135,3 +136,67 @@ class EnabledFormatsTest(base.TestCase):
         self.log.error.assert_called_once()
         evidence.EvidenceVerifiers(self.conf)
         self.log.error.assert_called_once()
+
+
+class InstanceBindingTest(base.TestCase):
+    """Both built-in formats refuse evidence from another instance."""
+
+    UUID = "6f1c5d0e-8b0a-4c4e-9d61-3f2a1b0c9d8e"
+    OTHER = "2b4ec3a4-0e3a-4b7e-9d61-6c1c0d1d3a02"
+    CASES = (
+        # verifier, evaluate_* it hands on to, hash, the refusal's message
+        (snp_evidence.SnpReportVerifier, "evaluate_snp", hashlib.sha256,
+         "the guest is not the instance the secret is bound to "
+         "(host_data)"),
+        (tdx_evidence.TdxQuoteVerifier, "evaluate_tdx", hashlib.sha384,
+         "the TD is not the instance the secret is bound to "
+         "(MRCONFIGID)"),
+    )
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.conf = cfg.ConfigOpts()
+        attestation_conf.register_opts(self.conf)
+        self.conf([])
+
+    def _evaluate(self, fmt: type[evidence.EvidenceVerifier],
+                  evaluator: str, instance_data: bytes,
+                  instance_uuid: str | None) -> tuple[Any, mock.Mock]:
+        verifier = fmt(self.conf)
+        verified = evidence.VerifiedEvidence(
+            format=fmt.format, tee="t", report_data=b"r", measurement=b"m",
+            instance_data=instance_data, details=object())
+        passed = policy_mod.Result(())
+        with mock.patch.object(policy_mod, evaluator,
+                               return_value=passed) as policy_check:
+            result = verifier.evaluate(mock.sentinel.policy, verified,
+                                       instance_uuid)
+        return result, policy_check
+
+    def test_bound_instance(self) -> None:
+        for fmt, evaluator, digest, _message in self.CASES:
+            mine = digest(b"openstack-tee:v1:" + self.UUID.encode())
+            for uuid in (self.UUID, None):
+                result, policy_check = self._evaluate(
+                    fmt, evaluator, mine.digest(), uuid)
+                self.assertTrue(result.ok, (fmt, uuid))
+                policy_check.assert_called_once()
+            # Bound to no instance: any instance data is accepted.
+            result, policy_check = self._evaluate(
+                fmt, evaluator, b"\0" * mine.digest_size, None)
+            self.assertTrue(result.ok, fmt)
+
+    def test_other_instance_is_refused(self) -> None:
+        for fmt, evaluator, digest, message in self.CASES:
+            other = digest(b"openstack-tee:v1:" + self.OTHER.encode())
+            wrong_hash = (hashlib.sha384 if digest is hashlib.sha256
+                          else hashlib.sha256)
+            for data in (other.digest(), b"\0" * other.digest_size,
+                         wrong_hash(b"openstack-tee:v1:"
+                                    + self.UUID.encode()).digest()):
+                result, policy_check = self._evaluate(
+                    fmt, evaluator, data, self.UUID)
+                self.assertEqual(
+                    (policy_mod.Failure("instance_mismatch", message),),
+                    result.failures)
+                policy_check.assert_not_called()
