@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import collections
 from collections.abc import Iterable
 import dataclasses
 import datetime
@@ -46,8 +45,8 @@ import hashlib
 import json
 import re
 import threading
-import time
 from typing import Any
+from typing import ClassVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography import x509
@@ -64,6 +63,7 @@ from barbican_tee.attestation import evidence as evidence_mod
 from barbican_tee.attestation import snp
 from barbican_tee.attestation import snp_certs
 from barbican_tee.attestation.snp_certs import Product
+from barbican_tee.attestation import source_bound
 from barbican_tee.attestation import tdx
 from barbican_tee.plugin import keyring as keyring_mod
 
@@ -821,6 +821,14 @@ def list_rules() -> list[oslo_policy.RuleDefault]:
 
 
 # -- the endorsement source plugin ("database") ------------------------------
+def _vcek_not_after(answer: bytes) -> datetime.datetime | None:
+    """The found VCEK's notAfter (the answer's first PEM), or None."""
+    try:
+        return x509.load_pem_x509_certificate(answer).not_valid_after_utc
+    except ValueError:
+        return None
+
+
 class DatabaseEndorsementSource(evidence_mod.EndorsementSource):
     """The cache as an endorsement source (``[tee_attestation]
     endorsement_sources = database``).
@@ -831,25 +839,23 @@ class DatabaseEndorsementSource(evidence_mod.EndorsementSource):
     """
 
     name = "database"
-    # Local and cheap, and a CRL imported now must refuse at once: not
-    # behind source_bound's cache.
-    bounded = False
+    # Local and cheap: no concurrency or per-minute limit. Found VCEKs
+    # (with their ASKs) are kept by source_bound's cache: public
+    # certificates that the verifier checks against the pinned roots,
+    # its CRLs and notAfter on every use, as if the guest had sent them;
+    # keeping them saves two queries and a parse per release and adds no
+    # trust. Kept at most [tee_attestation] endorsement_cache_ttl
+    # seconds, never past the VCEK's notAfter. CRLs and TDX collateral
+    # are read on every call: a CRL imported now refuses at once.
+    bound_policy: ClassVar[source_bound.BoundPolicy] = (
+        source_bound.BoundPolicy(
+            cached=frozenset({"snp_endorsement"}), limited=False,
+            keep_until={"snp_endorsement": _vcek_not_after}))
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         super().__init__(conf)
         self._store: EndorsementStore | None = None
         self._lock = threading.Lock()
-        # Found VCEKs (with their ASKs), per (chip id, TCB): (monotonic
-        # deadline, answer). Public certificates that the verifier checks
-        # against the pinned roots, its CRLs and notAfter on every use, as
-        # if the guest had sent them: keeping them saves two queries and a
-        # parse per release and adds no trust. Kept at most
-        # [tee_attestation] endorsement_cache_ttl seconds, never past the
-        # VCEK's notAfter. CRLs are never kept here: one imported now
-        # refuses at once.
-        self._vceks: collections.OrderedDict[
-            tuple[bytes, int], tuple[float, bytes]] = (
-                collections.OrderedDict())
 
     def _get(self) -> EndorsementStore | None:
         if self._store is None:
@@ -883,38 +889,11 @@ class DatabaseEndorsementSource(evidence_mod.EndorsementSource):
         store = self._get()
         if store is None or signer != "vcek":
             return None
-        key = (bytes(chip_id), int(reported_tcb))
-        with self._lock:
-            kept = self._vceks.get(key)
-            if kept is not None and kept[0] > time.monotonic():
-                self._vceks.move_to_end(key)
-                return kept[1]
         now = datetime.datetime.now(datetime.UTC)
         try:
-            answer = store.vcek(chip_id, reported_tcb, now)
+            return store.vcek(chip_id, reported_tcb, now)
         except (sa.exc.SQLAlchemyError, db_exc.DBError) as exc:
             raise self._unavailable("vcek", exc) from None
-        if answer is not None:
-            self._keep(key, answer, now)
-        return answer
-
-    def _keep(self, key: tuple[bytes, int], answer: bytes,
-              now: datetime.datetime) -> None:
-        group = self.conf.tee_attestation
-        ttl, size = group.endorsement_cache_ttl, group.endorsement_cache_size
-        try:
-            not_after = x509.load_pem_x509_certificate(
-                answer).not_valid_after_utc
-        except ValueError:
-            return
-        life = min(float(ttl), (not_after - now).total_seconds())
-        if life <= 0 or size <= 0:
-            return
-        with self._lock:
-            self._vceks[key] = (time.monotonic() + life, answer)
-            self._vceks.move_to_end(key)
-            while len(self._vceks) > size:
-                self._vceks.popitem(last=False)
 
     def snp_crls(self, product: str) -> list[bytes]:
         store = self._get()

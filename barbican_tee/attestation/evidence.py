@@ -169,7 +169,9 @@ class EndorsementSource(abc.ABC):
     name: ClassVar[str]
     # Called behind a per-process cache and rate bound
     # (:mod:`barbican_tee.attestation.source_bound`); False only for a
-    # source that reads local state and must be seen changed at once.
+    # source that reads local state and must be seen changed at once. A
+    # class attribute ``bound_policy`` (source_bound.BoundPolicy) can
+    # instead narrow which answers are cached and drop the limits.
     bounded: ClassVar[bool] = True
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:

@@ -5,8 +5,7 @@ chip id and TCB an SNP report names (or a TDX quote) are read before its
 signature is checked. An endorsement source that asks a network service
 (a site's KDS proxy, say) would then make one outgoing request per
 forged report: an amplifier. :class:`BoundedSource` wraps each enabled
-source (unless its class sets ``bounded = False``, for a source that only
-reads local state and must see changes at once) with:
+source (unless its class sets ``bounded = False``) with:
 
 * a small LRU cache of the answers found, keyed by (source, what was
   asked: chip id, TCB and signer, or the quote's digest), each kept for
@@ -20,6 +19,13 @@ reads local state and must see changes at once) with:
   refused with ``endorsement_source_busy`` (answered 503: try later),
   never waited for.
 
+A source's class may narrow this with ``bound_policy``
+(:class:`BoundPolicy`): which methods' answers are cached, for how long
+at most (an answer's own expiry), and whether the concurrency and
+per-minute limits apply. The built-in ``database`` source, local and
+cheap, has its VCEKs cached (never past their notAfter), no limits, and
+everything else (its CRLs: revocation applies at once) read on every call.
+
 What a source answers is still verified against the trust roots by the
 format's verifier; the cache adds no trust either.
 """
@@ -28,6 +34,9 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable
+from collections.abc import Mapping
+import dataclasses
+import datetime
 import hashlib
 import threading
 import time
@@ -49,6 +58,47 @@ class SourceBusy(errors.VerificationFailed):
     code = "endorsement_source_busy"
 
 
+# The interface methods whose answers the bound may cache (the others,
+# tdx_collateral_verified, go straight through).
+CACHEABLE = frozenset({"snp_endorsement", "snp_crls", "tdx_collateral",
+                       "tdx_collateral_number"})
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundPolicy:
+    """How the bound treats one source (its class's ``bound_policy``)."""
+
+    # Methods whose answers are cached for [tee_attestation]
+    # endorsement_cache_ttl; the others call the source every time.
+    cached: frozenset[str] = CACHEABLE
+    # Whether calls into the source (cache misses) count against
+    # endorsement_source_concurrency and _calls_per_minute.
+    limited: bool = True
+    # Per cached method: when (wall clock, aware) an answer stops being
+    # usable, so that it is never kept past it; None: not kept at all.
+    keep_until: Mapping[
+        str, Callable[[Any], datetime.datetime | None]] = (
+            dataclasses.field(default_factory=dict))
+
+    def __post_init__(self) -> None:
+        # A misspelt method would silently not be cached.
+        unknown = (set(self.cached) | set(self.keep_until)) - CACHEABLE
+        if unknown:
+            raise ValueError(f"not cacheable: {sorted(unknown)}")
+
+
+DEFAULT_POLICY = BoundPolicy()
+
+
+def policy_of(source: evidence_mod.EndorsementSource) -> BoundPolicy:
+    """The :class:`BoundPolicy` the source's class declares."""
+    policy = getattr(type(source), "bound_policy", DEFAULT_POLICY)
+    if not isinstance(policy, BoundPolicy):
+        raise TypeError(f"{type(source).__name__}.bound_policy is not a "
+                        "source_bound.BoundPolicy")
+    return policy
+
+
 class BoundedSource(evidence_mod.EndorsementSource):
     """An endorsement source behind a cache and a concurrency/rate bound."""
 
@@ -56,10 +106,12 @@ class BoundedSource(evidence_mod.EndorsementSource):
 
     def __init__(self, inner: evidence_mod.EndorsementSource,
                  conf: cfg.ConfigOpts,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 policy: BoundPolicy | None = None) -> None:
         super().__init__(conf)
         group = conf.tee_attestation
         self.inner = inner
+        self.policy = policy if policy is not None else policy_of(inner)
         self.source_name = type(inner).name
         self._ttl = float(group.endorsement_cache_ttl)
         self._size = int(group.endorsement_cache_size)
@@ -77,13 +129,15 @@ class BoundedSource(evidence_mod.EndorsementSource):
 
     def snp_endorsement(self, chip_id: bytes, reported_tcb: int,
                         signer: str) -> bytes | None:
-        return self._call(("snp", bytes(chip_id), int(reported_tcb),
+        return self._call("snp_endorsement",
+                          ("snp", bytes(chip_id), int(reported_tcb),
                            str(signer)),
                           lambda: self.inner.snp_endorsement(
                               chip_id, reported_tcb, signer))
 
     def tdx_collateral(self, quote: bytes) -> str | None:
-        return self._call(("tdx", hashlib.sha256(quote).digest()),
+        return self._call("tdx_collateral",
+                          ("tdx", hashlib.sha256(quote).digest()),
                           lambda: self.inner.tdx_collateral(quote))
 
     def _overrides(self, method: str) -> bool:
@@ -94,7 +148,8 @@ class BoundedSource(evidence_mod.EndorsementSource):
     def tdx_collateral_number(self, quote: bytes) -> int | None:
         if not self._overrides("tdx_collateral_number"):
             return None  # the base class's answer, without a token
-        return self._call(("tdx-number", hashlib.sha256(quote).digest()),
+        return self._call("tdx_collateral_number",
+                          ("tdx-number", hashlib.sha256(quote).digest()),
                           lambda: self.inner.tdx_collateral_number(quote))
 
     def tdx_collateral_verified(self, quote: bytes, collateral: str) -> None:
@@ -108,7 +163,7 @@ class BoundedSource(evidence_mod.EndorsementSource):
         # token, and an answer (no CRL included) is kept for the TTL.
         if not self._overrides("snp_crls"):
             return []
-        return self._call(("crls", str(product)),
+        return self._call("snp_crls", ("crls", str(product)),
                           lambda: self.inner.snp_crls(product),
                           cache_empty=True)
 
@@ -141,28 +196,42 @@ class BoundedSource(evidence_mod.EndorsementSource):
             "later (or send the endorsement with the evidence)",
             code=SourceBusy.code)
 
-    def _call(self, key: tuple[Any, ...], call: Callable[[], _T],
-              cache_empty: bool = False) -> _T:
+    def _call(self, method: str, key: tuple[Any, ...],
+              call: Callable[[], _T], cache_empty: bool = False) -> _T:
+        cached = method in self.policy.cached
         now = self._clock()
-        hit = self._cached(key, now)
-        if hit is not None:
-            answer: _T = hit
-            return answer
-        if not self._take_token(now):
-            raise self._busy("was asked too often in the last minute")
-        if not self._slots.acquire(blocking=False):
-            raise self._busy("has too many calls in progress")
-        try:
+        if cached:
+            hit = self._cached(key, now)
+            if hit is not None:
+                answer: _T = hit
+                return answer
+        if self.policy.limited:
+            if not self._take_token(now):
+                raise self._busy("was asked too often in the last minute")
+            if not self._slots.acquire(blocking=False):
+                raise self._busy("has too many calls in progress")
+            try:
+                answer = call()
+            finally:
+                self._slots.release()
+        else:
             answer = call()
-        finally:
-            self._slots.release()
-        if (answer or (cache_empty and answer is not None)) and (
-                self._ttl > 0 and self._size > 0):
-            with self._lock:
-                self._cache[key] = (self._clock() + self._ttl, answer)
-                self._cache.move_to_end(key)
-                while len(self._cache) > self._size:
-                    self._cache.popitem(last=False)
+        if cached and (answer or (cache_empty and answer is not None)):
+            life = self._ttl
+            until = self.policy.keep_until.get(method)
+            if until is not None:
+                # Never kept past the answer's own expiry.
+                expires = until(answer)
+                if expires is None:
+                    return answer
+                life = min(life, (expires - datetime.datetime.now(
+                    datetime.UTC)).total_seconds())
+            if life > 0 and self._size > 0:
+                with self._lock:
+                    self._cache[key] = (self._clock() + life, answer)
+                    self._cache.move_to_end(key)
+                    while len(self._cache) > self._size:
+                        self._cache.popitem(last=False)
         return answer
 
 

@@ -22,6 +22,7 @@ from barbican_tee.api import db
 from barbican_tee.api import endorsements
 from barbican_tee.attestation import errors
 from barbican_tee.attestation import snp
+from barbican_tee.attestation import source_bound
 from barbican_tee.attestation import tdx
 from barbican_tee import migrations
 from barbican_tee.plugin import keyring
@@ -382,13 +383,18 @@ class DatabaseErrorTest(base.TestCase):
 
 
 class VcekAnswerKeptTest(base.TestCase):
-    """Found VCEKs are kept per process (TTL, never past notAfter)."""
+    """Found VCEKs are kept per process (TTL, never past notAfter).
+
+    The database source as the release uses it: behind source_bound's
+    bound (its class's bound_policy), on a clock the test moves.
+    """
 
     class _Store:
         def __init__(self, answer: bytes | None) -> None:
             self.answer = answer
             self.vcek_calls = 0
             self.crl_calls = 0
+            self.tdx_calls = 0
 
         def vcek(self, chip_id: bytes, tcb: int,
                  now: datetime.datetime) -> bytes | None:
@@ -399,19 +405,39 @@ class VcekAnswerKeptTest(base.TestCase):
             self.crl_calls += 1
             return []
 
-    def _source(self, answer: bytes | None, ttl: int = 300
-                ) -> tuple[endorsements.DatabaseEndorsementSource, Any]:
+        def collateral(self, fmspc: str,
+                       now: datetime.datetime) -> str | None:
+            self.tdx_calls += 1
+            return "{}"
+
+        def newest_collateral_number(self, fmspc: str) -> int | None:
+            self.tdx_calls += 1
+            return 17
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.now = 0.0
+
+    def _conf(self, ttl: int = 300, **overrides: int) -> cfg.ConfigOpts:
         from barbican_tee.conf import attestation as attestation_conf
         conf = cfg.ConfigOpts()
         attestation_conf.register_opts(conf)
         conf([], project="test")
         conf.set_override("endorsement_cache_ttl", ttl, "tee_attestation")
+        for name, value in overrides.items():
+            conf.set_override(name, value, "tee_attestation")
+        return conf
+
+    def _source(self, answer: bytes | None, ttl: int = 300,
+                **overrides: int) -> tuple[source_bound.BoundedSource, Any]:
+        conf = self._conf(ttl, **overrides)
         source = endorsements.DatabaseEndorsementSource(conf)
         store = self._Store(answer)
         source._store = store  # type: ignore[assignment]  # noqa: SLF001
-        return source, store
+        return source_bound.BoundedSource(source, conf,
+                                          clock=lambda: self.now), store
 
-    def _pem(self, days: int) -> bytes:
+    def _pem(self, seconds: float) -> bytes:
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives import serialization
@@ -424,42 +450,92 @@ class VcekAnswerKeptTest(base.TestCase):
                 .issuer_name(name).public_key(key.public_key())
                 .serial_number(1)
                 .not_valid_before(now - datetime.timedelta(days=1))
-                .not_valid_after(now + datetime.timedelta(days=days))
+                .not_valid_after(now + datetime.timedelta(seconds=seconds))
                 .sign(key, hashes.SHA384()))
         return cert.public_bytes(serialization.Encoding.PEM)
 
-    def test_found_vceks_are_kept_crls_never(self) -> None:
-        pem = self._pem(30)
+    def test_the_verifier_bounds_it_with_its_policy(self) -> None:
+        conf = self._conf()
+        source = endorsements.DatabaseEndorsementSource(conf)
+        wrapped = source_bound.bound(source, conf)
+        assert isinstance(wrapped, source_bound.BoundedSource)
+        self.assertIs(source, wrapped.inner)
+        self.assertIs(endorsements.DatabaseEndorsementSource.bound_policy,
+                      wrapped.policy)
+
+    def test_found_vceks_are_kept_crls_and_collateral_never(self) -> None:
+        pem = self._pem(30 * 86400)
         source, store = self._source(pem)
+        quote = base.read_fixture(*QUOTE)
         for _ in range(3):
             self.assertEqual(pem, source.snp_endorsement(b"\x01" * 64, 7,
                                                          "vcek"))
             source.snp_crls("milan")
+            self.assertEqual("{}", source.tdx_collateral(quote))
+            self.assertEqual(17, source.tdx_collateral_number(quote))
         self.assertEqual(1, store.vcek_calls)
-        # CRLs: read on every release (an import refuses at once).
+        # CRLs: read on every release (an import refuses at once); TDX
+        # collateral and its number too.
         self.assertEqual(3, store.crl_calls)
+        self.assertEqual(6, store.tdx_calls)
         # Another TCB is another lookup.
         source.snp_endorsement(b"\x01" * 64, 8, "vcek")
         self.assertEqual(2, store.vcek_calls)
+        # Kept for the TTL (notAfter far away), asked again after it.
+        self.now = 299.0
+        source.snp_endorsement(b"\x01" * 64, 7, "vcek")
+        self.assertEqual(2, store.vcek_calls)
+        self.now = 300.0
+        source.snp_endorsement(b"\x01" * 64, 7, "vcek")
+        self.assertEqual(3, store.vcek_calls)
 
-    def test_not_found_and_ttl_zero_are_not_kept(self) -> None:
+    def test_not_found_unreadable_and_ttl_zero_are_not_kept(self) -> None:
         source, store = self._source(None)
         source.snp_endorsement(b"\x01" * 64, 7, "vcek")
         source.snp_endorsement(b"\x01" * 64, 7, "vcek")
         self.assertEqual(2, store.vcek_calls)
-        source, store = self._source(self._pem(30), ttl=0)
+        source, store = self._source(self._pem(30 * 86400), ttl=0)
+        source.snp_endorsement(b"\x01" * 64, 7, "vcek")
+        source.snp_endorsement(b"\x01" * 64, 7, "vcek")
+        self.assertEqual(2, store.vcek_calls)
+        # No notAfter to bound it: answered, not kept.
+        source, store = self._source(b"not a certificate")
+        for _ in range(2):
+            self.assertEqual(b"not a certificate", source.snp_endorsement(
+                b"\x01" * 64, 7, "vcek"))
+        self.assertEqual(2, store.vcek_calls)
+
+    def test_never_kept_past_not_after(self) -> None:
+        # notAfter in 100 s, inside the 300 s TTL: notAfter bounds it.
+        source, store = self._source(self._pem(100))
+        source.snp_endorsement(b"\x01" * 64, 7, "vcek")
+        self.now = 90.0
+        source.snp_endorsement(b"\x01" * 64, 7, "vcek")
+        self.assertEqual(1, store.vcek_calls)  # positive control
+        self.now = 101.0
+        source.snp_endorsement(b"\x01" * 64, 7, "vcek")
+        self.assertEqual(2, store.vcek_calls)
+        # A VCEK already past its notAfter is not kept.
+        source, store = self._source(self._pem(-86400))
         source.snp_endorsement(b"\x01" * 64, 7, "vcek")
         source.snp_endorsement(b"\x01" * 64, 7, "vcek")
         self.assertEqual(2, store.vcek_calls)
 
-    def test_never_kept_past_not_after(self) -> None:
-        source, store = self._source(self._pem(30))
-        source.snp_endorsement(b"\x01" * 64, 7, "vcek")
-        ((deadline, _answer),) = source._vceks.values()  # noqa: SLF001
-        import time
-        # 300 s TTL, far within notAfter: the TTL bounds it.
-        self.assertLess(deadline - time.monotonic(), 301)
-        # A VCEK already past its notAfter is not kept.
-        source, store = self._source(self._pem(-1))
-        source.snp_endorsement(b"\x01" * 64, 7, "vcek")
-        self.assertEqual({}, dict(source._vceks))  # noqa: SLF001
+    def test_no_rate_or_concurrency_limit(self) -> None:
+        limits = {"endorsement_source_calls_per_minute": 1,
+                  "endorsement_source_concurrency": 1}
+        source, store = self._source(None, **limits)
+        for chip in range(5):
+            self.assertIsNone(source.snp_endorsement(
+                bytes([chip]) * 64, 7, "vcek"))
+            source.snp_crls("milan")
+        self.assertEqual(5, store.vcek_calls)
+        self.assertEqual(5, store.crl_calls)
+        # Positive control: a source with the default policy is limited
+        # by the same options.
+        limited = source_bound.BoundedSource(
+            source.inner, self._conf(**limits), clock=lambda: self.now,
+            policy=source_bound.BoundPolicy())
+        limited.snp_endorsement(b"\x01" * 64, 7, "vcek")
+        self.assertRaises(source_bound.SourceBusy, limited.snp_endorsement,
+                          b"\x02" * 64, 7, "vcek")

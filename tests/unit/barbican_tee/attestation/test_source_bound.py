@@ -151,10 +151,52 @@ class BoundedSourceTest(base.TestCase):
         self.assertEqual([], src.snp_crls("genoa"))
         self.assertEqual([b"milan", b"genoa"], inner.calls)
 
-    def test_the_database_source_is_not_cached(self) -> None:
-        # A CRL imported now refuses at once in every process.
+    def test_the_database_source_has_only_its_vceks_cached(self) -> None:
+        # A CRL imported now refuses at once in every process; the
+        # source is local: not limited (test_endorsements shows both).
         from barbican_tee.api import endorsements
-        self.assertFalse(endorsements.DatabaseEndorsementSource.bounded)
+        policy = source_bound.policy_of(
+            endorsements.DatabaseEndorsementSource(self.conf))
+        self.assertEqual(frozenset({"snp_endorsement"}), policy.cached)
+        self.assertFalse(policy.limited)
+        self.assertEqual({"snp_endorsement"}, set(policy.keep_until))
+
+    def test_a_policy_narrows_the_cache_and_the_limits(self) -> None:
+        self.conf.set_override("endorsement_source_calls_per_minute", 1,
+                               "tee_attestation")
+        src = source_bound.BoundedSource(
+            self.inner, self.conf, clock=lambda: self.now,
+            policy=source_bound.BoundPolicy(
+                cached=frozenset({"tdx_collateral"}), limited=False))
+        for _ in range(3):
+            src.snp_endorsement(b"a" * 64, 7, "vcek")
+            src.tdx_collateral(b"quote")
+        # VCEKs asked every time (past a minute's calls: not limited),
+        # the collateral once.
+        self.assertEqual([b"a" * 64, b"quote", b"a" * 64, b"a" * 64],
+                         self.inner.calls)
+        # An answer with no expiry of its own (None) is not kept.
+        src = source_bound.BoundedSource(
+            self.inner, self.conf, clock=lambda: self.now,
+            policy=source_bound.BoundPolicy(
+                limited=False,
+                keep_until={"snp_endorsement": lambda answer: None}))
+        del self.inner.calls[:]
+        src.snp_endorsement(b"a" * 64, 7, "vcek")
+        src.snp_endorsement(b"a" * 64, 7, "vcek")
+        self.assertEqual([b"a" * 64] * 2, self.inner.calls)
+
+    def test_a_policy_names_interface_methods_only(self) -> None:
+        self.assertRaises(ValueError, source_bound.BoundPolicy,
+                          cached=frozenset({"snp_endorsements"}))
+        self.assertRaises(ValueError, source_bound.BoundPolicy,
+                          keep_until={"tdx_collateral_verified": len})
+
+        class _Bad(_Counting):
+            bound_policy = "snp_endorsement"
+
+        self.assertRaises(TypeError, source_bound.bound, _Bad(self.conf),
+                          self.conf)
 
     def test_crl_answers_cost_no_token_per_report(self) -> None:
         # A source that has no CRLs at all is not asked (no token): the
