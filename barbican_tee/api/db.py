@@ -56,10 +56,13 @@ METADATA = sa.MetaData()
 
 
 def _exact(length: int) -> sa.types.TypeEngine[str]:
-    """A string column compared byte for byte on every database.
+    """A string column compared by its bytes on every database.
 
     MariaDB's and MySQL's default collations ignore case; their binary
     collation does not (PostgreSQL's and sqlite's defaults are exact).
+    MariaDB's ``utf8mb4_bin`` still pads with spaces (``'a '`` equals
+    ``'a'``), so every read of the suite compares what the database
+    returned with what it asked for, exactly, before using a row.
     """
     return sa.String(length).with_variant(
         sa_mysql.VARCHAR(length, collation="utf8mb4_bin"), "mysql",

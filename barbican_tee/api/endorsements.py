@@ -507,8 +507,19 @@ class EndorsementStore:
         query = _select_statement(len(kinds), len(lookups))
         with self.engine.connect() as conn:
             rows = conn.execute(query, params).mappings().all()
-        return [dict(r) for r in rows
-                if r["kind"] in kinds and r["lookup"] in lookups]
+        exact = [dict(r) for r in rows
+                 if r["kind"] in kinds and r["lookup"] in lookups]
+        if len(exact) != len(rows):
+            # Only MariaDB/MySQL match these (their binary collation pads
+            # with spaces: 'milan ' = 'milan'), and only rows written to
+            # the database directly have them; each took a LIMIT slot.
+            LOG.error("openstack-tee: %d %s row(s) in tee_endorsements "
+                      "match %s only with trailing spaces: written to the "
+                      "database directly; ignored (import the "
+                      "endorsements again and delete them)",
+                      len(rows) - len(exact), "/".join(kinds),
+                      ",".join(lookups))
+        return exact
 
     def _authentic(self, row: dict[str, Any]) -> bool:
         try:

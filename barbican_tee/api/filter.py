@@ -292,13 +292,29 @@ def _session_label(session_id: str, secret_id: str, instance_uuid: str,
             f"{int(launch_policy)}")
 
 
-@functools.lru_cache(maxsize=256)
+# A policy as stored (its JSON, UTF-8) is at most this long: MariaDB's
+# TEXT column holds 64 KiB, and a longer document was a 500 there only.
+POLICY_DOCUMENT_MAX = 32 * 1024
+# Stored policies up to this long are parsed once per process.
+_POLICY_CACHED_MAX = 8 * 1024
+
+
 def _stored_policy(document: str) -> policy_mod.Policy:
     """A stored policy document whose row authenticated, parsed.
 
-    Parsing is deterministic and a Policy immutable: each distinct
-    document is parsed once per process, not on every release.
+    Parsing is deterministic and a Policy immutable: a document of a usual
+    size is parsed once per process, not on every release. The cache
+    holds at most 256 of them, each at most ``_POLICY_CACHED_MAX``
+    characters (a few MiB per worker at worst, whoever creates policies);
+    a longer one is parsed on every use.
     """
+    if len(document) <= _POLICY_CACHED_MAX:
+        return _parsed_policy(document)
+    return policy_mod.Policy.from_dict(json.loads(document))
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_policy(document: str) -> policy_mod.Policy:
     return policy_mod.Policy.from_dict(json.loads(document))
 
 
@@ -632,9 +648,15 @@ class TEEAPIFilter:
             raise APIError(400, "policy_max_age",
                            f"max_age may be at most {limit} seconds here "
                            "([tee_attestation] lease_max_age)")
+        document = parsed.to_dict()
+        size = len(json.dumps(document, sort_keys=True).encode())
+        if size > POLICY_DOCUMENT_MAX:
+            raise APIError(400, "policy_too_large",
+                           f"the policy is {size} bytes as stored; at most "
+                           f"{POLICY_DOCUMENT_MAX} (fewer measurements or "
+                           "key digests)")
         policy_id = str(uuid.uuid4())
-        self.store.create_policy(policy_id, ctx.project_id,
-                                 parsed.to_dict())
+        self.store.create_policy(policy_id, ctx.project_id, document)
         return 201, {"id": policy_id,
                      "policy_ref": f"/v1/tee/policies/{policy_id}"}
 

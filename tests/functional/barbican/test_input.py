@@ -12,6 +12,7 @@ random bodies at every ``/v1/tee`` route.
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.client
 import http.server
 import json
@@ -140,6 +141,30 @@ class InputTest(_RawMixin, test_release._ServerTestBase):
         self.assertEqual(201, resp.status_code, resp.text)
         resp, key = self._attempt(secret_id)
         self.assertEqual(200, resp.status_code, resp.text)
+        self._no_traceback()
+
+    # -- policy size ---------------------------------------------------
+    def test_policy_size_is_limited_alike_on_every_database(self) -> None:
+        # 96 hex digits, quotes and ", ": 100 bytes a measurement as
+        # stored. 320 and the guest's own: under 32 KiB (accepted on
+        # MariaDB too, whose TEXT column holds 64 KiB), released to the
+        # genuine guest (parsed on each use: longer than the cache takes).
+        others = [hashlib.sha384(str(i).encode()).hexdigest()
+                  for i in range(340)]
+        secret_id, key = self._bound_secret(
+            measurements=[*others[:320], test_release.MEASUREMENT.hex()])
+        for _ in range(2):
+            resp, key = self._attempt(secret_id)
+            self.assertEqual(200, resp.status_code, resp.text)
+        # Over 32 KiB: refused with its code, not a database error.
+        status, data = self._raw(
+            "POST", "/v1/tee/policies",
+            dict(self._headers(OWNER), **{"Content-Type":
+                                         "application/json"}),
+            json.dumps({"tee": "amd-sev-snp",
+                        "measurements": others}).encode())
+        doc = self._assert_error(400, "policy_too_large", status, data)
+        self.assertIn("32768", doc["error"]["message"])
         self._no_traceback()
 
     # -- the guest's public key --------------------------------------------

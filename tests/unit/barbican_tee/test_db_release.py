@@ -7,6 +7,8 @@ nonce, rate limits without 5xx).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import tempfile
 import threading
@@ -14,6 +16,8 @@ import threading
 import sqlalchemy as sa
 
 from barbican_tee.api import db
+from barbican_tee.api import filter as filter_mod
+from barbican_tee.attestation import policy as policy_mod
 from barbican_tee import migrations
 from barbican_tee.plugin import keyring
 from tests import base
@@ -177,3 +181,30 @@ class LightBeginTest(base.TestCase):
                                                   count=1))
         self.assertEqual(1, self._rows())
 
+
+
+class StoredPolicyTest(base.TestCase):
+    """filter._stored_policy: a usual document parsed once, a long one
+    every time, both to the same Policy as a fresh parse."""
+
+    def test_cached_only_up_to_the_limit(self) -> None:
+        def document(count: int) -> str:
+            return json.dumps({"tee": "amd-sev-snp", "measurements": [
+                hashlib.sha384(str(i).encode()).hexdigest()
+                for i in range(count)]}, sort_keys=True)
+
+        short, long = document(2), document(200)
+        self.assertLessEqual(len(short), filter_mod._POLICY_CACHED_MAX)
+        self.assertGreater(len(long), filter_mod._POLICY_CACHED_MAX)
+        filter_mod._parsed_policy.cache_clear()
+        for text in (short, long):
+            first = filter_mod._stored_policy(text)
+            self.assertEqual(policy_mod.Policy.from_dict(json.loads(text)),
+                             first)
+            again = filter_mod._stored_policy(text)
+            if text is short:
+                self.assertIs(first, again)
+            else:
+                self.assertIsNot(first, again)
+                self.assertEqual(first, again)
+        self.assertEqual(1, filter_mod._parsed_policy.cache_info().currsize)

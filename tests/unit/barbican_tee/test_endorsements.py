@@ -539,3 +539,43 @@ class VcekAnswerKeptTest(base.TestCase):
         limited.snp_endorsement(b"\x01" * 64, 7, "vcek")
         self.assertRaises(source_bound.SourceBusy, limited.snp_endorsement,
                           b"\x02" * 64, 7, "vcek")
+
+
+class PaddedLookupTest(base.TestCase):
+    """Rows the database matches only with trailing spaces are ignored.
+
+    MariaDB's utf8mb4_bin pads ('milan ' = 'milan'); sqlite's RTRIM
+    collation does the same, so the table here is made with it.
+    """
+
+    def test_padded_rows_are_ignored_and_logged(self) -> None:
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        ring = keyring.Keyring.from_files(test_sealed._kek(tmp, "k"), [])
+        engine = db.make_engine(f"sqlite:///{tmp}/t.sqlite")
+        self.addCleanup(engine.dispose)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE TABLE tee_endorsements (id TEXT PRIMARY KEY, "
+                "kind TEXT, product TEXT, lookup TEXT COLLATE RTRIM, "
+                "expires_at DATETIME, crl_number TEXT, data TEXT, "
+                "imported_at DATETIME, imported_by TEXT, mac_kek TEXT, "
+                "mac TEXT)")
+            for i, lookup in enumerate(("milan ", "milan")):
+                conn.execute(db.ENDORSEMENTS.insert().values(
+                    id=str(i), kind="crl", product="milan", lookup=lookup,
+                    expires_at=datetime.datetime(2030, 1, 1), data="x",
+                    imported_at=datetime.datetime(2025, 1, 1),
+                    imported_by="u"))
+        store = endorsements.EndorsementStore(engine, ring)
+        with self.assertLogs(endorsements.LOG.logger, "ERROR") as logs:
+            rows = store._select("crl", ["milan"])  # noqa: SLF001
+        self.assertEqual(["1"], [r["id"] for r in rows])
+        self.assertIn("1 crl row(s)", "\n".join(logs.output))
+        # Positive control: no padded row, nothing logged.
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "DELETE FROM tee_endorsements WHERE id = '0'")
+        with self.assertNoLogs(endorsements.LOG.logger, "ERROR"):
+            rows = store._select("crl", ["milan"])  # noqa: SLF001
+        self.assertEqual(["1"], [r["id"] for r in rows])
