@@ -295,27 +295,6 @@ def _session_label(session_id: str, secret_id: str, instance_uuid: str,
 # A policy as stored (its JSON, UTF-8) is at most this long: MariaDB's
 # TEXT column holds 64 KiB, and a longer document was a 500 there only.
 POLICY_DOCUMENT_MAX = 32 * 1024
-# Stored policies up to this long are parsed once per process.
-_POLICY_CACHED_MAX = 8 * 1024
-
-
-def _stored_policy(document: str) -> policy_mod.Policy:
-    """A stored policy document whose row authenticated, parsed.
-
-    Parsing is deterministic and a Policy immutable: a document of a usual
-    size is parsed once per process, not on every release. The cache
-    holds at most 256 of them, each at most ``_POLICY_CACHED_MAX``
-    characters (a few MiB per worker at worst, whoever creates policies);
-    a longer one is parsed on every use.
-    """
-    if len(document) <= _POLICY_CACHED_MAX:
-        return _parsed_policy(document)
-    return policy_mod.Policy.from_dict(json.loads(document))
-
-
-@functools.lru_cache(maxsize=256)
-def _parsed_policy(document: str) -> policy_mod.Policy:
-    return policy_mod.Policy.from_dict(json.loads(document))
 
 
 def expected_report_data(nonce: str, public_jwk: jwk.JWK) -> bytes:
@@ -988,7 +967,8 @@ class TEEAPIFilter:
                            "the attestation policy does not authenticate "
                            "or is not the one the secret was bound to")
         try:
-            return _stored_policy(row["document"]), str(row["id"])
+            return (policy_mod.Policy.from_stored(row["document"]),
+                    str(row["id"]))
         except errors.InvalidInput:
             raise APIError(403, "policy_tampered",
                            "the stored policy is not valid") from None

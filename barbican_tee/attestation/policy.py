@@ -13,7 +13,9 @@ import binascii
 from collections.abc import Iterable
 from collections.abc import Mapping
 import dataclasses
+import functools
 import hmac
+import json
 from typing import Any
 from typing import Protocol
 
@@ -107,6 +109,20 @@ class Policy:
     # Seconds the released key may be held before the guest attests again
     # (the release answer's lease); None: no lease.
     max_age: int | None = None
+
+    @classmethod
+    def from_stored(cls, document: str) -> Policy:
+        """A stored policy document (whose row authenticated), parsed.
+
+        Parsing is deterministic and a Policy immutable: a document of a
+        usual size is parsed once per process, not on every release. The
+        cache holds at most 256 of them, each at most
+        ``STORED_CACHED_MAX`` characters (a few MiB per process at worst,
+        whoever creates policies); a longer one is parsed on every use.
+        """
+        if len(document) <= STORED_CACHED_MAX:
+            return _parsed_stored(document)
+        return cls.from_dict(json.loads(document))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Policy:
@@ -616,3 +632,13 @@ def evaluate_sev_launch(policy: Policy, launch_policy: int,
                 f"below the policy's {gp.abi_minimum[0]}."
                 f"{gp.abi_minimum[1]}"))
     return Result(tuple(out))
+
+
+# Stored policy documents up to this long are kept parsed (Policy.
+# from_stored).
+STORED_CACHED_MAX = 8 * 1024
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_stored(document: str) -> Policy:
+    return Policy.from_dict(json.loads(document))

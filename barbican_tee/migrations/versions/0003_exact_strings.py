@@ -5,8 +5,8 @@ spaces), so a nonce digest, secret id or policy id differing only in case
 matched the stored one. Every string column of the suite's tables gets
 the binary collation utf8mb4_bin there (which still pads with spaces on
 MariaDB: the suite compares every row it reads exactly); PostgreSQL's and
-sqlite's default compares are already exact. tee_nonces has been unused since e18a125
-(nonces are stateless; spent ones are in tee_spent_nonces).
+sqlite's default compares are already exact. tee_nonces has been unused
+since e18a125 (nonces are stateless; spent ones are in tee_spent_nonces).
 
 tee_bindings and tee_instance_bindings stay: ``openstack-tee rewrap``
 reads them to upgrade the sealed records of earlier releases.

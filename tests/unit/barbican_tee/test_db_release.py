@@ -16,7 +16,6 @@ import threading
 import sqlalchemy as sa
 
 from barbican_tee.api import db
-from barbican_tee.api import filter as filter_mod
 from barbican_tee.attestation import policy as policy_mod
 from barbican_tee import migrations
 from barbican_tee.plugin import keyring
@@ -184,8 +183,9 @@ class LightBeginTest(base.TestCase):
 
 
 class StoredPolicyTest(base.TestCase):
-    """filter._stored_policy: a usual document parsed once, a long one
-    every time, both to the same Policy as a fresh parse."""
+    """Policy.from_stored: a usual document parsed once, a long one every
+    time, both to the same Policy as a fresh parse.
+    """
 
     def test_cached_only_up_to_the_limit(self) -> None:
         def document(count: int) -> str:
@@ -194,17 +194,17 @@ class StoredPolicyTest(base.TestCase):
                 for i in range(count)]}, sort_keys=True)
 
         short, long = document(2), document(200)
-        self.assertLessEqual(len(short), filter_mod._POLICY_CACHED_MAX)
-        self.assertGreater(len(long), filter_mod._POLICY_CACHED_MAX)
-        filter_mod._parsed_policy.cache_clear()
+        self.assertLessEqual(len(short), policy_mod.STORED_CACHED_MAX)
+        self.assertGreater(len(long), policy_mod.STORED_CACHED_MAX)
+        policy_mod._parsed_stored.cache_clear()
         for text in (short, long):
-            first = filter_mod._stored_policy(text)
+            first = policy_mod.Policy.from_stored(text)
             self.assertEqual(policy_mod.Policy.from_dict(json.loads(text)),
                              first)
-            again = filter_mod._stored_policy(text)
+            again = policy_mod.Policy.from_stored(text)
             if text is short:
                 self.assertIs(first, again)
             else:
                 self.assertIsNot(first, again)
                 self.assertEqual(first, again)
-        self.assertEqual(1, filter_mod._parsed_policy.cache_info().currsize)
+        self.assertEqual(1, policy_mod._parsed_stored.cache_info().currsize)
