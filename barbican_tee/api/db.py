@@ -29,6 +29,7 @@ import dataclasses
 import datetime
 import functools
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -489,8 +490,33 @@ class Store:
         kid = self.keyring.current.kid
         row["mac_kek"] = kid
         row["mac"] = self.keyring.mac(kid, _policy_mac_input(row)).hex()
-        with self.engine.begin() as conn:
-            conn.execute(POLICIES.insert().values(**row))
+        self._insert_policy(row, [])
+
+    @_retry
+    def _insert_policy(self, row: dict[str, Any],
+                       attempts: list[int]) -> None:
+        """Insert ``row``, its whole transaction retried (:func:`_retry`).
+
+        If an earlier attempt committed but its acknowledgement was lost
+        (the connection dropped), the retry hits the duplicate id: the
+        row with exactly that id is then ours only if it holds the same
+        project, document and MAC (computed once, before the first
+        attempt); anything else stays an error.
+        """
+        attempts.append(1)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(POLICIES.insert().values(**row))
+        except DUPLICATE:
+            if len(attempts) == 1:
+                raise
+            found = self.get_policy(row["id"])
+            if found is None or not (
+                    found["project_id"] == row["project_id"]
+                    and found["document"] == row["document"]
+                    and found["mac_kek"] == row["mac_kek"]
+                    and hmac.compare_digest(found["mac"], row["mac"])):
+                raise
 
     @_retry
     def list_policies(self, project_id: str) -> list[dict[str, Any]]:
@@ -522,17 +548,27 @@ class Store:
         row = self.get_policy(policy_id)
         if row is None:
             return False
+        return self._delete_policy_row(row["id"])
+
+    @_retry
+    def _delete_policy_row(self, policy_id: str) -> bool:
+        # Retried whole; after a lost acknowledgement of a committed
+        # delete, the retry deletes nothing (False): the row is gone
+        # either way.
         with self.engine.begin() as conn:
             result = conn.execute(POLICIES.delete().where(
-                POLICIES.c.id == row["id"]))
+                POLICIES.c.id == policy_id))
         return bool(result.rowcount)
 
+    @_retry
     def remac_rows(self) -> tuple[int, int]:
         """Re-MAC policy rows under the current KEK.
 
         Only rows that authenticate under their recorded key are
         re-MACed: a tampered row stays tampered. Returns (re-MACed,
-        refused).
+        refused). One transaction, run again whole on :func:`retryable`
+        (a retry after a lost acknowledgement finds the rows done and
+        counts only what it did itself).
         """
         kid = self.keyring.current.kid
         done = refused = 0
@@ -552,6 +588,7 @@ class Store:
         return done, refused
 
     # -- bindings of earlier releases (read by rewrap only) ----------------
+    @_retry
     def legacy_binding(self, secret_id: str
                        ) -> tuple[str | None, str | None, bool]:
         """(policy id, instance uuid, retired) from the old tables.
@@ -816,7 +853,35 @@ class Store:
         """
         if set(new) - set(old):
             raise ValueError("re-sealed record has different keys")
+        return self._swap_store_metadata(secret_id, old, new, [])
+
+    @_retry
+    def _swap_store_metadata(self, secret_id: str, old: dict[str, str],
+                             new: dict[str, str],
+                             attempts: list[int]) -> bool:
+        """The compare-and-swap, its whole transaction retried.
+
+        A deadlock, a lock wait timeout (a Galera certification failure)
+        or a dropped connection rolls the transaction back, or, if the
+        connection dropped after the commit, leaves it committed without
+        an acknowledgement. A retry therefore first reads the rows: if
+        they already hold exactly ``new``, the earlier attempt committed
+        and this is a success, never a second write. That is safe because
+        ``new`` is a fresh seal (a random nonce per record), so no other
+        writer can have put those very values there; and a record that
+        holds neither ``old`` nor ``new`` is a failed swap (False), after
+        which the caller re-reads and re-checks the record, as after any
+        concurrent change. Nothing is ever written unless every value of
+        ``old`` is still in place, so a retry cannot mix two records.
+        """
+        attempts.append(1)
         with self.engine.begin() as conn:
+            if len(attempts) > 1:
+                rows = conn.execute(_STORE_META_OF, {"s": secret_id}).all()
+                current = {str(k): str(v) for s, k, v in rows
+                           if s == secret_id}
+                if all(current.get(k) == v for k, v in new.items()):
+                    return True
             for key, value in new.items():
                 result = conn.execute(_STORE_META.update().where(
                     (_STORE_META.c.secret_id == secret_id)

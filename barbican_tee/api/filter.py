@@ -776,13 +776,32 @@ class TEEAPIFilter:
         if policy_id is not None:
             try:
                 self._bind_policy(environ, ctx, secret_id, policy_id)
-            except APIError:
-                sealed_create.delete(secret_id, ctx.project_id)
-                LOG.info("openstack-tee: sealed secret %s deleted: its "
-                         "binding failed", secret_id)
+            except Exception as exc:
+                # Any failure (a database error too, not only a refusal):
+                # an unbound sealed secret the client never learns the id
+                # of would only count toward its quota.
+                self._delete_unbound(secret_id, ctx.project_id, exc)
                 raise
             answer["policy_id"] = policy_id
         return 201, answer
+
+    @staticmethod
+    def _delete_unbound(secret_id: str, project_id: str,
+                        cause: BaseException) -> None:
+        """Delete a secret just created whose binding failed (``cause``).
+
+        The deletion's own failure is logged (its type only: no secret
+        material) and never hides ``cause``, which the caller re-raises.
+        """
+        try:
+            sealed_create.delete(secret_id, project_id)
+        except Exception as exc:
+            LOG.error("openstack-tee: sealed secret %s left unbound: its "
+                      "binding failed (%s) and deleting it failed (%s)",
+                      secret_id, type(cause).__name__, type(exc).__name__)
+            return
+        LOG.info("openstack-tee: sealed secret %s deleted: its binding "
+                 "failed (%s)", secret_id, type(cause).__name__)
 
     def unbind_secret(self, environ: dict[str, Any],
                       id: str) -> tuple[int, Any]:  # noqa: A002

@@ -6,10 +6,14 @@ tests/functional/barbican/test_databases.py.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+import contextlib
 import shutil
 import tempfile
 import threading
+from unittest import mock
 
+import fixtures
 from oslo_db import exception as db_exc
 import pymysql
 import sqlalchemy as sa
@@ -197,3 +201,198 @@ class PooledStoreOnSqliteTest(StoreOnSqliteTest):
         plain = db.make_engine(f"sqlite:///{tmp}/p.sqlite")
         self.addCleanup(plain.dispose)
         self.assertIsInstance(plain.pool, sa.pool.NullPool)
+
+
+class _FlakyEngine:
+    """The real engine, whose transactions fail as a database can.
+
+    ``fail`` transactions raise a MariaDB deadlock: ``"before"`` one
+    rolled back before its commit, ``"after"`` one committed whose
+    acknowledgement was lost (a connection dropped after the commit).
+    """
+
+    def __init__(self, engine: sa.Engine, fail: int, when: str) -> None:
+        self.engine = engine
+        self.fail = fail
+        self.when = when
+        self.begun = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.engine, name)
+
+    def _deadlock(self) -> sa.exc.DBAPIError:
+        self.fail -= 1
+        return _wrapped(pymysql.err.OperationalError(
+            1213, "Deadlock found when trying to get lock"))
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[sa.Connection]:
+        self.begun += 1
+        with self.engine.begin() as conn:
+            yield conn
+            if self.fail > 0 and self.when == "before":
+                conn.rollback()
+        if self.fail > 0 and self.when in ("before", "after"):
+            self.between()
+            raise self._deadlock()
+
+    def between(self) -> None:
+        """What others do between the failed attempt and its retry."""
+
+    def connect(self) -> sa.Connection:
+        if self.fail > 0 and self.when == "connect":
+            raise self._deadlock()
+        return self.engine.connect()
+
+
+class WritesRetriedTest(base.TestCase):
+    """Every write path runs its whole transaction again on a deadlock."""
+
+    policy_id = "abcdef00-0000-4000-8000-000000000000"
+
+    def setUp(self) -> None:
+        super().setUp()
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        self.ring = keyring.Keyring.from_files(test_sealed._kek(tmp, "k"),
+                                               [])
+        self.engine = db.make_engine(f"sqlite:///{tmp}/t.sqlite")
+        self.addCleanup(self.engine.dispose)
+        migrations.upgrade(self.engine)
+        db._STORE_META.create(self.engine)  # noqa: SLF001
+        self.store = db.Store(self.engine, self.ring)
+        # No pauses between attempts in these tests.
+        self.useFixture(fixtures.MockPatch("time.sleep"))
+
+    def _flaky(self, fail: int, when: str) -> _FlakyEngine:
+        flaky = _FlakyEngine(self.engine, fail, when)
+        self.store.engine = flaky  # type: ignore[assignment]
+        return flaky
+
+    def _policies(self) -> list[dict[str, object]]:
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(
+                sa.select(db.POLICIES)).mappings()]
+
+    def test_create_policy_after_a_rolled_back_attempt(self) -> None:
+        flaky = self._flaky(2, "before")
+        self.store.create_policy(self.policy_id, "p", {"tee": "x"})
+        self.assertEqual(3, flaky.begun)
+        [row] = self._policies()
+        self.assertTrue(self.store.policy_intact(row))
+
+    def test_create_policy_after_a_lost_acknowledgement(self) -> None:
+        # The first insert committed; its retry meets its own row.
+        flaky = self._flaky(1, "after")
+        self.store.create_policy(self.policy_id, "p", {"tee": "x"})
+        self.assertEqual(2, flaky.begun)
+        [row] = self._policies()
+        self.assertEqual(("p", '{"tee": "x"}'),
+                         (row["project_id"], row["document"]))
+
+    def test_a_duplicate_not_ours_stays_an_error(self) -> None:
+        # Positive control: another row with the id is not taken for ours,
+        # on a retry nor on a first attempt.
+        self.store.create_policy(self.policy_id, "other", {"tee": "x"})
+        self._flaky(1, "before")
+        self.assertRaises(db.DUPLICATE, self.store.create_policy,
+                          self.policy_id, "p", {"tee": "x"})
+        self._flaky(0, "before")
+        self.assertRaises(db.DUPLICATE, self.store.create_policy,
+                          self.policy_id, "other", {"tee": "x"})
+        [row] = self._policies()
+        self.assertEqual("other", row["project_id"])
+
+    def test_delete_policy(self) -> None:
+        for when in ("before", "after"):
+            self.store.create_policy(self.policy_id, "p", {"tee": "x"})
+            flaky = self._flaky(1, when)
+            self.store.delete_policy(self.policy_id)
+            self.assertEqual(2, flaky.begun)
+            self.assertEqual([], self._policies())
+            self.store.engine = self.engine
+
+    def test_remac_rows(self) -> None:
+        self.store.create_policy(self.policy_id, "p", {"tee": "x"})
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        ring = keyring.Keyring(keyring.Keyring.from_files(
+            test_sealed._kek(tmp, "n"), []).current, [self.ring.current])
+        self.assertNotEqual(ring.current.kid, self.ring.current.kid)
+        self.store.keyring = ring
+        flaky = self._flaky(1, "before")
+        self.assertEqual((1, 0), self.store.remac_rows())
+        self.assertEqual(2, flaky.begun)
+        [row] = self._policies()
+        self.assertEqual(ring.current.kid, row["mac_kek"])
+        self.assertTrue(self.store.policy_intact(row))
+
+    def test_legacy_binding_read_is_retried(self) -> None:
+        real = self.engine.connect
+        calls: list[int] = []
+
+        def connect() -> sa.Connection:
+            calls.append(1)
+            if len(calls) == 1:
+                raise _wrapped(pymysql.err.OperationalError(
+                    1213, "Deadlock found"))
+            return real()
+
+        with mock.patch.object(self.engine, "connect", side_effect=connect):
+            self.assertEqual((None, None, False),
+                             self.store.legacy_binding(self.policy_id))
+        self.assertGreater(len(calls), 1)
+
+    def _meta(self) -> dict[str, str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(db._STORE_META)).all()  # noqa
+        return {r[1]: r[2] for r in rows}
+
+    def _record(self, values: dict[str, str]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(db._STORE_META.delete())  # noqa: SLF001
+            conn.execute(db._STORE_META.insert(), [  # noqa: SLF001
+                {"secret_id": "s", "key": k, "value": v, "deleted": False}
+                for k, v in values.items()])
+
+    def test_swap_after_a_rolled_back_attempt(self) -> None:
+        old, new = {"a": "1", "b": "2"}, {"a": "3", "b": "4"}
+        self._record(old)
+        flaky = self._flaky(2, "before")
+        self.assertTrue(self.store.replace_store_metadata("s", old, new))
+        self.assertEqual(3, flaky.begun)
+        self.assertEqual(new, self._meta())
+
+    def test_swap_after_a_lost_acknowledgement_is_not_a_conflict(
+            self) -> None:
+        # The first attempt committed: the retry sees its own values and
+        # writes nothing more.
+        old, new = {"a": "1", "b": "2"}, {"a": "3", "b": "4"}
+        self._record(old)
+        flaky = self._flaky(1, "after")
+        self.assertTrue(self.store.replace_store_metadata("s", old, new))
+        self.assertEqual(2, flaky.begun)
+        self.assertEqual(new, self._meta())
+
+    def test_swap_retried_after_a_concurrent_change_fails(self) -> None:
+        # Positive control: between the attempts another writer swapped
+        # the record; the retry neither overwrites it nor claims success.
+        old, new = {"a": "1", "b": "2"}, {"a": "3", "b": "4"}
+        other = {"a": "5", "b": "6"}
+        self._record(old)
+        store = self.store
+
+        class Concurrent(_FlakyEngine):
+            def between(self) -> None:
+                with self.engine.begin() as conn:
+                    conn.execute(db._STORE_META.update().where(  # noqa
+                        db._STORE_META.c.key == "a").values(  # noqa
+                        value="5"))
+                    conn.execute(db._STORE_META.update().where(  # noqa
+                        db._STORE_META.c.key == "b").values(  # noqa
+                        value="6"))
+
+        store.engine = Concurrent(  # type: ignore[assignment]
+            self.engine, 1, "before")
+        self.assertFalse(store.replace_store_metadata("s", old, new))
+        self.assertEqual(other, self._meta())

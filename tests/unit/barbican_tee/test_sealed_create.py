@@ -12,12 +12,16 @@ from unittest import mock
 
 from barbican.common import config as barbican_config
 from barbican.common import utils as barbican_utils
+import fixtures
+import sqlalchemy as sa
 import webob  # type: ignore[import-untyped]
 
 from barbican_tee.api import sealed_create
 from tests import base
 
 KEY = base64.b64encode(b"\x07" * 32).decode()
+POLICY = "abcdef00-0000-4000-8000-000000000000"
+SECRET = "12345678-0000-4000-8000-000000000000"
 OCTET = {"payload_content_type": "application/octet-stream",
          "payload_content_encoding": "base64"}
 
@@ -113,3 +117,72 @@ class SecretHrefTest(base.TestCase):
         self.assertEqual(
             "https://kms.example:9311/v1/secrets/abc",
             sealed_create.secret_href(self._environ(HTTP_HOST="x"), "abc"))
+
+
+class CleanupOnFailedBindingTest(base.TestCase):
+    """A secret created with ``policy`` whose binding fails is deleted.
+
+    Whatever the failure (a database error too, not only a refusal),
+    and a failing deletion never hides the binding's error.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        from barbican_tee.api import filter as filter_mod
+        self.filter_mod = filter_mod
+        tee = object.__new__(filter_mod.TEEAPIFilter)
+        self.tee = tee
+        for name, value in (("_barbican_allows_create", True),
+                            ("_json", {"policy": POLICY}),
+                            ("_context", None), ("_own_policy", {})):
+            patcher = mock.patch.object(
+                filter_mod.TEEAPIFilter, name, return_value=value)
+            patcher.start()
+            self.addCleanup(patcher.stop)
+        for name, value in (("parse", mock.Mock(generate=True)),
+                            ("create", SECRET),
+                            ("secret_href", "href")):
+            patcher = mock.patch.object(sealed_create, name,
+                                        return_value=value)
+            patcher.start()
+            self.addCleanup(patcher.stop)
+        patcher = mock.patch.object(sealed_create, "delete")
+        self.delete = patcher.start()
+        self.addCleanup(patcher.stop)
+        self.env = {"barbican.context": mock.Mock(project_id="p",
+                                                  user_id="u")}
+
+    def _fail_binding(self, exc: BaseException) -> BaseException:
+        with mock.patch.object(self.filter_mod.TEEAPIFilter, "_bind_policy",
+                               side_effect=exc):
+            return self.assertRaises(type(exc), self.tee.create_secret,
+                                     self.env)
+
+    def test_bound(self) -> None:
+        # Positive control: a binding that succeeds deletes nothing.
+        with mock.patch.object(self.filter_mod.TEEAPIFilter,
+                               "_bind_policy"):
+            status, answer = self.tee.create_secret(self.env)
+        self.assertEqual((201, POLICY), (status, answer["policy_id"]))
+        self.delete.assert_not_called()
+
+    def test_refused_binding(self) -> None:
+        error = self.filter_mod.APIError(409, "binding_conflict", "x")
+        self.assertIs(error, self._fail_binding(error))
+        self.delete.assert_called_once_with(SECRET, "p")
+
+    def test_database_error(self) -> None:
+        error = sa.exc.OperationalError("UPDATE", {}, Exception("gone"))
+        self.assertIs(error, self._fail_binding(error))
+        self.delete.assert_called_once_with(SECRET, "p")
+
+    def test_failed_deletion_does_not_hide_the_error(self) -> None:
+        self.delete.side_effect = sa.exc.OperationalError(
+            "DELETE", {}, Exception("gone too"))
+        logger = self.useFixture(fixtures.FakeLogger())
+        error = sa.exc.OperationalError("UPDATE", {}, Exception("gone"))
+        self.assertIs(error, self._fail_binding(error))
+        self.delete.assert_called_once_with(SECRET, "p")
+        self.assertIn(f"sealed secret {SECRET} left unbound",
+                      logger.output)
+        self.assertNotIn("gone", logger.output)
