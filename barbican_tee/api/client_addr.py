@@ -21,6 +21,16 @@ value, or the left-most ``Forwarded`` ``for=``, into ``REMOTE_ADDR``
 without asking who sent it. The ``tee_peer`` filter, placed before it,
 keeps the connection's own address in :data:`PEER_KEY`, which is read
 here instead of ``REMOTE_ADDR``.
+
+Without ``tee_peer`` in front (:data:`PEER_KEY` absent) an error is logged
+once per process, and ``REMOTE_ADDR`` is used only for a request that
+carries neither ``X-Forwarded-For`` nor ``Forwarded`` (the only headers
+``http_proxy_to_wsgi`` rewrites it from); a request that carries one is
+counted in the shared bucket ``unknown``. So is any peer or forwarded
+value that is not an IP address, and a unix-socket peer (empty address)
+unless ``trusted_proxies`` lists the literal ``unix``. IPv6 clients are
+counted per prefix (``[tee_api] client_ipv6_prefix``, 64 by default):
+one host usually holds a whole /64.
 """
 
 from __future__ import annotations
@@ -30,10 +40,20 @@ from collections.abc import Iterable
 from collections.abc import Sequence
 import ipaddress
 from typing import Any
+from typing import Literal
+
+from oslo_log import log as logging
+
+LOG = logging.getLogger(__name__)
 
 WSGIApp = Callable[[dict[str, Any], Any], Any]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+# ``unix`` in trusted_proxies: a peer on a unix socket (no address).
+UNIX: Literal["unix"] = "unix"
+Trusted = Network | Literal["unix"]
+# The one bucket of every client whose address is not known for sure.
+UNKNOWN = "unknown"
 
 # Set by tee_peer; a client cannot write a WSGI environ key that is not an
 # HTTP_* header.
@@ -62,12 +82,18 @@ class PeerFilter:
         return cls
 
 
-def parse_trusted(values: Iterable[str]) -> list[Network]:
-    """``trusted_proxies`` as networks; ValueError names a bad entry."""
-    out: list[Network] = []
+def parse_trusted(values: Iterable[str]) -> list[Trusted]:
+    """``trusted_proxies`` as networks, or ``unix``.
+
+    ValueError names a bad entry.
+    """
+    out: list[Trusted] = []
     for value in values:
         value = value.strip()
         if not value:
+            continue
+        if value.lower() == UNIX:
+            out.append(UNIX)
             continue
         try:
             out.append(ipaddress.ip_network(value, strict=False))
@@ -116,20 +142,58 @@ def _chain(environ: dict[str, Any], header: str) -> list[str]:
     return out
 
 
-def _trusted(addr: Address | None, trusted: Sequence[Network]) -> bool:
+def _trusted(addr: Address | None, trusted: Sequence[Trusted]) -> bool:
     return addr is not None and any(
-        addr.version == net.version and addr in net for net in trusted)
+        not isinstance(net, str) and addr.version == net.version
+        and addr in net for net in trusted)
 
 
-def client_address(environ: dict[str, Any], trusted: Sequence[Network],
-                   header: str = "x-forwarded-for") -> str:
-    """The address a request's per-client budget is counted under."""
-    raw = str(environ.get(PEER_KEY) or environ.get("REMOTE_ADDR") or "")
-    peer = _address(raw)
-    if peer is None:
-        return raw or "unknown"
-    current = peer
-    if _trusted(current, trusted):
+_no_peer_logged = False
+
+
+def _log_no_peer() -> None:
+    global _no_peer_logged
+    if not _no_peer_logged:
+        _no_peer_logged = True
+        LOG.error("openstack-tee: the tee_peer filter is not in front of "
+                  "this pipeline: requests carrying X-Forwarded-For or "
+                  "Forwarded are all counted as one client, 'unknown'. "
+                  "Put tee_peer right before http_proxy_to_wsgi in "
+                  "api-paste.ini.")
+
+
+def _bucket(addr: Address, ipv6_prefix: int) -> str:
+    if isinstance(addr, ipaddress.IPv6Address) and ipv6_prefix < 128:
+        return str(ipaddress.IPv6Network((addr, ipv6_prefix), strict=False))
+    return str(addr)
+
+
+def client_address(environ: dict[str, Any], trusted: Sequence[Trusted],
+                   header: str = "x-forwarded-for",
+                   ipv6_prefix: int = 128) -> str:
+    """The bucket a request's per-client budget is counted under.
+
+    An IPv4 address, an IPv6 address (``ipv6_prefix`` 128) or prefix
+    (``2001:db8::/64``), or :data:`UNKNOWN`.
+    """
+    if PEER_KEY in environ:
+        raw = str(environ[PEER_KEY] or "")
+    else:
+        _log_no_peer()
+        if any(environ.get(h) for h in HEADERS.values()):
+            return UNKNOWN
+        raw = str(environ.get("REMOTE_ADDR") or "")
+    current: Address | None
+    if not raw.strip() or raw.startswith(("unix:", "/")):
+        # A unix socket: only a proxy there, if trusted, says who.
+        if UNIX not in trusted:
+            return UNKNOWN
+        current = None
+    else:
+        current = _address(raw)
+        if current is None:
+            return UNKNOWN
+    if current is None or _trusted(current, trusted):
         for entry in reversed(_chain(environ, header)):
             addr = _address(entry)
             if addr is None:
@@ -139,4 +203,4 @@ def client_address(environ: dict[str, Any], trusted: Sequence[Network],
             current = addr
             if not _trusted(addr, trusted):
                 break
-    return str(current)
+    return UNKNOWN if current is None else _bucket(current, ipv6_prefix)

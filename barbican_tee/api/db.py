@@ -480,6 +480,7 @@ class Store:
         self.engine = engine
         self.keyring = keyring
         self._pruned_at = float("-inf")
+        self._rates_pruned_at = float("-inf")
 
     # -- policies -------------------------------------------------------
     def create_policy(self, policy_id: str, project_id: str,
@@ -677,6 +678,7 @@ class Store:
         if admission.count == 1:
             self._housekeeping(RATES.delete().where(
                 (RATES.c.bucket == bucket) & (RATES.c.window < window)))
+        self._prune_rates(window)
         if admission.spent and prune_before is not None:
             now = time.monotonic()
             if now - self._pruned_at >= PRUNE_INTERVAL:
@@ -779,7 +781,22 @@ class Store:
             if count == 1:
                 self._housekeeping(RATES.delete().where(
                     (RATES.c.bucket == bucket) & (RATES.c.window < window)))
+        self._prune_rates(window)
         return all(counts[bucket] <= limit for bucket, limit in buckets)
+
+    def _prune_rates(self, window: int) -> None:
+        """Remove every bucket's windows before the previous one.
+
+        A bucket that never comes back (one row per address and minute,
+        through the token-less challenge) would stay otherwise. At most
+        every ``PRUNE_INTERVAL`` seconds per process; never the request's
+        fail.
+        """
+        now = time.monotonic()
+        if now - self._rates_pruned_at < PRUNE_INTERVAL:
+            return
+        self._rates_pruned_at = now
+        self._housekeeping(RATES.delete().where(RATES.c.window < window - 1))
 
     @_retry
     def _count_hits(self, buckets: list[str], window: int) -> dict[str, int]:

@@ -548,7 +548,8 @@ class TEEAPIFilter:
     def _client(self, environ: dict[str, Any]) -> str:
         return client_addr.client_address(
             environ, self.trusted_proxies,
-            self.conf.tee_api.forwarded_header.lower())
+            self.conf.tee_api.forwarded_header.lower(),
+            self.conf.tee_api.client_ipv6_prefix)
 
     def _rate_secret(self, secret_id: str) -> None:
         """Count a release that verified against the secret's budget.

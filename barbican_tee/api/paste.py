@@ -26,7 +26,8 @@ In the pipeline:
 * ``tee_api`` (the token routes and the sealed payload check) right before
   ``microversion`` (or the app), after the context middleware.
 
-A filter already in the pipeline stays where it is.
+A filter already in the pipeline stays where it is, except a ``tee_peer``
+after ``http_proxy_to_wsgi``: that file is refused (the operator moves it).
 """
 
 from __future__ import annotations
@@ -221,6 +222,14 @@ def add_to_paste_config(text: str) -> str:
     paste = PasteFile(text)
     for section in _target_pipelines(paste):
         parts = paste.tokens(section, "pipeline")
+        if ("tee_peer" in parts and "http_proxy_to_wsgi" in parts
+                and parts.index("tee_peer")
+                > parts.index("http_proxy_to_wsgi")):
+            raise PasteEditError(
+                f"[{section}] has tee_peer after http_proxy_to_wsgi, which "
+                "may already have replaced REMOTE_ADDR with a header the "
+                "client sent: move tee_peer right before "
+                "http_proxy_to_wsgi")
         if "tee_peer" not in parts and "http_proxy_to_wsgi" in parts:
             paste.insert_before(section, "pipeline", "http_proxy_to_wsgi",
                                 "tee_peer")

@@ -23,7 +23,14 @@ OPTS = [
                      "forwarded_header (the right-most address there that "
                      "is not itself a trusted proxy); any other "
                      "connection's address is its own, whatever it sends. "
+                     "The literal 'unix' trusts a proxy connecting over a "
+                     "unix socket (no peer address). "
                      "Empty: every client is the connection's address."),
+    cfg.IntOpt("client_ipv6_prefix", default=64, min=32, max=128,
+               help="IPv6 clients are counted against "
+                    "release_rate_per_client per prefix of this length "
+                    "(one /64 is usually one host or site); 128 counts "
+                    "each address. IPv4 clients are counted per address."),
     cfg.StrOpt("forwarded_header", default="x-forwarded-for",
                choices=["x-forwarded-for", "forwarded"],
                ignore_case=True,

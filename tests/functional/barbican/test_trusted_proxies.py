@@ -126,16 +126,31 @@ class TrustedProxiesTest(_Base):
 
 
 class WithoutPeerFilterTest(_Base):
-    """Positive control: spoofing works without tee_peer.
+    """Without tee_peer, a forwarded header no longer escapes the limit.
 
-    Without it before http_proxy_to_wsgi, the rewritten REMOTE_ADDR is all
-    the filter sees.
+    http_proxy_to_wsgi rewrites REMOTE_ADDR from X-Forwarded-For before the
+    filter sees it; the filter cannot tell, so every request carrying the
+    header is counted in one bucket, ``unknown``. Without the header,
+    REMOTE_ADDR is the connection's own.
     """
 
     PIPELINE = tuple(f for f in server.DEFAULT_PIPELINE if f != "tee_peer")
 
-    def test_spoofing_escapes_the_limit(self) -> None:
+    def test_forwarded_requests_share_one_budget(self) -> None:
         client = self._from(1)
         self._spend(client)
-        self.assertEqual(201, self._challenge(
+        # Before the fix each forged address was a fresh budget; now they
+        # all share "unknown" (fresh here: PER_CLIENT requests pass).
+        for i in range(PER_CLIENT):
+            self.assertEqual(201, self._challenge(
+                client, **{"X-Forwarded-For": f"203.0.113.{i}"}))
+        self.assertEqual(429, self._challenge(
             client, **{"X-Forwarded-For": "203.0.113.200"}))
+        # ... from any connection, with either header.
+        self.assertEqual(429, self._challenge(
+            self._from(2), **{"X-Forwarded-For": "198.51.100.7"}))
+        self.assertEqual(429, self._challenge(
+            self._from(2), **{"Forwarded": "for=198.51.100.8"}))
+        # Positive control: a direct client without the headers is still
+        # its own address, with its own budget.
+        self.assertEqual(201, self._challenge(self._from(3)))

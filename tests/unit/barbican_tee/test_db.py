@@ -11,6 +11,7 @@ import contextlib
 import shutil
 import tempfile
 import threading
+from typing import Any
 from unittest import mock
 
 import fixtures
@@ -96,6 +97,43 @@ class StoreOnSqliteTest(base.TestCase):
         self.addCleanup(engine.dispose)
         migrations.upgrade(engine)
         self.store = db.Store(engine, ring)
+
+    def _windows(self) -> set[tuple[str, int]]:
+        with self.store.engine.connect() as conn:
+            return {(b, w) for b, w, _c in
+                    conn.execute(sa.select(db.RATES)).all()}
+
+    def test_old_windows_of_every_bucket_are_pruned(self) -> None:
+        clock = [1000.0]
+        self.patch(db.time, "monotonic", lambda: clock[0])
+        self.store.hit("client:gone", 100, 10)
+        self.store.hit("client:b", 101, 10)
+        self.assertEqual({("client:gone", 100), ("client:b", 101)},
+                         self._windows())
+        # Window 105, within the interval: nothing pruned yet (only the
+        # bucket's own earlier windows, none here).
+        clock[0] += db.PRUNE_INTERVAL - 1
+        self.store.hit("client:c", 105, 10)
+        self.assertIn(("client:gone", 100), self._windows())
+        # The interval passed: every bucket's windows before 104 go, the
+        # previous window stays.
+        clock[0] += 1
+        self.store.hit("client:d", 104, 10)
+        self.store.hit("client:e", 105, 10)
+        self.assertEqual({("client:c", 105), ("client:d", 104),
+                          ("client:e", 105)}, self._windows())
+        # The release path prunes too.
+        self.store.hit("client:f", 106, 10)
+        clock[0] += db.PRUNE_INTERVAL
+        self.store.admit_release("client:g", 200, 10, "s")
+        self.assertEqual({("client:g", 200)}, self._windows())
+
+    def test_a_failed_prune_does_not_fail_the_request(self) -> None:
+        def broken(statement: Any) -> None:
+            raise sa.exc.OperationalError("DELETE", {}, Exception("down"))
+
+        self.patch(self.store, "_execute_retried", broken)
+        self.assertTrue(self.store.hit("client:a", 5, 10))
 
     def test_rate_counts_are_exact_under_threads(self) -> None:
         results: list[bool] = []

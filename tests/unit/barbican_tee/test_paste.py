@@ -138,6 +138,20 @@ class BarbicanPasteTest(base.TestCase):
         with open(f.name) as f2:
             self.assertEqual(text, f2.read())
 
+    def test_refuses_tee_peer_after_http_proxy_to_wsgi(self) -> None:
+        misplaced = KEYSTONE.replace("http_proxy_to_wsgi",
+                                     "http_proxy_to_wsgi tee_peer")
+        text = self.text.replace(KEYSTONE, misplaced)
+        exc = self.assertRaises(paste.PasteEditError,
+                                paste.add_to_paste_config, text)
+        self.assertIn("move tee_peer right before http_proxy_to_wsgi",
+                      str(exc))
+        # Positive control: in its place, the same file is accepted.
+        placed = KEYSTONE.replace("http_proxy_to_wsgi",
+                                  "tee_peer http_proxy_to_wsgi")
+        out = paste.add_to_paste_config(self.text.replace(KEYSTONE, placed))
+        self.assertEqual(1, out.count("tee_peer http_proxy_to_wsgi"))
+
     def test_main_rewrites_in_place_once(self) -> None:
         with tempfile.NamedTemporaryFile("w", suffix=".ini",
                                          delete=False) as f:
