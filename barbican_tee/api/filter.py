@@ -65,9 +65,6 @@ import urllib.parse
 import uuid
 
 from barbican.api import controllers as barbican_controllers
-from cryptography.hazmat.primitives.asymmetric import ec
-from jwcrypto import jwe
-from jwcrypto import jwk
 from oslo_config import cfg
 from oslo_log import log as logging
 import oslo_messaging
@@ -79,6 +76,7 @@ from barbican_tee.api import db
 from barbican_tee.api import endorsements
 from barbican_tee.api import floors
 from barbican_tee.api import nonce as nonce_mod
+from barbican_tee.api import release_jwe
 from barbican_tee.api import request_body
 from barbican_tee.api import sealed_create
 from barbican_tee.attestation import errors
@@ -297,10 +295,11 @@ def _session_label(session_id: str, secret_id: str, instance_uuid: str,
 POLICY_DOCUMENT_MAX = 32 * 1024
 
 
-def expected_report_data(nonce: str, public_jwk: jwk.JWK) -> bytes:
+def expected_report_data(nonce: str,
+                         public: release_jwe.Recipient) -> bytes:
     """SHA-512(nonce bytes || RFC 7638 SHA-256 thumbprint of the JWK)."""
-    thumb = _b64url_decode(public_jwk.thumbprint())
-    return hashlib.sha512(_b64url_decode(nonce) + thumb).digest()
+    return hashlib.sha512(_b64url_decode(nonce)
+                          + public.thumbprint()).digest()
 
 
 class TEEAPIFilter:
@@ -1024,7 +1023,7 @@ class TEEAPIFilter:
         # any refusal: the request is counted whatever they say.
         refused: APIError | None = None
         nonce: str | None = None
-        public: jwk.JWK | None = None
+        public: release_jwe.Recipient | None = None
         digest: str | None = None
         expires = 0
         try:
@@ -1067,7 +1066,7 @@ class TEEAPIFilter:
         return 200, answer
 
     def _release_input(self, body: dict[str, Any], evidence: Any
-                       ) -> tuple[str, jwk.JWK]:
+                       ) -> tuple[str, release_jwe.Recipient]:
         """The release's nonce and the guest's key, checked."""
         nonce = body.get("nonce")
         if not isinstance(nonce, str) or not re.fullmatch(
@@ -1080,7 +1079,8 @@ class TEEAPIFilter:
                            "evidence must be an object with a format")
         return nonce, public
 
-    def _release(self, nonce: str, public: jwk.JWK, secret_id: str,
+    def _release(self, nonce: str, public: release_jwe.Recipient,
+                 secret_id: str,
                  evidence: dict[str, Any],
                  admission: db.Admission) -> tuple[dict[str, Any], str]:
         # The nonce was spent first (admission): a refused attempt cannot
@@ -1100,16 +1100,14 @@ class TEEAPIFilter:
                            "this challenge and key")
         # Only a guest that could get the key anyway spends its budget.
         self._rate_secret(secret_id)
-        protected: dict[str, Any] = {
-            "alg": "ECDH-ES+A256KW", "enc": "A256GCM",
-            "kid": public.thumbprint()}
+        protected: dict[str, Any] = {"kid": _b64url(public.thumbprint())}
         lease = self._lease(policy)
         if lease is not None:
             # In the protected header, which A256GCM authenticates with
             # the secret: a host cannot change what the guest reads there.
             protected.update(tee_max_age=lease[0], tee_lease_exp=lease[1])
-        token = jwe.JWE(plaintext, recipient=public, protected=protected)
-        answer: dict[str, Any] = {"jwe": token.serialize(compact=True)}
+        answer: dict[str, Any] = {
+            "jwe": release_jwe.seal(plaintext, public, protected)}
         if lease is not None:
             when = datetime.datetime.fromtimestamp(lease[1], datetime.UTC)
             answer.update(max_age=lease[0], lease_expires_at=when.replace(
@@ -1369,7 +1367,7 @@ class TEEAPIFilter:
                            codes=result.codes)
 
     @staticmethod
-    def _public_key(value: Any) -> jwk.JWK:
+    def _public_key(value: Any) -> release_jwe.Recipient:
         """The guest's key, a point on P-384, checked before any use.
 
         A point off the curve (or at zero, or a coordinate of the wrong
@@ -1382,22 +1380,13 @@ class TEEAPIFilter:
         invalid = APIError(400, "public_key_invalid", "public_key is not "
                            "a point on P-384 (x and y: 48 bytes each, "
                            "base64url without padding)")
-        coords: list[int] = []
-        for name in ("x", "y"):
-            text = value.get(name)
-            if not isinstance(text, str) or (
-                    not _P384_COORDINATE.fullmatch(text)):
-                raise invalid
-            coords.append(int.from_bytes(_b64url_decode(text), "big"))
+        x, y = value.get("x"), value.get("y")
+        if not (isinstance(x, str) and _P384_COORDINATE.fullmatch(x)
+                and isinstance(y, str) and _P384_COORDINATE.fullmatch(y)):
+            raise invalid
         try:
-            ec.EllipticCurvePublicNumbers(
-                coords[0], coords[1], ec.SECP384R1()).public_key()
+            return release_jwe.Recipient.from_coordinates(x, y)
         except ValueError:
-            raise invalid from None
-        try:
-            return jwk.JWK(kty="EC", crv="P-384", x=value["x"],
-                           y=value["y"])
-        except Exception:  # noqa: BLE001 - jwcrypto raises many kinds
             raise invalid from None
 
     def _verify(self, evidence: dict[str, Any], policy: policy_mod.Policy,
