@@ -5,10 +5,20 @@ A real barbican-api (gunicorn) with ``[tee_api] trusted_proxies =
 behind a balancer would set it. 127.0.0.1 plays the balancer; clients that
 connect directly speak from other loopback addresses (all of 127.0.0.0/8
 is local on Linux). The per-client budget is 3 challenges a minute.
+
+A balancer on the same host may instead reach gunicorn on a unix socket
+(``UnixSocketProxyTest``): a second gunicorn of the same deployment binds
+one, and only ``unix`` in trusted_proxies makes its forwarded header count.
 """
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import json
+import os
+import socket
+import subprocess
 import time
 from typing import Any
 import uuid
@@ -27,18 +37,89 @@ CONF = {"tee_api": {"release_rate_per_client": str(PER_CLIENT),
         "oslo_middleware": {"enable_proxy_headers_parsing": "True"}}
 
 
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket, as a balancer on the same host speaks."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=30)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(30)
+        sock.connect(self.path)
+        self.sock = sock
+
+
 class _Base(base.TestCase):
 
     PIPELINE: tuple[str, ...] = server.DEFAULT_PIPELINE
+    CONF: dict[str, dict[str, str]] = CONF
+    # Also a gunicorn of the same deployment on a unix socket.
+    UNIX = False
     ADDRESS = 0
 
     @classmethod
     def setUpClass(cls) -> None:
         super().setUpClass()
-        cls.server = fixture.BarbicanServer(workers=1, extra_conf=CONF,
+        cls.server = fixture.BarbicanServer(workers=1, extra_conf=cls.CONF,
                                             paste_filters=cls.PIPELINE)
         cls.server.setUp()
         cls.url = cls.server.url
+        if cls.UNIX:
+            try:
+                cls._start_unix()
+            except BaseException:
+                cls.server.cleanUp()
+                raise
+
+    @classmethod
+    def _start_unix(cls) -> None:
+        """gunicorn with the same configuration, bound to a unix socket."""
+        layout = cls.server.layout
+        cls.socket_path = os.path.join(layout.data_dir, "api.sock")
+        argv = server.gunicorn_argv(cls.server.port, 1)
+        argv[argv.index("--bind") + 1] = f"unix:{cls.socket_path}"
+        with open(os.path.join(layout.data_dir, "unix-api.log"),
+                  "ab") as log:
+            cls.unix_process = subprocess.Popen(  # noqa: S603 - fixed argv
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                env=server.server_env(layout), cwd=layout.data_dir,
+                start_new_session=True)
+        cls.server.addCleanup(cls._stop_unix)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if cls.unix_process.poll() is not None:
+                raise AssertionError("gunicorn on the unix socket exited")
+            with contextlib.suppress(OSError):
+                if cls._unix_post("/v1/tee/challenge", {})[0] == 400:
+                    return
+            time.sleep(0.2)
+        raise AssertionError("gunicorn on the unix socket did not answer")
+
+    @classmethod
+    def _stop_unix(cls) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(cls.unix_process.pid, 15)
+        try:
+            cls.unix_process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(cls.unix_process.pid, 9)
+            cls.unix_process.wait(timeout=15)
+
+    @classmethod
+    def _unix_post(cls, path: str, body: Any,
+                   **headers: str) -> tuple[int, Any]:
+        conn = _UnixConnection(cls.socket_path)
+        try:
+            conn.request("POST", path, body=json.dumps(body).encode(),
+                         headers=dict(headers, **{
+                             "Content-Type": "application/json"}))
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read() or b"null")
+        finally:
+            conn.close()
 
     @classmethod
     def tearDownClass(cls) -> None:
@@ -80,6 +161,15 @@ class _Base(base.TestCase):
         for _ in range(PER_CLIENT):
             self.assertEqual(201, self._challenge(client, **headers))
         self.assertEqual(429, self._challenge(client, **headers))
+
+    def _unix_challenge(self, **headers: str) -> int:
+        status, body = self._unix_post(
+            "/v1/tee/challenge", {"secret_id": str(uuid.uuid4())},
+            **headers)
+        self.assertIn(status, (201, 429), body)
+        if status == 429:
+            self.assertEqual("rate_limited", body["error"]["code"])
+        return status
 
 
 class TrustedProxiesTest(_Base):
@@ -123,6 +213,70 @@ class TrustedProxiesTest(_Base):
         # Positive control: 203.0.113.9 itself does have a budget.
         self.assertEqual(201, self._challenge(proxy, **{
             "X-Forwarded-For": "203.0.113.9"}))
+
+
+    def test_ipv6_clients_are_counted_per_64(self) -> None:
+        proxy = self._proxy()
+        net = f"2001:db8:{self.ADDRESS:x}:1"
+        self._spend(proxy, **{"X-Forwarded-For": f"{net}::1"})
+        # Another address of the same /64 (client_ipv6_prefix) is the same
+        # client: one host holds a whole /64.
+        for other in (f"{net}:ffff:ffff:ffff:fffe", f"{net}:0:0:0:2"):
+            self.assertEqual(429, self._challenge(
+                proxy, **{"X-Forwarded-For": other}))
+        # The next /64 has its own budget.
+        self.assertEqual(201, self._challenge(proxy, **{
+            "X-Forwarded-For": f"2001:db8:{self.ADDRESS:x}:2::1"}))
+
+
+class UnixSocketProxyTest(_Base):
+    """The balancer reaches gunicorn on a unix socket: ``unix`` trusted."""
+
+    CONF = {"tee_api": {"release_rate_per_client": str(PER_CLIENT),
+                        "trusted_proxies": "unix"},
+            "oslo_middleware": {"enable_proxy_headers_parsing": "True"}}
+    UNIX = True
+
+    def test_forwarded_clients_on_the_socket(self) -> None:
+        first = {"X-Forwarded-For": f"198.51.{self.ADDRESS}.1"}
+        for _ in range(PER_CLIENT):
+            self.assertEqual(201, self._unix_challenge(**first))
+        self.assertEqual(429, self._unix_challenge(**first))
+        # Another client behind it has its own budget; the right-most
+        # entry is the one the balancer wrote.
+        self.assertEqual(201, self._unix_challenge(**{
+            "X-Forwarded-For": f"198.51.{self.ADDRESS}.2"}))
+        self.assertEqual(429, self._unix_challenge(**{
+            "X-Forwarded-For": f"203.0.113.9, 198.51.{self.ADDRESS}.1"}))
+        # Over TCP, 127.0.0.1 is not trusted here: the same header from
+        # it is that connection's own budget.
+        self.assertEqual(201, self._challenge(self._proxy(), **first))
+
+    def test_without_a_header_the_socket_is_one_client(self) -> None:
+        # Nothing says who is behind the socket: one shared budget.
+        spent = 0
+        while self._unix_challenge() == 201:
+            spent += 1
+            self.assertLessEqual(spent, PER_CLIENT)
+        self.assertEqual(429, self._unix_challenge())
+
+
+class UntrustedUnixSocketTest(_Base):
+    """``unix`` not in trusted_proxies: a header on the socket is ignored."""
+
+    UNIX = True
+
+    def test_headers_on_an_untrusted_socket(self) -> None:
+        spent = 0
+        while self._unix_challenge(**{
+                "X-Forwarded-For": f"198.51.{self.ADDRESS}.{spent}"}) == 201:
+            spent += 1
+            self.assertLessEqual(spent, PER_CLIENT)
+        # Every forged address was the one "unknown" budget ...
+        self.assertEqual(429, self._unix_challenge(**{
+            "X-Forwarded-For": "203.0.113.77"}))
+        # ... which a TCP client does not share.
+        self.assertEqual(201, self._challenge(self._from(1)))
 
 
 class WithoutPeerFilterTest(_Base):
