@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import os
 import signal
 import subprocess
@@ -167,6 +168,64 @@ class TwoNodesTest(_TwoNodes):
         self.assertIn(resp.json()["id"],
                       [p["id"] for p in listed["policies"]])
 
+    def test_opposite_reseals_of_one_record(self) -> None:
+        """Two re-seals of one sealed record, its rows in opposite orders.
+
+        Where the database locks only the rows an UPDATE changes
+        (PostgreSQL; MariaDB at READ COMMITTED), the two transactions
+        deadlock, a real error of the server's, once each has changed its
+        first row; the victim runs again whole (the retry) and finds the
+        other's values. At REPEATABLE READ MariaDB locks both rows at the
+        first UPDATE and sqlite the whole file: no deadlock, one waits.
+        Either way exactly one swap wins, the record holds all of its
+        values, and nothing raises.
+        """
+        secret_id, _ = self._secret()
+        assert self.server.layout.db_url is not None
+        engine = db.make_engine(self.server.layout.db_url)
+        self.addCleanup(engine.dispose)
+        store = db.Store(engine, None)  # type: ignore[arg-type]
+        old = store.store_metadata(secret_id)
+        keys = sorted(old)
+        self.assertGreaterEqual(len(keys), 2, old)
+        news = [{k: f"reseal-{i}-{k}"[:255] for k in order}
+                for i, order in enumerate((keys, keys[::-1]))]
+        barrier = threading.Barrier(2)
+        local = threading.local()
+        deadlocks: list[str] = []
+
+        @sa.event.listens_for(engine, "before_cursor_execute")
+        def meet(conn: Any, cursor: Any, statement: str, *args: Any
+                 ) -> None:
+            # Each swap's second UPDATE waits until both have made their
+            # first (first attempts only; where one blocks in its first,
+            # the other gives up waiting after 3 s).
+            if not statement.lstrip().upper().startswith(
+                    "UPDATE SECRET_STORE_METADATA"):
+                return
+            local.updates = getattr(local, "updates", 0) + 1
+            if local.updates == 2:
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    barrier.wait(timeout=3)
+
+        @sa.event.listens_for(engine, "handle_error")
+        def seen(context: Any) -> None:
+            if db.retryable(context.sqlalchemy_exception):
+                deadlocks.append(str(context.original_exception)[:200])
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(
+                lambda new: store.replace_store_metadata(secret_id, old,
+                                                         new), news))
+        self.assertEqual([False, True], sorted(results))
+        winner = news[results.index(True)]
+        current = store.store_metadata(secret_id)
+        self.assertEqual(winner, {k: current[k] for k in keys})
+        if self.KIND == "postgresql" or self.DB_QUERY:
+            # The deadlock did happen: the retry path ran.
+            self.assertEqual(1, len(deadlocks), deadlocks)
+            self.assertRegex(deadlocks[0], "(?i)deadlock")
+
     def test_32_concurrent_releases_of_one_nonce_on_both_nodes(self) -> None:
         secret_id, key = self._bound_secret()
         nonce = self._challenge(self._client(1), self.urls[0],
@@ -284,6 +343,8 @@ class ReadCommittedTest(_TwoNodes):
         TwoNodesTest.test_many_buckets_at_once_no_5xx)
     test_32_concurrent_releases_of_one_nonce_on_both_nodes = (
         TwoNodesTest.test_32_concurrent_releases_of_one_nonce_on_both_nodes)
+    test_opposite_reseals_of_one_record = (
+        TwoNodesTest.test_opposite_reseals_of_one_record)
 
 
 class MinuteBoundaryTest(_TwoNodes):
