@@ -149,6 +149,26 @@ class _Lines(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(record.getMessage())
 
+    def say(self, console: Console) -> None:
+        console.say("      scheduler (TEEFilter):")
+        for line in self.lines or ["(every host passed)"]:
+            console.say(f"        {line}")
+
+
+@contextlib.contextmanager
+def _scheduler_lines() -> Iterator[_Lines]:
+    """The TEE scheduler filter's explanations while the block runs."""
+    lines = _Lines()
+    log = logging.getLogger("nova_tee.scheduler.filters")
+    log.addHandler(lines)
+    old_level = log.level
+    log.setLevel(logging.DEBUG)
+    try:
+        yield lines
+    finally:
+        log.removeHandler(lines)
+        log.setLevel(old_level)
+
 
 @dataclasses.dataclass
 class Context:
@@ -231,30 +251,18 @@ def _cases(ctx: Context) -> list[type[unittest.TestCase]]:
             console.say("      flavor: hw:mem_encryption=true "
                         "hw:mem_encryption_model=amd-sev-snp "
                         "tee:min_tcb_snp=22")
-            lines = _Lines()
-            log = logging.getLogger("nova_tee.scheduler.filters")
-            log.addHandler(lines)
-            old_level = log.level
-            log.setLevel(logging.DEBUG)
             start = time.monotonic()
-            try:
-                with console.step("booting the SNP guest through Nova's "
-                                  "API"):
-                    body = self._build_server(
-                        image_uuid=uuids.tee_snp_image, flavor_id=flavor,
-                        networks="none")
-                    body["metadata"] = {"tee_secret": secret_id}
-                    with nova_harness.snp_caps():
-                        server = self._wait_for_state_change(
-                            self.api.post_server({"server": body}),
-                            "ACTIVE")
-            finally:
-                log.removeHandler(lines)
-                log.setLevel(old_level)
+            with _scheduler_lines() as lines, console.step(
+                    "booting the SNP guest through Nova's API"):
+                body = self._build_server(
+                    image_uuid=uuids.tee_snp_image, flavor_id=flavor,
+                    networks="none")
+                body["metadata"] = {"tee_secret": secret_id}
+                with nova_harness.snp_caps():
+                    server = self._wait_for_state_change(
+                        self.api.post_server({"server": body}), "ACTIVE")
             host = server["OS-EXT-SRV-ATTR:host"]
-            console.say("      scheduler (TEEFilter):")
-            for line in lines.lines or ["(every host passed)"]:
-                console.say(f"        {line}")
+            lines.say(console)
             console.verdict("SNP guest placed on the up-to-date host",
                             "snp-current", host, time.monotonic() - start)
             xml = self.domain_xml(server)
@@ -447,23 +455,12 @@ def _cases(ctx: Context) -> list[type[unittest.TestCase]]:
             console.say("      effective Milan floor: " + ", ".join(
                 f"{k} {v}" for k, v in resp.json()["effective"].items()))
 
-            lines = _Lines()
-            log = logging.getLogger("nova_tee.scheduler.filters")
-            log.addHandler(lines)
-            old_level = log.level
-            log.setLevel(logging.DEBUG)
             start = time.monotonic()
-            try:
-                with console.step("booting a new SNP guest, asked for on "
-                                  "snp-stale"):
-                    refused = self._boot(flavor, secret_id, "snp-stale",
-                                         "ERROR")
-            finally:
-                log.removeHandler(lines)
-                log.setLevel(old_level)
-            console.say("      scheduler (TEEFilter):")
-            for line in lines.lines or ["(every host passed)"]:
-                console.say(f"        {line}")
+            with _scheduler_lines() as lines, console.step(
+                    "booting a new SNP guest, asked for on snp-stale"):
+                refused = self._boot(flavor, secret_id, "snp-stale",
+                                     "ERROR")
+            lines.say(console)
             fault = refused.get("fault", {}).get("message", "")
             floor_line = any("snp-stale fails: SNP TCB below the milan "
                              "platform floor" in line
