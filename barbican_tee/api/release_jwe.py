@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -44,6 +45,15 @@ _KEY_BITS = 256
 _KDF_INFO = (len(ALG).to_bytes(4, "big") + ALG.encode("ascii") + bytes(8)
              + _KEY_BITS.to_bytes(4, "big"))
 _IV_BYTES = 12
+# 48 bytes in base64url: 64 characters, every one of them canonical (384
+# bits fill them exactly, with no padding bits).
+_COORDINATE = re.compile(r"[A-Za-z0-9_-]{64}")
+_P384_PRIME = 2**384 - 2**128 - 2**96 + 2**32 - 1
+# Members of the protected header that decide how the token is opened:
+# this module's alone (apu/apv would change the key derivation).
+_RESERVED = frozenset({"alg", "enc", "epk", "apu", "apv", "zip", "crit",
+                       "iv", "tag", "p2s", "p2c", "jwk", "jku", "x5u",
+                       "x5c", "x5t", "x5t#S256"})
 
 
 def _b64url(data: bytes) -> str:
@@ -52,29 +62,38 @@ def _b64url(data: bytes) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Recipient:
-    """The guest's public key on P-384 and its RFC 7638 thumbprint."""
+    """The guest's public key on P-384 and its RFC 7638 thumbprint.
 
-    key: ec.EllipticCurvePublicKey
+    Made only from canonical coordinates: base64url without padding of
+    exactly 48 bytes each, below the field prime, naming a point on P-384
+    (`cryptography` checks the point). Anything else is a ValueError.
+    """
+
     x: str
     y: str
+    key: ec.EllipticCurvePublicKey = dataclasses.field(
+        init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        numbers = []
+        for text in (self.x, self.y):
+            if not isinstance(text, str) or not _COORDINATE.fullmatch(text):
+                raise ValueError("a P-384 coordinate is 48 bytes, "
+                                 "base64url without padding")
+            value = int.from_bytes(base64.urlsafe_b64decode(text), "big")
+            # `cryptography` would take x + p for x: another spelling,
+            # and another thumbprint, of the same key.
+            if value >= _P384_PRIME:
+                raise ValueError("a P-384 coordinate is below the prime")
+            numbers.append(value)
+        key = ec.EllipticCurvePublicNumbers(
+            numbers[0], numbers[1], ec.SECP384R1()).public_key()
+        object.__setattr__(self, "key", key)
 
     @classmethod
     def from_coordinates(cls, x: str, y: str) -> Recipient:
-        """The key whose base64url coordinates are ``x`` and ``y``.
-
-        Raises ValueError unless both are 48 bytes, canonically encoded,
-        and name a point on P-384 (`cryptography` checks the point).
-        """
-        numbers = []
-        for text in (x, y):
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-            if len(raw) != COORDINATE_BYTES or _b64url(raw) != text:
-                raise ValueError("a P-384 coordinate is 48 bytes, "
-                                 "base64url without padding")
-            numbers.append(int.from_bytes(raw, "big"))
-        key = ec.EllipticCurvePublicNumbers(
-            numbers[0], numbers[1], ec.SECP384R1()).public_key()
-        return cls(key, x, y)
+        """The key whose base64url coordinates are ``x`` and ``y``."""
+        return cls(x, y)
 
     def thumbprint(self) -> bytes:
         """RFC 7638 SHA-256 thumbprint: 32 raw bytes.
@@ -94,9 +113,10 @@ def seal(plaintext: bytes, recipient: Recipient,
     ``header`` holds the protected header's other members (``kid``, the
     lease); ``alg``, ``enc`` and ``epk`` are this function's.
     """
-    if {"alg", "enc", "epk", "zip", "crit"} & header.keys():
-        raise ValueError("alg, enc, epk, zip and crit are not the "
-                         "caller's to set")
+    if _RESERVED & header.keys():
+        raise ValueError("the header members that decide how the token "
+                         "is opened are not the caller's to set: "
+                         + ", ".join(sorted(_RESERVED & header.keys())))
     ephemeral = ec.generate_private_key(ec.SECP384R1())
     shared = ephemeral.exchange(ec.ECDH(), recipient.key)
     kek = concatkdf.ConcatKDFHash(hashes.SHA256(), _KEY_BITS // 8,
