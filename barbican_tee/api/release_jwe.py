@@ -84,7 +84,7 @@ class Recipient:
             # `cryptography` would take x + p for x: another spelling,
             # and another thumbprint, of the same key.
             if value >= _P384_PRIME:
-                raise ValueError("a P-384 coordinate is below the prime")
+                raise ValueError("a P-384 coordinate must be below the prime")
             numbers.append(value)
         key = ec.EllipticCurvePublicNumbers(
             numbers[0], numbers[1], ec.SECP384R1()).public_key()
