@@ -120,8 +120,10 @@ class KeystoneServer(fixtures.Fixture):
                  "--keystone-group", grp.getgrgid(os.getgid()).gr_name)
         self._manage("fernet_setup", *owner)
         self._manage("credential_setup", *owner)
+        # "--opt=value": a random password may start with "-", which
+        # argparse would take for an option of its own (one run in 64).
         self._manage(
-            "bootstrap", "--bootstrap-password", self.admin_password,
+            "bootstrap", f"--bootstrap-password={self.admin_password}",
             "--bootstrap-username", "admin",
             "--bootstrap-project-name", "admin",
             "--bootstrap-role-name", "admin",
