@@ -119,10 +119,9 @@ class Floor:
         self.public = public
         self.verify()
         guest_jwk = guest.public_jwk(guest.make_key())
-        self.recipient = release_jwe.Recipient.from_coordinates(
-            guest_jwk["x"], guest_jwk["y"])
-        self.kid = base64.urlsafe_b64encode(
-            self.recipient.thumbprint()).rstrip(b"=").decode()
+        self.recipient = release_jwe.Recipient(guest_jwk["x"],
+                                               guest_jwk["y"])
+        self.kid = self.recipient.kid()
         self.recipient_jwk = jwk.JWK(**guest_jwk)
         self.gcm = aead.AESGCM(aead.AESGCM.generate_key(256))
 

@@ -217,10 +217,6 @@ class APIError(Exception):
         self.codes = codes or [code]
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def _b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
@@ -1098,7 +1094,7 @@ class TEEAPIFilter:
                            "this challenge and key")
         # Only a guest that could get the key anyway spends its budget.
         self._rate_secret(secret_id)
-        protected: dict[str, Any] = {"kid": _b64url(public.thumbprint())}
+        protected: dict[str, Any] = {"kid": public.kid()}
         lease = self._lease(policy)
         if lease is not None:
             # In the protected header, which A256GCM authenticates with

@@ -90,11 +90,6 @@ class Recipient:
             numbers[0], numbers[1], ec.SECP384R1()).public_key()
         object.__setattr__(self, "key", key)
 
-    @classmethod
-    def from_coordinates(cls, x: str, y: str) -> Recipient:
-        """The key whose base64url coordinates are ``x`` and ``y``."""
-        return cls(x, y)
-
     def thumbprint(self) -> bytes:
         """RFC 7638 SHA-256 thumbprint: 32 raw bytes.
 
@@ -104,6 +99,10 @@ class Recipient:
         doc = (f'{{"crv":"{CURVE}","kty":"EC","x":"{self.x}",'
                f'"y":"{self.y}"}}')
         return hashlib.sha256(doc.encode("ascii")).digest()
+
+    def kid(self) -> str:
+        """The thumbprint in base64url: the JWE's ``kid``."""
+        return _b64url(self.thumbprint())
 
 
 def seal(plaintext: bytes, recipient: Recipient,

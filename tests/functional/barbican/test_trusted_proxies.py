@@ -80,33 +80,24 @@ class _Base(base.TestCase):
         cls.socket_path = os.path.join(layout.data_dir, "api.sock")
         argv = server.gunicorn_argv(cls.server.port, 1)
         argv[argv.index("--bind") + 1] = f"unix:{cls.socket_path}"
+        # A Server whose process is this gunicorn: its stop() ends it.
+        unix = server.Server(layout, cls.server.port, 1)
         with open(os.path.join(layout.data_dir, "unix-api.log"),
                   "ab") as log:
-            cls.unix_process = subprocess.Popen(  # noqa: S603 - fixed argv
+            unix.process = subprocess.Popen(  # noqa: S603 - fixed argv
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 env=server.server_env(layout), cwd=layout.data_dir,
                 start_new_session=True)
-        cls.server.addCleanup(cls._stop_unix)
+        cls.server.addCleanup(unix.stop)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if cls.unix_process.poll() is not None:
+            if unix.process.poll() is not None:
                 raise AssertionError("gunicorn on the unix socket exited")
             with contextlib.suppress(OSError):
                 if cls._unix_post("/v1/tee/challenge", {})[0] == 400:
                     return
             time.sleep(0.2)
         raise AssertionError("gunicorn on the unix socket did not answer")
-
-    @classmethod
-    def _stop_unix(cls) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(cls.unix_process.pid, 15)
-        try:
-            cls.unix_process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(cls.unix_process.pid, 9)
-            cls.unix_process.wait(timeout=15)
 
     @classmethod
     def _unix_post(cls, path: str, body: Any,

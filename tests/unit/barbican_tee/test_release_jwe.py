@@ -25,7 +25,7 @@ P384_B = int("b3312fa7e23ee7e4988e056be3f82d19181d9c6efe8141120314088f"
 
 def _recipient(key: jwc_jwk.JWK) -> release_jwe.Recipient:
     public = guest.public_jwk(key)
-    return release_jwe.Recipient.from_coordinates(public["x"], public["y"])
+    return release_jwe.Recipient(public["x"], public["y"])
 
 
 def _b64(text: str) -> bytes:
@@ -157,6 +157,7 @@ class RecipientTest(base.TestCase):
             public = guest.public_jwk(key)
             self.assertEqual(guest.thumbprint(key),
                              _recipient(key).thumbprint())
+            self.assertEqual(key.thumbprint(), _recipient(key).kid())
             leading_zero += any(_b64(public[c])[0] == 0 for c in "xy")
             if leading_zero >= 2:
                 break
@@ -169,7 +170,7 @@ class RecipientTest(base.TestCase):
         while not set("-_") & set(good["x"]):
             good = guest.public_jwk(guest.make_key())
         x, y = good["x"], good["y"]
-        release_jwe.Recipient.from_coordinates(x, y)
+        release_jwe.Recipient(x, y)
         zero = "A" * 64
         short = _b64text(_b64(x)[:47])
         standard = base64.b64encode(_b64(x)).decode()
@@ -179,8 +180,7 @@ class RecipientTest(base.TestCase):
                              (x, "_" * 64), ("/" * 64, y), (standard, y),
                              (x + "\n", y), (None, y)):
             with self.assertRaises(ValueError):
-                release_jwe.Recipient.from_coordinates(
-                    bad_x, bad_y)  # type: ignore[arg-type]
+                release_jwe.Recipient(bad_x, bad_y)  # type: ignore[arg-type]
 
     def test_coordinates_below_the_prime_only(self) -> None:
         # A point with a small x: x + p also fits in 48 bytes, and
@@ -197,7 +197,6 @@ class RecipientTest(base.TestCase):
         def text(n: int) -> str:
             return _b64text(n.to_bytes(48, "big"))
 
-        release_jwe.Recipient.from_coordinates(text(x), text(y))
+        release_jwe.Recipient(text(x), text(y))
         with self.assertRaises(ValueError):
-            release_jwe.Recipient.from_coordinates(text(x + P384_PRIME),
-                                                   text(y))
+            release_jwe.Recipient(text(x + P384_PRIME), text(y))
