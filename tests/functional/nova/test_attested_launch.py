@@ -53,17 +53,15 @@ class AttestedLaunchTest(barbican_class.BarbicanClassTestBase):
     def _boot(self, host: str | None = None,
               expected: str = "ACTIVE") -> dict[str, Any]:
         flavor = self.tee_flavor("amd-sev", attestation="required")
+        if host:
+            return self.boot_on(host, uuids.tee_sev_image, flavor,
+                                self.secret_id, expected, mock_caps)
         body = self._build_server(image_uuid=uuids.tee_sev_image,
                                   flavor_id=flavor, networks="none")
         body["metadata"] = {"tee_secret": self.secret_id}
-        api = self.api
-        if host:
-            body["host"] = host
-            api = self.admin_api
-            api.microversion = "2.74"
         with mock_caps():
             return self._wait_for_state_change(
-                api.post_server({"server": body}), expected)
+                self.api.post_server({"server": body}), expected)
 
     def _domain(self, server: dict[str, Any]) -> Any:
         return self.domain(server)
