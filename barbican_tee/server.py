@@ -288,10 +288,11 @@ def write_config(data_dir: str, port: int, *,
 
 def _run_checked(argv: Sequence[str], what: str, cwd: str,
                  env: Mapping[str, str] | None = None,
-                 timeout: float = 120) -> None:
+                 timeout: float = 120, stdin: str | None = None) -> None:
     proc = subprocess.run(  # noqa: S603 - our own interpreter, fixed args
         list(argv), env=dict(env) if env is not None else None, cwd=cwd,
-        capture_output=True, text=True, timeout=timeout, check=False)
+        capture_output=True, text=True, timeout=timeout, check=False,
+        input=stdin)
     if proc.returncode != 0:
         output = (proc.stderr.strip() or proc.stdout.strip())
         raise ServerError(f"{what} failed (exit {proc.returncode}): "
@@ -311,19 +312,27 @@ def _reason(text: str) -> str:
     return found[-1] if found else _tail(text, 5)
 
 
-def db_upgrade(layout: Layout) -> None:
-    """``barbican-manage db upgrade`` on the server's sqlite database.
+# What ``barbican-manage db upgrade --db-url URL`` runs, with the URL read
+# from stdin: on a command line, any local user could read the database
+# password in /proc/PID/cmdline.
+_BARBICAN_UPGRADE = (
+    "import sys\n"
+    "from barbican.model.migration import commands\n"
+    "commands.upgrade(to_version='head', sql_url=sys.stdin.read())\n")
 
-    The URL is given with ``--db-url``: Barbican 23.0.0's ``db upgrade``
-    reads the connection from the global configuration, parsed from the
-    default locations, not from ``--config-file`` (without it, it upgrades
-    ``sqlite:///barbican.sqlite`` relative to the working directory).
+
+def db_upgrade(layout: Layout) -> None:
+    """Barbican's ``db upgrade``, then ours, on the server's database.
+
+    Barbican's migrations are run with the URL given explicitly (Barbican
+    23.0.0's ``barbican-manage db upgrade`` reads the connection from the
+    global configuration, parsed from the default locations, not from
+    ``--config-file``; without one it upgrades ``sqlite:///barbican.sqlite``
+    relative to the working directory), through stdin, never argv.
     """
-    _run_checked([sys.executable, "-m", "barbican.cmd.barbican_manage",
-                  "--config-file", layout.conf_path, "db", "upgrade",
-                  "--db-url", layout.db_url],
+    _run_checked([sys.executable, "-c", _BARBICAN_UPGRADE],
                  "barbican-manage db upgrade", cwd=layout.data_dir,
-                 env=server_env(layout))
+                 env=server_env(layout), stdin=layout.db_url)
     tee_db_upgrade(layout.conf_path)
 
 

@@ -216,6 +216,20 @@ def retryable(exc: BaseException) -> bool:
     return getattr(orig, "pgcode", None) in _PG_RETRY_CODES
 
 
+def unavailable(exc: BaseException) -> bool:
+    """True for a database that did not serve a request (503, not 500).
+
+    A dropped or refused connection, a deadlock or lock wait that
+    outlasted :func:`_retry`, an exhausted connection pool, a table gone
+    (a restore or migration half done): any database error but a
+    constraint's, which is the request's (a duplicate key, say).
+    """
+    return isinstance(exc, (sa.exc.SQLAlchemyError, db_exc.DBError)) and (
+        not isinstance(exc, (sa.exc.IntegrityError, db_exc.DBDuplicateEntry,
+                             db_exc.DBReferenceError,
+                             db_exc.DBConstraintError)))
+
+
 def _retry(func: _F) -> _F:
     """Run ``func`` (its own whole transaction) again on :func:`retryable`.
 
@@ -541,7 +555,7 @@ class Store:
     def policy_intact(self, row: dict[str, Any]) -> bool:
         return self.keyring.check_mac(row["mac_kek"],
                                       _policy_mac_input(row),
-                                      bytes.fromhex(row["mac"]))
+                                      row["mac"])
 
     def delete_policy(self, policy_id: str) -> bool:
         # Collations that ignore case would delete a case-swapped id's row
@@ -579,7 +593,7 @@ class Store:
             for row in rows:
                 data = _policy_mac_input(dict(row))
                 if not self.keyring.check_mac(
-                        row["mac_kek"], data, bytes.fromhex(row["mac"])):
+                        row["mac_kek"], data, row["mac"]):
                     refused += 1
                     continue
                 conn.execute(POLICIES.update().where(
@@ -606,7 +620,7 @@ class Store:
                 if row is not None and row["secret_id"] == secret_id and (
                         self.keyring.check_mac(
                         row["mac_kek"], _binding_mac_input(dict(row)),
-                        bytes.fromhex(row["mac"]))):
+                        row["mac"])):
                     policy_id = str(row["policy_id"])
             if inspector.has_table(INSTANCE_BINDINGS.name):
                 row = conn.execute(INSTANCE_BINDINGS.select().where(
@@ -615,7 +629,7 @@ class Store:
                 if row is not None and row["secret_id"] == secret_id and (
                         self.keyring.check_mac(
                             row["mac_kek"], _instance_mac_input(dict(row)),
-                            bytes.fromhex(row["mac"]))):
+                            row["mac"])):
                     instance = str(row["instance_uuid"])
                     retired = bool(row["retired"])
         return policy_id, instance, retired

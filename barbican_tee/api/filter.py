@@ -56,6 +56,7 @@ import hashlib
 import hmac
 import http
 import json
+import math
 import posixpath
 import re
 import threading
@@ -66,6 +67,7 @@ import uuid
 
 from barbican.api import controllers as barbican_controllers
 from oslo_config import cfg
+from oslo_context import context as oslo_context
 from oslo_log import log as logging
 import oslo_messaging
 from oslo_policy import policy as oslo_policy
@@ -174,6 +176,33 @@ _GENERATIONS_LOCK = threading.Lock()
 # JSON bodies nest at most this deep (a policy or evidence needs a few
 # levels); deeper input is refused before it can exhaust the stack.
 _MAX_DEPTH = 32
+# A UTF-16 surrogate on its own: JSON's \ud800 escapes decode to one, and
+# no UTF-8 database column, log line or JSON reply can carry it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _database_unavailable() -> APIError:
+    return APIError(503, "database_unavailable", "the database did not "
+                    "answer (a failover or restart?); retry shortly")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _check_text(text: str) -> None:
+    """Refuse a string that is not Unicode text (a lone surrogate)."""
+    if _SURROGATE.search(text):
+        raise APIError(400, "body_not_text", "a string in the request body "
+                       "holds a lone UTF-16 surrogate (an unpaired \\uD800-"
+                       "\\uDFFF escape): not text")
 _REASONS = {413: "Payload Too Large"}
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -383,6 +412,14 @@ class TEEAPIFilter:
         if path.startswith("/v1/tee/") or path == "/v1/tee":
             if self.routes == "all" or (self.routes == "public") == (
                     self._route_name(method, path) in PUBLIC_ROUTES):
+                if self.routes == "public":
+                    # No context middleware ran before the token-less
+                    # routes: without one of their own, log lines (the
+                    # audit's) would name the user, project and request
+                    # of whatever request this thread served before.
+                    oslo_context.RequestContext(
+                        request_id=environ.get("openstack.request_id"),
+                        overwrite=True)
                 return self._dispatch(environ, start_response, method,
                                       path)
             return self.app(environ, start_response)
@@ -419,7 +456,15 @@ class TEEAPIFilter:
                         environ, **match.groupdict())
                 except APIError as exc:
                     return self._error(start_response, exc)
-                except Exception:  # noqa: BLE001 - never leak internals
+                except Exception as exc:  # noqa: BLE001 - never leak
+                    if db.unavailable(exc):
+                        # The error's text may hold the statement's
+                        # parameters: its type only.
+                        LOG.warning("openstack-tee: %s %s: database "
+                                    "unavailable (%s)", method, path,
+                                    type(exc).__name__)
+                        return self._error(start_response,
+                                           _database_unavailable())
                     LOG.exception("openstack-tee: %s %s failed", method,
                                   path)
                     return self._error(start_response, APIError(
@@ -485,12 +530,15 @@ class TEEAPIFilter:
         too_deep = APIError(400, "body_too_deep", "JSON in request bodies "
                             f"nests at most {_MAX_DEPTH} levels deep")
         try:
-            body = json.loads(raw or b"{}")
+            body = json.loads(raw or b"{}", parse_constant=_no_constant,
+                              parse_float=_finite_float)
         except RecursionError:
             raise too_deep from None
         except ValueError:
             raise APIError(400, "body_not_json",
-                           "the request body is not JSON") from None
+                           "the request body is not JSON (NaN, Infinity "
+                           "and numbers beyond a double are not "
+                           "accepted)") from None
         if not isinstance(body, dict):
             raise APIError(400, "body_not_object",
                            "the request body must be a JSON object")
@@ -498,7 +546,12 @@ class TEEAPIFilter:
         pending: list[tuple[Any, int]] = [(body, 1)]
         while pending:
             value, depth = pending.pop()
+            if isinstance(value, str):
+                _check_text(value)
+                continue
             if isinstance(value, dict):
+                for key in value:
+                    _check_text(key)
                 value = list(value.values())
             if isinstance(value, list):
                 if depth > _MAX_DEPTH:
@@ -1026,22 +1079,30 @@ class TEEAPIFilter:
         except APIError as exc:
             refused = exc
         now = int(time.time())
-        admission = self.store.admit_release(
-            f"client:{client}", now // 60,
-            self.conf.tee_api.release_rate_per_client, secret_id, digest,
-            expires, now - nonce_mod.PRUNE_GRACE)
-        if admission.count > self.conf.tee_api.release_rate_per_client:
+        audit: dict[str, Any] = {"secret_id": secret_id}
+        try:
+            admission = self.store.admit_release(
+                f"client:{client}", now // 60,
+                self.conf.tee_api.release_rate_per_client, secret_id,
+                digest, expires, now - nonce_mod.PRUNE_GRACE)
+        except Exception as exc:
+            if not db.unavailable(exc):
+                raise
+            admission = None
+        if admission is not None and (
+                admission.count > self.conf.tee_api.release_rate_per_client):
             raise self._client_limited()
-        audit: dict[str, Any] = {
-            "secret_id": secret_id,
+        audit.update({
             "evidence_sha256": hashlib.sha256(json.dumps(
                 evidence, sort_keys=True).encode()).hexdigest(),
-            "client": client}
+            "client": client})
         if body.get("renewal") is True:
             # The guest's word, recorded for the operator and never used
             # for any decision.
             audit["renewal"] = True
         try:
+            if admission is None:
+                raise _database_unavailable()
             if refused is not None:
                 raise refused
             if not admission.spent:
@@ -1049,8 +1110,13 @@ class TEEAPIFilter:
                                "unknown or already used nonce")
             assert nonce is not None and public is not None and (
                 isinstance(evidence, dict))
-            answer, policy_id = self._release(
-                nonce, public, secret_id, evidence, admission)
+            try:
+                answer, policy_id = self._release(
+                    nonce, public, secret_id, evidence, admission)
+            except Exception as exc:
+                if isinstance(exc, APIError) or not db.unavailable(exc):
+                    raise
+                raise _database_unavailable() from None
         except APIError as exc:
             self._audit(False, dict(audit, codes=exc.codes))
             raise
@@ -1277,6 +1343,9 @@ class TEEAPIFilter:
         """LAUNCH_MEASURE -> LAUNCH_SECRET for nova-compute."""
         self._context(environ, "tee:sev:session")
         body = self._json(environ)
+        # Checked before the session is spent: a malformed answer from
+        # nova-compute costs it nothing.
+        measured = self._sev_measured(body)
         row = self.store.take_sev_session(id)
         if row is None:
             raise APIError(404, "sev_session_unknown",
@@ -1286,15 +1355,32 @@ class TEEAPIFilter:
                      body, sort_keys=True).encode()).hexdigest(),
                  "client": self._client(environ)}
         try:
-            result = self._sev_secret(row, body)
+            result = self._sev_secret(row, body, measured)
         except APIError as exc:
             self._audit(False, dict(audit, codes=exc.codes))
             raise
         self._audit(True, dict(audit, codes=[]))
         return 200, result
 
-    def _sev_secret(self, row: dict[str, Any],
-                    body: dict[str, Any]) -> dict[str, str]:
+    @staticmethod
+    def _sev_measured(body: dict[str, Any]) -> tuple[str, int, int, int]:
+        """(measurement, api_major, api_minor, build_id) of the body.
+
+        The firmware's version fields are bytes: JSON integers 0-255.
+        """
+        measurement = body.get("measurement")
+        numbers = [n for n in (body.get(k) for k in (
+            "api_major", "api_minor", "build_id"))
+            if type(n) is int and 0 <= n <= 255]
+        if not isinstance(measurement, str) or len(numbers) != 3:
+            raise APIError(400, "sev_measurement_invalid",
+                           "measurement (a string) and api_major, api_minor "
+                           "and build_id (integers 0-255) are required")
+        return measurement, numbers[0], numbers[1], numbers[2]
+
+    def _sev_secret(self, row: dict[str, Any], body: dict[str, Any],
+                    measured: tuple[str, int, int, int]
+                    ) -> dict[str, str]:
         if row["expires_at"] < db.utcnow():
             raise APIError(403, "sev_session_expired",
                            "the launch session expired")
@@ -1319,15 +1405,7 @@ class TEEAPIFilter:
                            "the launched policy differs from the session's")
         policy, _policy_id = self._record_policy(record)
         launch = sev.LaunchSession.from_state(json.loads(state))
-        try:
-            api_major = int(body["api_major"])
-            api_minor = int(body["api_minor"])
-            build_id = int(body["build_id"])
-            measurement = str(body["measurement"])
-        except (KeyError, TypeError, ValueError):
-            raise APIError(400, "sev_measurement_invalid",
-                           "measurement, api_major, api_minor and build_id "
-                           "are required") from None
+        measurement, api_major, api_minor, build_id = measured
         if not policy.measurements:
             raise APIError(403, "policy_measurement",
                            "the policy allows no launch digest")

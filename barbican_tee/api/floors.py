@@ -39,6 +39,7 @@ import datetime
 import json
 import threading
 from typing import Any
+import weakref
 
 from oslo_config import cfg
 from oslo_db import exception as db_exc
@@ -262,6 +263,13 @@ def _mac_input(row: dict[str, Any]) -> bytes:
                       separators=(",", ":")).encode()
 
 
+# engine -> product -> the newest updated_at seen in that database (one
+# engine per database and process: barbican_tee.api.db.process_engine).
+_SEEN: weakref.WeakKeyDictionary[sa.Engine, dict[str, datetime.datetime]] = (
+    weakref.WeakKeyDictionary())
+_SEEN_LOCK = threading.Lock()
+
+
 class FloorStore:
     """``tee_floors`` rows, authenticated on every read."""
 
@@ -269,9 +277,12 @@ class FloorStore:
                  keyring: keyring_mod.Keyring) -> None:
         self.engine = engine
         self.keyring = keyring
-        # product -> the newest updated_at this store has authenticated.
-        self._seen: dict[str, datetime.datetime] = {}
-        self._seen_lock = threading.Lock()
+        # product -> the newest updated_at this process has authenticated
+        # in this database, whichever filter (token routes or token-less
+        # release) read it.
+        with _SEEN_LOCK:
+            self._seen = _SEEN.setdefault(engine, {})
+        self._seen_lock = _SEEN_LOCK
 
     @db._retry  # noqa: SLF001 - the suite's own retry policy
     def _row(self, product: str) -> dict[str, Any] | None:
@@ -325,17 +336,28 @@ class FloorStore:
 
     @db._retry  # noqa: SLF001 - the suite's own retry policy
     def put(self, product: str, floor: Floor, user: str) -> None:
-        row: dict[str, Any] = {
-            "product": product,
-            "document": json.dumps(floor.as_dict(), sort_keys=True),
-            # Whole seconds: MariaDB's DATETIME keeps no fraction, and
-            # the MAC covers the value as read back.
-            "updated_at": db.utcnow().replace(microsecond=0),
-            "updated_by": user}
+        """Set the floor, ``updated_at`` later than the row it replaces.
+
+        Whole seconds (MariaDB's DATETIME keeps no fraction, and the MAC
+        covers the value as read back), and at least one second after the
+        authenticated row it replaces, whatever this host's clock says: a
+        floor set from an API node whose clock is behind another's is
+        still newer than what the workers have seen, not a rollback.
+        """
+        now = db.utcnow().replace(microsecond=0)
         kid = self.keyring.current.kid
-        row["mac_kek"] = kid
-        row["mac"] = self.keyring.mac(kid, _mac_input(row)).hex()
         with self.engine.begin() as conn:
+            for found in conn.execute(_FLOOR_OF, {"p": product}).mappings():
+                old = dict(found)
+                if old["product"] == product and self.keyring.check_mac(
+                        old["mac_kek"], _mac_input(old), old["mac"]):
+                    now = max(now, old["updated_at"]
+                              + datetime.timedelta(seconds=1))
+            row: dict[str, Any] = {
+                "product": product,
+                "document": json.dumps(floor.as_dict(), sort_keys=True),
+                "updated_at": now, "updated_by": user, "mac_kek": kid}
+            row["mac"] = self.keyring.mac(kid, _mac_input(row)).hex()
             conn.execute(db.FLOORS.delete().where(
                 db.FLOORS.c.product == product))
             conn.execute(db.FLOORS.insert().values(**row))

@@ -22,7 +22,9 @@ In the pipeline:
   ``REMOTE_ADDR`` with a header anyone can send
   (:mod:`barbican_tee.api.client_addr`);
 * ``tee_public`` (challenge and release, which carry no token) before
-  ``authtoken`` (or the context middleware);
+  the first filter that needs or makes a token context: keystonemiddleware's
+  ``auth_token`` or Barbican's context middleware, known by the factory
+  its section names (whatever the section is called);
 * ``tee_api`` (the token routes and the sealed payload check) right before
   ``microversion`` (or the app), after the context middleware.
 
@@ -55,6 +57,11 @@ FILTERS: tuple[tuple[str, str, tuple[tuple[str, str], ...],
      ("The token routes of /v1/tee and the sealed payload check.",)),
 )
 CONTEXT_FILTERS = ("authtoken", "unauthenticated-context", "context")
+# What a token or context filter's factory looks like, whatever the
+# operator named its section: keystonemiddleware's auth_token, Barbican's
+# context middlewares.
+_CONTEXT_FACTORY = re.compile(r"keystonemiddleware|auth_token|"
+                              r"barbican\.api\.middleware\.context")
 MOUNT = "/v1"
 
 _SECTION = re.compile(r"\s*\[(?P<name>[^\]]+)\]")
@@ -176,8 +183,15 @@ class PasteFile:
             elif [t for t, _i, _c in self._tokens(opt)] != [value]:
                 line = self.lines[opt.first]
                 ending = line[len(line.rstrip("\r\n")):] or self.newline
+                head = line[:opt.start]
+                if not head[-1:].isspace():
+                    head += " "
+                # The value's own lines go; comment lines among them stay.
+                comments = [
+                    c for c in self.lines[opt.first + 1:opt.last + 1]
+                    if c.strip()[:1] in ("#", ";")]
                 self.lines[opt.first:opt.last + 1] = [
-                    f"{line[:opt.start]}{value}{ending}"]
+                    f"{head}{value}{ending}", *comments]
 
 
 def _mounted(paste: PasteFile, mount: str) -> list[str]:
@@ -217,6 +231,21 @@ def _target_pipelines(paste: PasteFile) -> list[str]:
     return targets
 
 
+def _is_context(paste: PasteFile, name: str) -> bool:
+    """Whether pipeline element ``name`` needs or makes a token context.
+
+    By its section's factory (``paste.filter_factory`` or ``use``), so a
+    ``[filter:keystone_authtoken]`` counts; by the names Barbican gives
+    them for a filter the file does not define.
+    """
+    section = f"filter:{name}"
+    if section not in paste.sections():
+        return name in CONTEXT_FILTERS
+    factory = " ".join(paste.value(section, key) or ""
+                       for key in ("paste.filter_factory", "use"))
+    return bool(_CONTEXT_FACTORY.search(factory))
+
+
 def add_to_paste_config(text: str) -> str:
     """Barbican's paste file with the /v1/tee filters, edited minimally."""
     paste = PasteFile(text)
@@ -234,7 +263,7 @@ def add_to_paste_config(text: str) -> str:
             paste.insert_before(section, "pipeline", "http_proxy_to_wsgi",
                                 "tee_peer")
         if "tee_public" not in parts:
-            anchor = next((f for f in CONTEXT_FILTERS if f in parts), None)
+            anchor = next((f for f in parts if _is_context(paste, f)), None)
             if anchor is None:
                 raise PasteEditError(
                     f"[{section}] has no authtoken or context middleware "

@@ -108,6 +108,15 @@ def load_conf(config_files: Sequence[str]) -> cfg.ConfigOpts:
         args += ["--config-file", path]
     conf(args, project="barbican", default_config_files=None
          if not config_files else [])
+    if not conf.config_file:
+        raise cfg.Error("no barbican.conf found in ~/.barbican/, ~/, "
+                        "/etc/barbican/ or /etc/: name it with "
+                        "--config-file")
+    if conf.database.connection == BARBICAN_DEFAULT_CONNECTION:
+        # Barbican's default: a file relative to the working directory,
+        # never the database an operator means to upgrade.
+        raise cfg.Error(f"{', '.join(conf.config_file)} sets no [database] "
+                        "connection")
     return conf
 
 
@@ -131,7 +140,13 @@ def upgrade(config_files: Sequence[str],
 
 
 def _fail(args: argparse.Namespace, exc: Exception) -> int:
-    print(f"openstack-tee db {args.db_command}: {exc}", file=sys.stderr)
+    if isinstance(exc, ImportError):
+        print(f"openstack-tee db {args.db_command}: the database driver is "
+              f"not installed ({exc}): install the one the [database] "
+              "connection URL names (PyMySQL for mysql+pymysql://, "
+              "psycopg2 for postgresql://)", file=sys.stderr)
+    else:
+        print(f"openstack-tee db {args.db_command}: {exc}", file=sys.stderr)
     return EXIT_UNUSABLE
 
 
@@ -141,8 +156,9 @@ def _errors() -> tuple[type[Exception], ...]:
 
     from barbican_tee import migrations
 
+    # ImportError: the URL's driver (PyMySQL, psycopg2) is not installed.
     return (migrations.SchemaError, db_exc.DBError, sa.exc.SQLAlchemyError,
-            cfg.Error)
+            cfg.Error, ImportError)
 
 
 def run_upgrade(args: argparse.Namespace) -> int:

@@ -104,7 +104,20 @@ class Keyring:
         key = self.get(kid).derive("row-mac")
         return hmac.new(key, data, hashlib.sha256).digest()
 
-    def check_mac(self, kid: str, data: bytes, mac: bytes) -> bool:
+    def check_mac(self, kid: str, data: bytes, mac: bytes | str) -> bool:
+        """Whether ``mac`` (bytes, or hex as a row stores it) is ``data``'s.
+
+        Anything else a database row may hold (not hex, NULL, another
+        type, an unknown KEK id) is False: a row that does not
+        authenticate, never an error.
+        """
+        if isinstance(mac, str):
+            try:
+                mac = bytes.fromhex(mac)
+            except ValueError:
+                return False
+        if not isinstance(mac, bytes) or not isinstance(kid, str):
+            return False
         try:
             expected = self.mac(kid, data)
         except KeyringError:

@@ -102,6 +102,26 @@ class BodyTest(base.TestCase):
                          self._code(_env(b"[" * 100000 + b"]" * 100000,
                                          chunked=True)))
 
+    def test_numbers_json_does_not_have(self) -> None:
+        for raw in (b'{"a": NaN}', b'{"a": Infinity}', b'{"a": -Infinity}',
+                    b'{"a": 1e999}', b'{"a": [-1e400]}'):
+            with self.subTest(raw=raw):
+                self.assertEqual("body_not_json", self._code(_env(raw)))
+        # Positive control: large but finite numbers are numbers.
+        self.assertEqual({"a": 1e308, "b": 10 ** 400},
+                         tee_filter.TEEAPIFilter._json(_env(
+                             b'{"a": 1e308, "b": 1' + b"0" * 400 + b"}")))
+
+    def test_lone_surrogates_are_not_text(self) -> None:
+        for raw in (rb'{"a": "x\ud800"}', rb'{"a": ["\udfff"]}',
+                    rb'{"\ud800": 1}', rb'{"a": {"b": "\udc00y"}}'):
+            with self.subTest(raw=raw):
+                self.assertEqual("body_not_text", self._code(_env(raw)))
+        # A pair is one character outside the BMP: text.
+        self.assertEqual({"a": "\U0001f600"},
+                         tee_filter.TEEAPIFilter._json(_env(
+                             rb'{"a": "\ud83d\ude00"}')))
+
     def test_chunked_and_lengths(self) -> None:
         raw = json.dumps({"secret_id": SID}).encode()
         self.assertEqual({"secret_id": SID},

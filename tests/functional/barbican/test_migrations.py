@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import importlib.util
 import io
 import os
 import subprocess
@@ -679,6 +680,48 @@ class CommandTest(base.TestCase):
         missing = self._run("upgrade", "--config-file",
                             os.path.join(tmp, "nowhere.conf"))
         self.assertEqual(2, missing.returncode, missing)
+
+    def test_no_database_to_upgrade(self) -> None:
+        """No barbican.conf, no [database] connection, no driver: exit 2.
+
+        With the reason, and nothing created anywhere.
+        """
+        tmp = self.useFixture(fixtures.TempDir()).path
+        home = os.path.join(tmp, "home")
+        os.mkdir(home)
+        # Run where oslo.config's search finds nothing (HOME, and no
+        # /etc/barbican.conf on this machine) from an empty directory.
+        env = dict(os.environ, HOME=home)
+        if os.path.exists("/etc/barbican/barbican.conf") or os.path.exists(
+                "/etc/barbican.conf"):
+            self.skipTest("this machine has a barbican.conf in /etc")
+        found = subprocess.run(
+            [base.installed_command("openstack-tee"), "db", "upgrade"],
+            capture_output=True, text=True, timeout=120, check=False,
+            cwd=tmp, env=env)
+        self.assertEqual(2, found.returncode, found)
+        self.assertIn("no barbican.conf found", found.stderr)
+        empty = os.path.join(tmp, "empty.conf")
+        with open(empty, "w") as f:
+            f.write("[DEFAULT]\ndebug = false\n")
+        unset = self._run("upgrade", "--config-file", empty)
+        self.assertEqual(2, unset.returncode, unset)
+        self.assertIn("sets no [database] connection", unset.stderr)
+        self.assertEqual(["empty.conf", "home"], sorted(os.listdir(tmp)))
+        # A driver that is not installed (mysqlclient, here): exit 2 (not
+        # 1, "upgrade needed"), and what to install.
+        if importlib.util.find_spec("MySQLdb") is not None:
+            self.skipTest("mysqlclient is installed here")
+        nodriver = os.path.join(tmp, "nodriver.conf")
+        with open(nodriver, "w") as f:
+            f.write("[database]\nconnection = mysql+mysqldb://u:p@"
+                    "127.0.0.1/barbican\n")
+        for action in ("check", "upgrade"):
+            out = self._run(action, "--config-file", nodriver)
+            self.assertEqual(2, out.returncode, out)
+            self.assertNotIn("Traceback", out.stderr)
+            self.assertIn("the database driver is not installed",
+                          out.stderr)
 
     def test_downgrade_refused(self) -> None:
         """Migrations go forward only: a downgrade request is refused."""

@@ -170,6 +170,63 @@ class _ServerTestBase(base.TestCase):
 
 class ReleaseTest(_ServerTestBase):
 
+    def test_audit_lines_of_token_less_requests_name_no_one_else(
+            self) -> None:
+        # One connection (one worker greenlet): a token request, then a
+        # release without one. The release's audit line has its own
+        # request id and no user or project (the token request's stayed
+        # on the greenlet before).
+        session = requests.Session()
+        resp = session.get(f"{self.url}/v1/tee/policies", timeout=30,
+                           headers=self._headers(OWNER))
+        self.assertEqual(200, resp.status_code, resp.text)
+        user = "u-" + OWNER[:8]
+        self.assertIn(user, self._log())  # positive control
+        secret_id = str(uuid.uuid4())
+        resp = session.post(f"{self.url}/v1/tee/release", timeout=30,
+                            json={"secret_id": secret_id, "nonce": "x"})
+        self.assertEqual(400, resp.status_code, resp.text)
+        request_id = resp.headers["x-openstack-request-id"]
+        [line] = [x for x in self._log().splitlines()
+                  if f"tee.release.denied secret={secret_id}" in x]
+        self.assertIn(request_id, line)
+        self.assertNotIn(user, line)
+        self.assertNotIn(OWNER, line)
+
+    def test_database_errors_are_audited_503s(self) -> None:
+        secret_id, key = self._bound_secret()
+        resp = requests.post(f"{self.url}/v1/tee/challenge", timeout=30,
+                             json={"secret_id": secret_id})
+        self.assertEqual(201, resp.status_code, resp.text)
+        nonce = resp.json()["nonce"]
+        self.server.sql("ALTER TABLE tee_rates RENAME TO tee_rates_away")
+        restored = []
+
+        def back() -> None:
+            if not restored:
+                restored.append(1)
+                self.server.sql(
+                    "ALTER TABLE tee_rates_away RENAME TO tee_rates")
+
+        self.addCleanup(back)
+        resp = requests.post(f"{self.url}/v1/tee/challenge", timeout=30,
+                             json={"secret_id": secret_id})
+        self.assertEqual(503, resp.status_code, resp.text)
+        self.assertEqual("database_unavailable",
+                         resp.json()["error"]["code"])
+        resp, _ = self._attempt(secret_id, nonce=nonce)
+        self.assertEqual(503, resp.status_code, resp.text)
+        self.assertEqual("database_unavailable",
+                         resp.json()["error"]["code"])
+        self.assertNotIn("jwe", resp.json())
+        self.assertIn(f"tee.release.denied secret={secret_id} "
+                      "codes=database_unavailable", self._log())
+        back()
+        # Nothing was spent: the same challenge's nonce still releases.
+        resp, guest_key = self._attempt(secret_id, nonce=nonce)
+        self.assertEqual(200, resp.status_code, resp.text)
+        self.assertEqual(key, guest.decrypt(resp.json()["jwe"], guest_key))
+
     def test_good_guest_gets_its_key(self) -> None:
         secret_id, key = self._bound_secret()
         resp, guest_key = self._attempt(secret_id)
@@ -488,6 +545,45 @@ class SEVPreAttestationTest(_ServerTestBase):
         self.assertEqual("sev_measurement_mismatch",
                          resp.json()["error"]["code"])
         self.assertNotIn("secret", resp.json())
+
+    def test_a_malformed_measurement_costs_the_session_nothing(
+            self) -> None:
+        secret_id, key = self._sev_secret()
+        resp = self._session(secret_id)
+        self.assertEqual(201, resp.status_code, resp.text)
+        body = resp.json()
+        launch = self.sev.launch_start(base64.b64decode(body["dh_cert"]),
+                                       base64.b64decode(body["session"]),
+                                       self.POLICY)
+        launch.launch_update_data(self.FIRMWARE)
+        measurement = base64.b64encode(launch.launch_measure()).decode()
+        major, minor = self.sev.api
+        good = {"measurement": measurement, "api_major": major,
+                "api_minor": minor, "build_id": self.sev.build_id,
+                "policy": self.POLICY}
+        url = (f"{self.url}/v1/tee/sev/sessions/{body['session_id']}"
+               "/measurement")
+        headers = self._headers("nova-service-project", "service")
+        for bad in ({"api_major": 1e300}, {"api_minor": "1"},
+                    {"build_id": 256}, {"api_major": -1},
+                    {"build_id": True}, {"measurement": None}):
+            with self.subTest(bad=bad):
+                resp = requests.post(url, timeout=30, headers=headers,
+                                     json=dict(good, **bad))
+                self.assertEqual(400, resp.status_code, resp.text)
+                self.assertEqual("sev_measurement_invalid",
+                                 resp.json()["error"]["code"])
+        resp = requests.post(url, timeout=30, headers=headers,
+                             data='{"api_major": Infinity}')
+        self.assertEqual(400, resp.status_code, resp.text)
+        # The session is still there: the well-formed answer gets the
+        # packet.
+        resp = requests.post(url, timeout=30, headers=headers, json=good)
+        self.assertEqual(200, resp.status_code, resp.text)
+        table = launch.launch_secret(
+            base64.b64decode(resp.json()["secret_header"]),
+            base64.b64decode(resp.json()["secret"]))
+        self.assertIn(key, table.values())
 
     def test_no_packet_once_the_instance_is_deleted(self) -> None:
         secret_id, _ = self._sev_secret()

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import importlib
 import signal
+import subprocess
+from typing import Any
+from unittest import mock
 
 from barbicanclient import client as barbican_client
 from barbicanclient import exceptions as barbican_exc
+import fixtures
 from keystoneauth1 import session as ks_session
 import requests
+import sqlalchemy as sa
 
 from barbican_tee import server
 from tests import base
@@ -84,6 +89,29 @@ class TestBarbicanServer(base.TestCase):
                       "failed to load", message)
         self.assertIn("no entry point 'no_such_plugin' in "
                       "'barbican.secretstore.plugin'", message)
+
+    def test_the_database_url_is_never_on_a_command_line(self) -> None:
+        # Any local user reads /proc/PID/cmdline: the database password
+        # goes to Barbican's migrations on stdin.
+        data = self.useFixture(fixtures.TempDir()).path
+        layout = server.prepare(data, server.free_port(), check=False)
+        seen: list[tuple[list[str], str | None]] = []
+        real = subprocess.run
+
+        def run(argv: Any, *args: Any, **kwargs: Any) -> Any:
+            seen.append((list(argv), kwargs.get("input")))
+            return real(argv, *args, **kwargs)
+
+        with mock.patch.object(subprocess, "run", run):
+            server.db_upgrade(layout)
+        self.assertEqual(1, len(seen))
+        argv, stdin = seen[0]
+        self.assertEqual(layout.db_url, stdin)
+        self.assertFalse([a for a in argv if layout.db_url in a], argv)
+        # Barbican's tables are there: the migrations ran.
+        engine = sa.create_engine(layout.db_url)
+        self.addCleanup(engine.dispose)
+        self.assertIn("secrets", sa.inspect(engine).get_table_names())
 
     def test_missing_store_plugin_fails_preflight(self) -> None:
         broken = fixture.BarbicanServer(

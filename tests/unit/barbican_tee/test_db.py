@@ -361,6 +361,28 @@ class WritesRetriedTest(base.TestCase):
         self.assertEqual(ring.current.kid, row["mac_kek"])
         self.assertTrue(self.store.policy_intact(row))
 
+    def test_a_mac_that_is_not_hex_is_a_forged_row(self) -> None:
+        # What a database writer may put there: a refusal, never an
+        # error that would stop a release's audit or a whole rewrap.
+        self.store.create_policy(self.policy_id, "p", {"tee": "x"})
+        other = "abcdef00-0000-4000-8000-000000000001"
+        self.store.create_policy(other, "p", {"tee": "y"})
+        with self.engine.begin() as conn:
+            conn.execute(db.POLICIES.update().where(
+                db.POLICIES.c.id == self.policy_id).values(mac="not-hex"))
+        rows = {r["id"]: r for r in self._policies()}
+        self.assertFalse(self.store.policy_intact(rows[self.policy_id]))
+        self.assertTrue(self.store.policy_intact(rows[other]))
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        self.store.keyring = keyring.Keyring(keyring.Keyring.from_files(
+            test_sealed._kek(tmp, "n"), []).current, [self.ring.current])
+        # The intact row is re-MACed, the forged one counted and left.
+        self.assertEqual((1, 1), self.store.remac_rows())
+        for value in (None, 7, "", "zz" * 32, b"\x00" * 32):
+            self.assertFalse(self.ring.check_mac(
+                self.ring.current.kid, b"data", value))  # type: ignore
+
     def test_legacy_binding_read_is_retried(self) -> None:
         # The real engine's connect() fails once (legacy_binding inspects
         # the engine, which a _FlakyEngine in its place is not).

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import shutil
 import tempfile
+from unittest import mock
 
 from oslo_config import cfg
 
@@ -81,6 +83,36 @@ class TdxCheckTest(base.TestCase):
                                ["SWHardeningNeeded"], "tee_attestation")
         self.assertEqual("tcb_below_floor", self._code("UpToDate", SVN_3))
 
+    def test_a_floor_set_from_a_host_whose_clock_is_behind(self) -> None:
+        # Node A (clock ahead) sets the floor; node B, two minutes behind,
+        # sets it again: B's row is still the newer one for every worker
+        # that saw A's, not a rollback.
+        now = db.utcnow().replace(microsecond=0)
+        ahead = now + datetime.timedelta(seconds=120)
+        with mock.patch.object(db, "utcnow", return_value=ahead):
+            self.store.put("tdx", floors.TdxFloor(("UpToDate",), SVN_3),
+                           "a")
+        self.assertIsNone(self._code("UpToDate", SVN_3))
+        with mock.patch.object(db, "utcnow", return_value=now):
+            self.store.put("tdx", floors.TdxFloor(("OutOfDate",), SVN_3),
+                           "b")
+        self.assertIsNone(self._code("OutOfDate", SVN_3))
+        stored = self.store.get("tdx")
+        assert stored is not None
+        self.assertEqual(ahead + datetime.timedelta(seconds=1),
+                         stored.updated_at)
+        # A forged row's date is not followed: the next floor is dated by
+        # the clock again.
+        with self.store.engine.begin() as conn:
+            conn.execute(db.FLOORS.update().values(
+                updated_at=now.replace(year=now.year + 100)))
+        with mock.patch.object(db, "utcnow", return_value=now):
+            self.store.put("tdx", floors.TdxFloor(("UpToDate",), SVN_3),
+                           "c")
+        with self.store.engine.connect() as conn:
+            [row] = conn.execute(db.FLOORS.select()).mappings().all()
+        self.assertEqual(now, row["updated_at"])
+
     def test_forged_row_fails_closed(self) -> None:
         self.store.put("tdx", floors.TdxFloor(("UpToDate",), SVN_3), "adm")
         with self.store.engine.begin() as conn:
@@ -108,9 +140,14 @@ class TdxCheckTest(base.TestCase):
             conn.execute(db.FLOORS.delete())
         self.assertEqual("tcb_floor_tampered",
                          self._code("OutOfDate", bytes(16)))
-        # Control: a store that never saw a row has no floor.
-        fresh = floors.FloorStore(self.store.engine, self.store.keyring)
-        self.store = fresh
+        # So does another store of this process on the same database (the
+        # other filter of the pipeline).
+        self.store = floors.FloorStore(self.store.engine, self.store.keyring)
+        self.assertEqual("tcb_floor_tampered",
+                         self._code("OutOfDate", bytes(16)))
+        # Control: a process that never saw a row has no floor.
+        floors._SEEN.clear()  # noqa: SLF001
+        self.store = floors.FloorStore(self.store.engine, self.store.keyring)
         self.assertIsNone(self._code("OutOfDate", bytes(16)))
 
     def _write(self, row: dict, resign: bool) -> None:

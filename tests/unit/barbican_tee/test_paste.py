@@ -125,6 +125,32 @@ class BarbicanPasteTest(base.TestCase):
         self.assertNotIn("\n", out.replace("\r\n", ""))
         self.assertEqual(out, paste.add_to_paste_config(out))
 
+    def test_the_token_filter_is_known_by_its_factory(self) -> None:
+        # An operator's own name for keystonemiddleware's filter: the
+        # token-less routes still go in front of it.
+        self.assertIn("[filter:authtoken]\n", self.text)
+        text = self.text.replace("[filter:authtoken]\n",
+                                 "[filter:keystone_authtoken]\n").replace(
+            KEYSTONE, KEYSTONE.replace("authtoken", "keystone_authtoken"))
+        out = paste.add_to_paste_config(text)
+        self.assertIn("tee_peer http_proxy_to_wsgi tee_public "
+                      "keystone_authtoken context tee_api microversion",
+                      out)
+        self.assertEqual(out, paste.add_to_paste_config(out))
+
+    def test_an_option_set_again_keeps_its_comments(self) -> None:
+        text = ("[composite:main]\nuse = egg:Paste#urlmap\n/v1: api\n\n"
+                "[pipeline:api]\npipeline = authtoken context apiapp\n\n"
+                "[filter:tee_api]\n"
+                "paste.filter_factory = barbican_tee.api.filter:"
+                "TEEAPIFilter.factory\n"
+                "routes =\n# operator note: keep this\n    all\n")
+        out = paste.add_to_paste_config(text)
+        self.assertIn("[filter:tee_api]\npaste.filter_factory = "
+                      "barbican_tee.api.filter:TEEAPIFilter.factory\n"
+                      "routes = token\n# operator note: keep this\n", out)
+        self.assertEqual(out, paste.add_to_paste_config(out))
+
     def test_refuses_a_file_it_cannot_place_filters_in(self) -> None:
         text = self.text.replace("/v1: barbican-api-keystone\n",
                                  "/v1: nothing\n")
