@@ -336,6 +336,39 @@ def db_upgrade(layout: Layout) -> None:
     tee_db_upgrade(layout.conf_path)
 
 
+# The install guide's workaround for Barbican 23.0.0's simple_crypto on
+# PostgreSQL ("Known issue: Barbican's own secrets on PostgreSQL"), shipped
+# with the package.
+POSTGRESQL_WORKAROUND = os.path.join(os.path.dirname(__file__), "etc",
+                                     "postgresql-kek-data.sql")
+
+
+def sa_url_dialect(url: str) -> str:
+    """The dialect an SQLAlchemy URL names (``postgresql``, ``sqlite``...)."""
+    import sqlalchemy as sa
+
+    return sa.make_url(url).get_backend_name()
+
+
+def apply_postgresql_workaround(url: str) -> None:
+    """Run ``postgresql-kek-data.sql`` on the PostgreSQL database ``url``.
+
+    After Barbican's migrations (its tables must exist); idempotent. What
+    the install guide has operators run with ``psql``: without it,
+    Barbican's own store answers 500 from a project's second secret on.
+    """
+    import sqlalchemy as sa
+
+    with open(POSTGRESQL_WORKAROUND, encoding="utf-8") as f:
+        sql = f.read()
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(sql)
+    finally:
+        engine.dispose()
+
+
 def tee_db_upgrade(conf_path: str) -> None:
     """``openstack-tee db upgrade`` on the database ``conf_path`` names.
 
@@ -660,6 +693,8 @@ def prepare(data_dir: str, port: int, *,
                           trust_root=trust_root, extra_conf=extra_conf,
                           db_url=db_url)
     db_upgrade(layout)
+    if sa_url_dialect(layout.db_url) == "postgresql":
+        apply_postgresql_workaround(layout.db_url)
     if check:
         preflight(layout)
     return layout

@@ -66,7 +66,6 @@ from cryptography import x509  # noqa: E402
 from jwcrypto import jwe  # noqa: E402
 from jwcrypto import jwk  # noqa: E402
 import requests  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
 
 from barbican_tee.api import release_jwe  # noqa: E402
 from barbican_tee.attestation import snp  # noqa: E402
@@ -376,24 +375,6 @@ class Bench:
         return out
 
 
-def _kek_workaround(db_url: str) -> None:
-    """The install guide's fix of Barbican 23.0.0's KEK rows on PostgreSQL.
-
-    Without it, Barbican's own store answers 500 from a project's second
-    secret on (doc/source/postgresql-kek-data.sql), and there is no payload
-    GET to compare with; an operator applies it the same way.
-    """
-    path = os.path.join(ROOT, "doc", "source", "postgresql-kek-data.sql")
-    with open(path, encoding="utf-8") as f:
-        sql = f.read()
-    engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(sql)
-    finally:
-        engine.dispose()
-
-
 def run_server(sp: sp_model.SecureProcessor, root: str,
                db_url: str | None, cache: bool = False,
                floor: Floor | None = None) -> dict[str, Any]:
@@ -406,8 +387,6 @@ def run_server(sp: sp_model.SecureProcessor, root: str,
             extra_conf={"tee_api": {
                 "release_rate_per_secret": "1000000",
                 "release_rate_per_client": "1000000"}})
-        if db_url is not None and db_url.startswith("postgresql"):
-            _kek_workaround(db_url)
         srv = server.Server(layout, port, WORKERS)
         try:
             # Generous: 4 workers booting on cores busy with other jobs.

@@ -113,10 +113,24 @@ function configure_openstack_tee_barbican {
         (umask 077 && head -c 32 /dev/urandom | base64 > "$OPENSTACK_TEE_KEK_FILE")
     fi
     iniset "$BARBICAN_CONF" tee_sealed kek_file "$OPENSTACK_TEE_KEK_FILE"
+    # The store Barbican's plugin configured (barbican-vault, -pykmip or
+    # -dogtag set [secretstore] enabled_secretstore_plugins; Barbican
+    # ignores that option once multiple stores are enabled) stays the
+    # global default: tee_sealed is only added next to it.
+    local store crypto
+    store=$(iniget "$BARBICAN_CONF" secretstore enabled_secretstore_plugins)
+    store=${store:-store_crypto}
+    store=${store%%,*}
     iniset "$BARBICAN_CONF" secretstore enable_multiple_secret_stores True
     iniset "$BARBICAN_CONF" secretstore stores_lookup_suffix software,tee_sealed
-    iniset "$BARBICAN_CONF" secretstore:software secret_store_plugin store_crypto
-    iniset "$BARBICAN_CONF" secretstore:software crypto_plugin simple_crypto
+    iniset "$BARBICAN_CONF" secretstore:software secret_store_plugin "$store"
+    if [[ "$store" == "store_crypto" ]]; then
+        crypto=$(iniget "$BARBICAN_CONF" crypto enabled_crypto_plugins)
+        crypto=${crypto:-simple_crypto}
+        iniset "$BARBICAN_CONF" secretstore:software crypto_plugin "${crypto%%,*}"
+    else
+        inidelete "$BARBICAN_CONF" secretstore:software crypto_plugin
+    fi
     iniset "$BARBICAN_CONF" secretstore:software global_default True
     iniset "$BARBICAN_CONF" secretstore:tee_sealed secret_store_plugin tee_sealed
     "$PYTHON" -m barbican_tee.api.paste "$BARBICAN_PASTE_CONF"
@@ -128,6 +142,14 @@ function init_openstack_tee_barbican {
     # to start with our filters until our tables are at this release's
     # schema: upgrade them, then restart barbican-api.
     "$OPENSTACK_TEE_BIN_DIR/openstack-tee" db upgrade --config-file "$BARBICAN_CONF"
+    if [[ "$DATABASE_TYPE" == "postgresql" ]]; then
+        # The install guide's workaround for Barbican 23.0.0's
+        # simple_crypto on PostgreSQL (its own secrets 500 without it);
+        # idempotent. psql finds the password in devstack's ~/.pgpass.
+        psql -h"$DATABASE_HOST" -U"$DATABASE_USER" -d barbican -X -q \
+            -v ON_ERROR_STOP=1 \
+            -f "$OPENSTACK_TEE_DIR/barbican_tee/etc/postgresql-kek-data.sql"
+    fi
     if is_service_enabled barbican-svc; then
         restart_service devstack@barbican-svc
     fi

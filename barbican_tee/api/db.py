@@ -216,6 +216,25 @@ def retryable(exc: BaseException) -> bool:
     return getattr(orig, "pgcode", None) in _PG_RETRY_CODES
 
 
+def again_on_duplicate(func: _F) -> _F:
+    """Run ``func`` again (up to twice more) when it meets a duplicate key.
+
+    For writes that read what is there first and insert the rest: a
+    concurrent writer inserted the same row between the read and the
+    insert (two nova-computes publishing the same ASK, two floors set at
+    once under READ COMMITTED); the next attempt reads it and goes on.
+    """
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for _ in range(2):
+            try:
+                return func(*args, **kwargs)
+            except DUPLICATE:
+                continue
+        return func(*args, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
 def unavailable(exc: BaseException) -> bool:
     """True for a database that did not serve a request (503, not 500).
 

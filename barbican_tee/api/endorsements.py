@@ -532,6 +532,7 @@ class EndorsementStore:
         products = [product] if product else list(PRODUCTS)
         return [r["data"] for r in self._select(("ask", "asvk"), products)]
 
+    @db.again_on_duplicate
     @db._retry  # noqa: SLF001 - the suite's own retry policy
     def put(self, entries: list[Entry], user: str) -> list[bool]:
         """Store the entries in one transaction; which ones were new."""

@@ -24,7 +24,9 @@ Every error body has Barbican's shape (``code``, ``title``,
 ``description``, which python-barbicanclient prints) and, in ``error``,
 this API's stable machine-readable code.
 
-Every release decision is logged and sent as an oslo.messaging notification
+Every release decision past the per-client rate limit (a 429 there is
+not audited: the limit keeps a flood out of the log) is logged and sent as
+an oslo.messaging notification
 (``tee.release.granted`` / ``tee.release.denied``) with the secret id, the
 failed check codes and the SHA-256 of the evidence; never key material.
 

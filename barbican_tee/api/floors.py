@@ -334,6 +334,7 @@ class FloorStore:
             self._seen[product] = row["updated_at"]
         return Stored(floor, row["updated_at"], row["updated_by"])
 
+    @db.again_on_duplicate
     @db._retry  # noqa: SLF001 - the suite's own retry policy
     def put(self, product: str, floor: Floor, user: str) -> None:
         """Set the floor, ``updated_at`` later than the row it replaces.

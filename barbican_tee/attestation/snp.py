@@ -745,11 +745,16 @@ def tcb_floor_from_conf(value: dict[str, str],
         parts = {k: int(v) for k, v in value.items()}
     except (TypeError, ValueError):
         parts = {"": -1}
-    if set(parts) - allowed or not all(0 <= v <= 255
-                                       for v in parts.values()):
+    # Every SPL named: a field left out would silently mean 0, below the
+    # default floor's.
+    required = {"bootloader", "tee", "snp", "microcode"}
+    if set(parts) - allowed or required - set(parts) or not all(
+            0 <= v <= 255 for v in parts.values()):
         raise errors.InvalidInput(
             f"tcb_floor_{product.name.lower()} takes "
-            f"{', '.join(sorted(allowed))} as integers 0-255",
+            f"{', '.join(sorted(required))}"
+            + (" (and optionally fmc)" if "fmc" in allowed else "")
+            + " as integers 0-255, all of them (empty: no floor)",
             code="config_tcb_floor")
     return TcbVersion(bootloader=parts.get("bootloader", 0),
                       tee=parts.get("tee", 0), snp=parts.get("snp", 0),

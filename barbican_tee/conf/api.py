@@ -7,15 +7,17 @@ from oslo_config import cfg
 GROUP = cfg.OptGroup("tee_api", title="openstack-tee REST API")
 
 OPTS = [
-    cfg.IntOpt("nonce_ttl", default=300, min=10,
+    cfg.IntOpt("nonce_ttl", default=300, min=10, max=3600,
                help="Seconds a challenge nonce stays valid."),
     cfg.IntOpt("release_rate_per_secret", default=30, min=1,
-               help="Challenges plus releases per secret per minute, "
-                    "counted in the database so that every API worker "
-                    "shares the limit."),
+               help="Releases per secret per minute, counting only those "
+                    "whose evidence verified and met the owner's policy "
+                    "(challenges and refused releases never spend it), in "
+                    "the database so that every API worker shares the "
+                    "limit."),
     cfg.IntOpt("release_rate_per_client", default=120, min=1,
                help="Challenges plus releases per client address per "
-                    "minute."),
+                    "minute, shared by every API worker."),
     cfg.ListOpt("trusted_proxies", default=[],
                 help="Addresses or CIDRs of the proxies and load balancers "
                      "in front of barbican-api. Only a connection from one "

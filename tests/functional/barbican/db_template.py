@@ -16,7 +16,7 @@ server on this machine):
 On PostgreSQL, the template also gets the install guide's workaround for
 Barbican 23.0.0's own bug there (it stores bytes in text columns, so a
 project's second secret, and every secret read back, fails): the same
-file, ``doc/source/postgresql-kek-data.sql``, run with ``psql`` after
+file, ``barbican_tee/etc/postgresql-kek-data.sql``, run with ``psql`` after
 ``barbican-manage db upgrade``, as an operator runs it (see
 :func:`apply_postgresql_workaround`). Templates without it exist too, for
 the test that shows the bug (``postgresql_workaround=False``).
@@ -106,10 +106,7 @@ def get(kind: str, stores: Sequence[server.Store],
 # The install guide's workaround for Barbican 23.0.0 on PostgreSQL
 # (doc/source/install.rst, "Known issue: Barbican's own secrets on
 # PostgreSQL"): the file the guide includes and tells operators to run.
-POSTGRESQL_WORKAROUND = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))))),
-    "doc", "source", "postgresql-kek-data.sql")
+POSTGRESQL_WORKAROUND = server.POSTGRESQL_WORKAROUND
 
 
 def _psql() -> str:

@@ -594,7 +594,8 @@ class DatabaseRestartTest(_TwoNodes):
         keeps as its hex text ('\\x...'). No restart needed. MariaDB (the
         control, on the node with the suite): both stored, the token as
         it is. The install guide's workaround
-        (doc/source/postgresql-kek-data.sql) mends the rows and later ones.
+        (barbican_tee/etc/postgresql-kek-data.sql) mends the rows and later
+        ones.
 
         The functional fixture applies that workaround to every PostgreSQL
         database it makes (so the rest of the suite runs there): here the

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from barbican_tee import server
 from tests import base
 from tests.functional.barbican import fixture
+from tests.functional.barbican import scratch_db
 
 # Without the tee_api filter and the tee_sealed store: Barbican alone, as
 # these tests need nothing of ours but the server itself.
@@ -180,3 +181,34 @@ class TestBarbicanServerWithTEE(base.TestCase):
         with self.assertRaises(server.ServerError) as cm:
             self.useFixture(broken)
         self.assertIn("'tee_sealed' failed to load", str(cm.exception))
+
+
+class PostgreSQLServeTest(base.TestCase):
+    """``openstack-tee serve`` on PostgreSQL: Barbican's own store works."""
+
+    def test_prepare_applies_the_postgresql_workaround(self) -> None:
+        scratch_db.skip_unless_server(self, scratch_db.POSTGRESQL)
+        url = self.useFixture(scratch_db.Database(scratch_db.POSTGRESQL)).url
+        data = self.useFixture(fixtures.TempDir()).path
+        port = server.free_port()
+        layout = server.prepare(data, port, db_url=url,
+                                stores=(server.SOFTWARE_STORE,),
+                                pipeline=server.PIPELINE_WITHOUT_TEE_API)
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        self.addCleanup(engine.dispose)
+        with engine.connect() as conn:
+            self.assertEqual(
+                ["encrypted_data_as_text", "kek_data_plugin_meta_as_text"],
+                [r[0] for r in conn.execute(sa.text(
+                    "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal "
+                    "ORDER BY tgname"))])
+        srv = server.Server(layout, port, 1)
+        srv.start(timeout=300)
+        self.addCleanup(srv.stop)
+        # A project's second secret (500 without the workaround), and
+        # both read back.
+        for payload in ("first", "second"):
+            ref = client(srv.url, "proj").secrets.create(
+                name="openstack-tee-test", payload=payload).store()
+            self.assertEqual(payload, client(srv.url, "proj").secrets.get(
+                ref).payload)

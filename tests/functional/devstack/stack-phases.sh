@@ -107,6 +107,8 @@ function restart_service { _record "restart_service $*"; }
 function install_package { _record "install_package $*"; }
 function run_process { _record "run_process $*"; }
 function setup_develop { _record "setup_develop $*"; }
+function pip_install { _record "pip_install $*"; }
+function psql { _record "psql $*"; }
 function configure_libvirt { _record "configure_libvirt $*"; }
 function recreate_database { _record "recreate_database $*"; }
 function sleep { _record "sleep $*"; }

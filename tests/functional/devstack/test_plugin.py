@@ -190,6 +190,10 @@ class DevstackPluginTest(base.TestCase):
             "secretstore:tee_sealed", "secret_store_plugin"))
         self.assertEqual("software,tee_sealed", barbican.get(
             "secretstore", "stores_lookup_suffix"))
+        # Barbican's default backend stays the global default.
+        self.assertEqual(("store_crypto", "simple_crypto", "True"), tuple(
+            barbican.get("secretstore:software", k) for k in (
+                "secret_store_plugin", "crypto_plugin", "global_default")))
         # Barbican's own post-config ran first (its settings are there).
         self.assertTrue(barbican.has_option("keystone_authtoken", "auth_url"))
         kek = barbican.get("tee_sealed", "kek_file")
@@ -257,6 +261,23 @@ class DevstackPluginTest(base.TestCase):
             "project_domain_name": "Default",
         }, dict(sched.items("tee_barbican")))
 
+    def test_barbicans_own_backend_stays_the_default(self) -> None:
+        # Barbican's plugin with its KMIP backend (barbican-pykmip): its
+        # store stays the global default, tee_sealed only joins it.
+        self._stack(CONTROLLER_SERVICES + ",barbican-pykmip")
+        barbican = _ini(self._path("barbican", "barbican.conf"))
+        self.assertEqual("kmip_plugin", barbican.get(
+            "secretstore", "enabled_secretstore_plugins"))
+        self.assertEqual("kmip_plugin", barbican.get(
+            "secretstore:software", "secret_store_plugin"))
+        self.assertFalse(barbican.has_option("secretstore:software",
+                                             "crypto_plugin"))
+        self.assertEqual("True", barbican.get("secretstore:software",
+                                              "global_default"))
+        self.assertEqual("tee_sealed", barbican.get(
+            "secretstore:tee_sealed", "secret_store_plugin"))
+        # Without it, Barbican's software store: test_all_in_one.
+
     def test_controller_without_compute(self) -> None:
         self._stack(CONTROLLER_ONLY_SERVICES)
         self.assertNotIn("run_process n-cpu", self._calls())
@@ -288,6 +309,26 @@ class DevstackPluginTest(base.TestCase):
         self.assertEqual(sorted(found), found, calls)
         self.assertEqual(1, sum(1 for c in calls
                                 if c.startswith("openstack-tee ")))
+        # On MariaDB, no PostgreSQL workaround.
+        self.assertFalse([c for c in calls if c.startswith("psql ")])
+
+    def test_postgresql_gets_barbicans_workaround(self) -> None:
+        self._stack(CONTROLLER_SERVICES.replace("mysql", "postgresql")
+                    + ",barbican-svc")
+        calls = self._calls().splitlines()
+        sql = os.path.join(ROOT, "barbican_tee", "etc",
+                           "postgresql-kek-data.sql")
+        self.assertTrue(os.path.isfile(sql))
+        order = ["barbican-manage db upgrade -v head", "openstack-tee db "
+                 "upgrade", "psql ", "restart_service devstack@barbican-svc"]
+        found = [next((i for i, c in enumerate(calls)
+                       if c.startswith(step)), None) for step in order]
+        self.assertNotIn(None, found, calls)
+        self.assertEqual(sorted(found), found, calls)
+        [psql] = [c for c in calls if c.startswith("psql ")]
+        self.assertIn("-d barbican", psql)
+        self.assertIn("-v ON_ERROR_STOP=1", psql)
+        self.assertTrue(psql.endswith(f"-f {sql}"), psql)
 
     def test_compute_only_subnode(self) -> None:
         # A subnode enables the plugins but not Barbican's service, and

@@ -361,6 +361,43 @@ class WritesRetriedTest(base.TestCase):
         self.assertEqual(ring.current.kid, row["mac_kek"])
         self.assertTrue(self.store.policy_intact(row))
 
+    def test_a_duplicate_from_a_concurrent_writer_runs_again(self) -> None:
+        # Read what is there, insert the rest: another writer inserted
+        # the same row in between (what MariaDB/PostgreSQL answer with a
+        # duplicate key); the next attempt reads it and inserts nothing.
+        attempts: list[int] = []
+        row = {"id": self.policy_id, "project_id": "p", "document": "{}",
+               "created_at": db.utcnow(), "mac_kek": "k", "mac": "00"}
+
+        @db.again_on_duplicate
+        def put() -> bool:
+            attempts.append(1)
+            with self.engine.connect() as conn:
+                present = bool(conn.execute(sa.select(db.POLICIES.c.id)).all())
+            if len(attempts) == 1:
+                with self.engine.begin() as conn:  # the other writer
+                    conn.execute(db.POLICIES.insert().values(**row))
+            if present:
+                return False
+            with self.engine.begin() as conn:
+                conn.execute(db.POLICIES.insert().values(**row))
+            return True
+
+        self.assertFalse(put())
+        self.assertEqual(2, len(attempts))
+        self.assertEqual(1, len(self._policies()))
+
+        # Positive control: a duplicate every time stays an error.
+        @db.again_on_duplicate
+        def always() -> None:
+            attempts.append(1)
+            with self.engine.begin() as conn:
+                conn.execute(db.POLICIES.insert().values(**row))
+
+        del attempts[:]
+        self.assertRaises(db.DUPLICATE, always)
+        self.assertEqual(3, len(attempts))
+
     def test_a_mac_that_is_not_hex_is_a_forged_row(self) -> None:
         # What a database writer may put there: a refusal, never an
         # error that would stop a release's audit or a whole rewrap.

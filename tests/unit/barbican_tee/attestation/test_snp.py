@@ -498,16 +498,21 @@ class FromConfTest(base.TestCase):
         # The model's default chip meets it.
         sp = sp_model.SecureProcessor()
         self.assertEqual([], sp.tcb.meets(milan))
-        conf.set_override("tcb_floor_genoa", {"snp": "30"},
-                          group="tee_attestation")
+        conf.set_override("tcb_floor_genoa", {
+            "bootloader": "1", "tee": "0", "snp": "30", "microcode": "2"},
+            group="tee_attestation")
         conf.set_override("tcb_floor_turin", {}, group="tee_attestation")
         floors = snp.SnpVerifier.from_conf(conf).tcb_floors
-        self.assertEqual(snp.TcbVersion(bootloader=0, tee=0, snp=30,
-                                        microcode=0),
+        self.assertEqual(snp.TcbVersion(bootloader=1, tee=0, snp=30,
+                                        microcode=2),
                          floors[snp_certs.Product.GENOA])
         self.assertIsNone(floors[snp_certs.Product.TURIN])
-        for bad in ({"snp": "x"}, {"snp": "256"}, {"cpu": "1"},
-                    {"fmc": "1"}):
+        full = {"bootloader": "3", "tee": "0", "snp": "8",
+                "microcode": "115"}
+        # A field left out would be 0, below the default's: refused.
+        for bad in ({"snp": "20"}, dict(full, snp="x"),
+                    dict(full, snp="256"), dict(full, cpu="1"),
+                    dict(full, fmc="1")):
             conf.set_override("tcb_floor_milan", bad,
                               group="tee_attestation")
             with self.assertRaises(errors.InvalidInput) as ctx:
