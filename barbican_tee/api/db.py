@@ -121,7 +121,7 @@ SEV_SESSIONS = sa.Table(
     sa.Column("id", _exact(36), primary_key=True),
     sa.Column("secret_id", _exact(36), nullable=False),
     sa.Column("instance_uuid", _exact(36), nullable=False),
-    sa.Column("policy", sa.Integer, nullable=False),
+    sa.Column("policy", sa.BigInteger, nullable=False),
     # The guest owner's TEK/TIK, sealed under the KEK like a secret.
     sa.Column("sealed_state", sa.Text, nullable=False),
     sa.Column("expires_at", sa.DateTime, nullable=False),

@@ -309,10 +309,14 @@ def _check_schema(conf: cfg.ConfigOpts) -> None:
 
 
 def _session_label(session_id: str, secret_id: str, instance_uuid: str,
-                   launch_policy: int) -> str:
-    """What a sealed SEV launch session is for (its AAD)."""
+                   launch_policy: int, expires_at: datetime.datetime) -> str:
+    """What a sealed SEV launch session is for, and until when (its AAD).
+
+    ``expires_at``: naive UTC, whole seconds (as every database keeps it).
+    """
+    expires = int(expires_at.replace(tzinfo=datetime.UTC).timestamp())
     return (f"sev-session:{session_id}:{secret_id}:{instance_uuid}:"
-            f"{int(launch_policy)}")
+            f"{int(launch_policy)}:{expires}")
 
 
 # A policy as stored (its JSON, UTF-8) is at most this long: MariaDB's
@@ -1284,16 +1288,18 @@ class TEEAPIFilter:
             raise APIError(403, exc.code, exc.message) from None
         session_id = str(uuid.uuid4())
         state = json.dumps(launch.to_state()).encode()
+        # Whole seconds: MariaDB's DATETIME keeps no fraction, and the
+        # sealed state's AAD covers the value as read back.
+        expires_at = db.utcnow().replace(microsecond=0) + datetime.timedelta(
+            seconds=SEV_SESSION_TTL)
         sealed = sealed_store.seal(
             self.keyring, state, _session_label(session_id, secret_id,
                                                 instance_uuid,
-                                                launch_policy))
+                                                launch_policy, expires_at))
         self.store.add_sev_session({
             "id": session_id, "secret_id": secret_id,
             "instance_uuid": instance_uuid, "policy": launch_policy,
-            "sealed_state": json.dumps(sealed),
-            "expires_at": db.utcnow() + datetime.timedelta(
-                seconds=SEV_SESSION_TTL)})
+            "sealed_state": json.dumps(sealed), "expires_at": expires_at})
         return 201, {"session_id": session_id,
                      "dh_cert": launch.dh_cert_b64,
                      "session": launch.session_b64}
@@ -1387,12 +1393,14 @@ class TEEAPIFilter:
             raise APIError(403, "sev_session_expired",
                            "the launch session expired")
         # The session row's fields are under the sealed state's AAD: a row
-        # pointed at another secret or instance does not open.
+        # pointed at another secret or instance, or given a later expiry,
+        # does not open.
         try:
             state = sealed_store.unseal(
                 self.keyring, json.loads(row["sealed_state"]),
                 _session_label(row["id"], row["secret_id"],
-                               row["instance_uuid"], row["policy"]))
+                               row["instance_uuid"], row["policy"],
+                               row["expires_at"]))
         except (sealed_store.SealedSecretError, ValueError):
             raise APIError(403, "sev_session_tampered",
                            "the launch session does not authenticate"

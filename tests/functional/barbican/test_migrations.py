@@ -22,6 +22,7 @@ import sys
 import time
 
 import fixtures
+from oslo_db import exception as db_exc
 import sqlalchemy as sa
 
 from barbican_tee.api import db
@@ -574,6 +575,27 @@ class _MigrationTests:
             error = self.assertRaises(migrations.SchemaError, call,
                                       self.engine)
             self.assertIn("does not know", str(error))
+
+    def test_a_sev_policy_with_bit_31_set_is_stored(self) -> None:
+        """A SEV policy is unsigned 32-bit: tee0006 widens the column.
+
+        From the schema before it (tee0005), with a session row in it.
+        """
+        migrations.upgrade(self.engine, "tee0005")
+        store = db.Store(self.engine, self.ring)
+        row = {"secret_id": "s", "instance_uuid": "i", "sealed_state": "{}",
+               "expires_at": db.utcnow() + datetime.timedelta(hours=1)}
+        store.add_sev_session(dict(row, id="old", policy=0x1))
+        if self.KIND != scratch_db.SQLITE:
+            # Positive control: the signed 32-bit column refused it.
+            self.assertRaises(
+                (sa.exc.DBAPIError, db_exc.DBError), store.add_sev_session,
+                dict(row, id="refused", policy=0xFFFF0001))
+        migrations.upgrade(self.engine)
+        self._assert_at_head()
+        store.add_sev_session(dict(row, id="new", policy=0xFFFF0001))
+        self.assertEqual(0xFFFF0001, store.take_sev_session("new")["policy"])
+        self.assertEqual(0x1, store.take_sev_session("old")["policy"])
 
     def test_compare_metadata_sees_a_difference(self) -> None:
         """compare_metadata sees a difference when there is one."""

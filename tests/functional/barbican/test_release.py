@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import datetime
 import hashlib
 import io
 import json
@@ -26,6 +27,7 @@ from jwcrypto import jwk
 import requests
 import sqlalchemy as sa
 
+from barbican_tee.api import db
 from barbican_tee.client import guest
 from barbican_tee.client import rest
 from barbican_tee.cmd import tee_guest
@@ -543,6 +545,33 @@ class SEVPreAttestationTest(_ServerTestBase):
         resp, _ = self._launch(self.FIRMWARE + b"evil", secret_id)
         self.assertEqual(403, resp.status_code, resp.text)
         self.assertEqual("sev_measurement_mismatch",
+                         resp.json()["error"]["code"])
+        self.assertNotIn("secret", resp.json())
+
+    def test_a_session_given_a_later_expiry_opens_nothing(self) -> None:
+        # A database writer keeps a session alive past its end: its expiry
+        # is under the sealed state's AAD.
+        secret_id, _ = self._sev_secret()
+        resp = self._session(secret_id)
+        self.assertEqual(201, resp.status_code, resp.text)
+        body = resp.json()
+        launch = self.sev.launch_start(base64.b64decode(body["dh_cert"]),
+                                       base64.b64decode(body["session"]),
+                                       self.POLICY)
+        launch.launch_update_data(self.FIRMWARE)
+        table = db.SEV_SESSIONS
+        engine = sa.create_engine(self.server.layout.db_url,
+                                  poolclass=sa.pool.NullPool)
+        self.addCleanup(engine.dispose)
+        with engine.begin() as conn:
+            expires = conn.execute(sa.select(table.c.expires_at).where(
+                table.c.id == body["session_id"])).scalar_one()
+            conn.execute(table.update().where(
+                table.c.id == body["session_id"]).values(
+                expires_at=expires + datetime.timedelta(days=1)))
+        resp = self._measurement(body["session_id"], launch.launch_measure())
+        self.assertEqual(403, resp.status_code, resp.text)
+        self.assertEqual("sev_session_tampered",
                          resp.json()["error"]["code"])
         self.assertNotIn("secret", resp.json())
 
