@@ -20,6 +20,7 @@ trust at that moment; until then such secrets are refused with
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from oslo_config import cfg
@@ -127,18 +128,29 @@ def _upgrade(ring: keyring_mod.Keyring, store: Any, meta: dict[str, str],
 
 
 def run(args: argparse.Namespace) -> int:
+    """Exit 0: done; 1: some rows failed; 2: nothing could be done."""
+    from oslo_db import exception as db_exc
     from oslo_db import options as db_options
+    import sqlalchemy as sa
 
     from barbican_tee import migrations
 
     conf = cfg.ConfigOpts()
     db_options.set_defaults(conf)
     tee_conf.register_opts(conf)
-    conf(["--config-file", args.config_file], project="barbican")
     try:
+        conf(["--config-file", args.config_file], project="barbican")
+        if not conf.database.connection:
+            raise cfg.Error(f"{args.config_file} sets no [database] "
+                            "connection")
         done, current, failed = rewrap(conf)
-    except (keyring_mod.KeyringError, migrations.SchemaError) as exc:
-        print(f"openstack-tee rewrap: {exc}")
+    except (keyring_mod.KeyringError, migrations.SchemaError, cfg.Error,
+            sa.exc.SQLAlchemyError, db_exc.DBError, ImportError) as exc:
+        # The error's class and text; a database error's text may hold a
+        # statement, never a key (rows are sealed or MACed).
+        reason = (str(exc).splitlines() or [""])[0][:300]
+        print(f"openstack-tee rewrap: {type(exc).__name__}: {reason}",
+              file=sys.stderr)
         return 2
     print(f"re-sealed or re-MACed {done}, already current {current}, "
           f"failed {failed}")

@@ -745,6 +745,29 @@ class CommandTest(base.TestCase):
             self.assertIn("the database driver is not installed",
                           out.stderr)
 
+    def test_rewrap_without_a_usable_config(self) -> None:
+        """Exit 2 (nothing done) with the reason, not a traceback."""
+        tmp = self.useFixture(fixtures.TempDir()).path
+        empty = os.path.join(tmp, "empty.conf")
+        with open(empty, "w") as f:
+            f.write("[DEFAULT]\ndebug = false\n")
+        tables = os.path.join(tmp, "tables.conf")
+        with open(tables, "w") as f:
+            f.write(f"[database]\nconnection = sqlite:///{tmp}/none.sqlite\n"
+                    "[tee_sealed]\nkek_file = /nonexistent\n")
+        for conf, reason in ((os.path.join(tmp, "nowhere.conf"),
+                              "ConfigFilesNotFoundError"),
+                             (empty, "sets no [database] connection"),
+                             (tables, "rewrap: ")):
+            with self.subTest(conf=conf):
+                out = subprocess.run(
+                    [base.installed_command("openstack-tee"), "rewrap",
+                     "--config-file", conf], capture_output=True,
+                    text=True, timeout=120, check=False)
+                self.assertEqual(2, out.returncode, out)
+                self.assertIn(reason, out.stderr)
+                self.assertNotIn("Traceback", out.stderr)
+
     def test_downgrade_refused(self) -> None:
         """Migrations go forward only: a downgrade request is refused."""
         tmp = self.useFixture(fixtures.TempDir()).path
