@@ -398,6 +398,7 @@ class ExactIdsTest(_TwoNodes):
     _bind_instance = SEV._bind_instance
     _session = SEV._session
     _measurement = SEV._measurement
+    _started = SEV._started
 
     def test_case_swapped_nonce_is_refused(self) -> None:
         secret_id, key = self._bound_secret()
@@ -475,13 +476,7 @@ class ExactIdsTest(_TwoNodes):
     def test_case_swapped_session_id_is_unknown_and_spends_nothing(
             self) -> None:
         secret_id, key = self._sev_secret()
-        resp = self._session(secret_id)
-        self.assertEqual(201, resp.status_code, resp.text)
-        body = resp.json()
-        launch = self.sev.launch_start(base64.b64decode(body["dh_cert"]),
-                                       base64.b64decode(body["session"]),
-                                       self.POLICY)
-        launch.launch_update_data(self.FIRMWARE)
+        body, launch = self._started(secret_id)
         measurement = launch.launch_measure()
         resp = self._measurement(_swapcase_id(body["session_id"]),
                                  measurement)

@@ -509,6 +509,17 @@ class SEVPreAttestationTest(_ServerTestBase):
                 "cert_chain": base64.b64encode(chain).decode(),
                 "instance_uuid": self.INSTANCE})
 
+    def _started(self, secret_id: str) -> tuple[dict[str, Any], Any]:
+        """A session's answer, and the model's launch of the firmware."""
+        resp = self._session(secret_id)
+        self.assertEqual(201, resp.status_code, resp.text)
+        body: dict[str, Any] = resp.json()
+        launch = self.sev.launch_start(base64.b64decode(body["dh_cert"]),
+                                       base64.b64decode(body["session"]),
+                                       self.POLICY)
+        launch.launch_update_data(self.FIRMWARE)
+        return body, launch
+
     def _launch(self, firmware: bytes, secret_id: str) -> tuple[Any, Any]:
         resp = self._session(secret_id)
         self.assertEqual(201, resp.status_code, resp.text)
@@ -552,13 +563,7 @@ class SEVPreAttestationTest(_ServerTestBase):
         # A database writer keeps a session alive past its end: its expiry
         # is under the sealed state's AAD.
         secret_id, _ = self._sev_secret()
-        resp = self._session(secret_id)
-        self.assertEqual(201, resp.status_code, resp.text)
-        body = resp.json()
-        launch = self.sev.launch_start(base64.b64decode(body["dh_cert"]),
-                                       base64.b64decode(body["session"]),
-                                       self.POLICY)
-        launch.launch_update_data(self.FIRMWARE)
+        body, launch = self._started(secret_id)
         table = db.SEV_SESSIONS
         engine = sa.create_engine(self.server.layout.db_url,
                                   poolclass=sa.pool.NullPool)
@@ -578,13 +583,7 @@ class SEVPreAttestationTest(_ServerTestBase):
     def test_a_malformed_measurement_costs_the_session_nothing(
             self) -> None:
         secret_id, key = self._sev_secret()
-        resp = self._session(secret_id)
-        self.assertEqual(201, resp.status_code, resp.text)
-        body = resp.json()
-        launch = self.sev.launch_start(base64.b64decode(body["dh_cert"]),
-                                       base64.b64decode(body["session"]),
-                                       self.POLICY)
-        launch.launch_update_data(self.FIRMWARE)
+        body, launch = self._started(secret_id)
         measurement = base64.b64encode(launch.launch_measure()).decode()
         major, minor = self.sev.api
         good = {"measurement": measurement, "api_major": major,
@@ -616,13 +615,7 @@ class SEVPreAttestationTest(_ServerTestBase):
 
     def test_no_packet_once_the_instance_is_deleted(self) -> None:
         secret_id, _ = self._sev_secret()
-        resp = self._session(secret_id)
-        self.assertEqual(201, resp.status_code, resp.text)
-        body = resp.json()
-        launch = self.sev.launch_start(base64.b64decode(body["dh_cert"]),
-                                       base64.b64decode(body["session"]),
-                                       self.POLICY)
-        launch.launch_update_data(self.FIRMWARE)
+        body, launch = self._started(secret_id)
         measurement = launch.launch_measure()
         # The instance is deleted while its guest waits, paused.
         resp = requests.delete(
