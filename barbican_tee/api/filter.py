@@ -205,6 +205,8 @@ def _check_text(text: str) -> None:
         raise APIError(400, "body_not_text", "a string in the request body "
                        "holds a lone UTF-16 surrogate (an unpaired \\uD800-"
                        "\\uDFFF escape): not text")
+
+
 _REASONS = {413: "Payload Too Large"}
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
