@@ -201,7 +201,8 @@ def _finite_float(text: str) -> float:
 
 def _check_text(text: str) -> None:
     """Refuse a string that is not Unicode text (a lone surrogate)."""
-    if _SURROGATE.search(text):
+    # ASCII (evidence, keys, ids: nearly every string) is checked in C.
+    if not text.isascii() and _SURROGATE.search(text):
         raise APIError(400, "body_not_text", "a string in the request body "
                        "holds a lone UTF-16 surrogate (an unpaired \\uD800-"
                        "\\uDFFF escape): not text")
