@@ -337,23 +337,27 @@ class FloorStore:
     @db.again_on_duplicate
     @db._retry  # noqa: SLF001 - the suite's own retry policy
     def put(self, product: str, floor: Floor, user: str) -> None:
-        """Set the floor, ``updated_at`` later than the row it replaces.
+        """Set the floor, dated no earlier than the row it replaces.
 
         Whole seconds (MariaDB's DATETIME keeps no fraction, and the MAC
-        covers the value as read back), and at least one second after the
-        authenticated row it replaces, whatever this host's clock says: a
-        floor set from an API node whose clock is behind another's is
-        still newer than what the workers have seen, not a rollback.
+        covers the value as read back); never before the authenticated
+        row it replaces nor the newest this process has seen, whatever
+        this host's clock says: a floor set from an API node whose clock
+        is behind another's is not older than what the workers have seen
+        (a rollback to them). An equal date is not older.
         """
         now = db.utcnow().replace(microsecond=0)
+        with self._seen_lock:
+            seen = self._seen.get(product)
+        if seen is not None:
+            now = max(now, seen)
         kid = self.keyring.current.kid
         with self.engine.begin() as conn:
             for found in conn.execute(_FLOOR_OF, {"p": product}).mappings():
                 old = dict(found)
                 if old["product"] == product and self.keyring.check_mac(
                         old["mac_kek"], _mac_input(old), old["mac"]):
-                    now = max(now, old["updated_at"]
-                              + datetime.timedelta(seconds=1))
+                    now = max(now, old["updated_at"])
             row: dict[str, Any] = {
                 "product": product,
                 "document": json.dumps(floor.as_dict(), sort_keys=True),
