@@ -173,8 +173,8 @@ class TwoNodesTest(_TwoNodes):
 
         PostgreSQL locks only the rows an UPDATE changes: the two
         transactions deadlock, a real error of the server's, once each has
-        changed its first row; the victim runs again whole (the retry) and
-        finds the other's values. sqlite locks the whole file: one waits.
+        changed its first row; the victim runs again whole (the retry, which
+        may deadlock again) and finds the other's values. sqlite locks the whole file: one waits.
         MariaDB locks the rows its plan scans: at READ COMMITTED both ways
         were seen here (a deadlock alone on a fresh database, a wait in a
         full run), at REPEATABLE READ a wait. Either way exactly one swap
@@ -224,9 +224,12 @@ class TwoNodesTest(_TwoNodes):
         current = store.store_metadata(secret_id)
         self.assertEqual(winner, {k: current[k] for k in keys})
         if self.KIND == "postgresql":
-            # The deadlock did happen: the retry path ran.
-            self.assertEqual(1, len(deadlocks), deadlocks)
-            self.assertRegex(deadlocks[0], "(?i)deadlock")
+            # The deadlock did happen: the retry path ran. The victim's
+            # retry may deadlock again with the other swap's second UPDATE
+            # (seen once in CI: two deadlocks, the outcome as above).
+            self.assertGreaterEqual(len(deadlocks), 1, deadlocks)
+            for message in deadlocks:
+                self.assertRegex(message, "(?i)deadlock")
 
     def test_32_concurrent_releases_of_one_nonce_on_both_nodes(self) -> None:
         secret_id, key = self._bound_secret()
