@@ -174,7 +174,8 @@ class TwoNodesTest(_TwoNodes):
         PostgreSQL locks only the rows an UPDATE changes: the two
         transactions deadlock, a real error of the server's, once each has
         changed its first row; the victim runs again whole (the retry, which
-        may deadlock again) and finds the other's values. sqlite locks the whole file: one waits.
+        may deadlock again) and finds the other's values. sqlite locks the
+        whole file: one waits.
         MariaDB locks the rows its plan scans: at READ COMMITTED both ways
         were seen here (a deadlock alone on a fresh database, a wait in a
         full run), at REPEATABLE READ a wait. Either way exactly one swap
