@@ -31,8 +31,6 @@ EXIT_OK = 0
 EXIT_NOT_AT_HEAD = 1
 EXIT_UNUSABLE = 2
 
-# Barbican's own default (barbican.common.config).
-BARBICAN_DEFAULT_CONNECTION = "sqlite:///barbican.sqlite"
 # barbican_tee.migrations.DEFAULT_LOCK_TIMEOUT (not imported here: the
 # parser is built without the database libraries).
 DEFAULT_LOCK_TIMEOUT = 300.0
@@ -102,7 +100,10 @@ def load_conf(config_files: Sequence[str]) -> cfg.ConfigOpts:
     from oslo_db import options as db_options
 
     conf = cfg.ConfigOpts()
-    db_options.set_defaults(conf, connection=BARBICAN_DEFAULT_CONNECTION)
+    # No default connection: Barbican's own (sqlite:///barbican.sqlite,
+    # relative to the working directory) is never the database an
+    # operator means to upgrade.
+    db_options.set_defaults(conf)
     args: list[str] = []
     for path in config_files:
         args += ["--config-file", path]
@@ -112,9 +113,7 @@ def load_conf(config_files: Sequence[str]) -> cfg.ConfigOpts:
         raise cfg.Error("no barbican.conf found in ~/.barbican/, ~/, "
                         "/etc/barbican/ or /etc/: name it with "
                         "--config-file")
-    if conf.database.connection == BARBICAN_DEFAULT_CONNECTION:
-        # Barbican's default: a file relative to the working directory,
-        # never the database an operator means to upgrade.
+    if not conf.database.connection:
         raise cfg.Error(f"{', '.join(conf.config_file)} sets no [database] "
                         "connection")
     return conf

@@ -202,11 +202,9 @@ class ReleaseTest(_ServerTestBase):
         self.assertEqual(201, resp.status_code, resp.text)
         nonce = resp.json()["nonce"]
         self.server.sql("ALTER TABLE tee_rates RENAME TO tee_rates_away")
-        restored = []
 
         def back() -> None:
-            if not restored:
-                restored.append(1)
+            if "tee_rates_away" in self.server.table_names():
                 self.server.sql(
                     "ALTER TABLE tee_rates_away RENAME TO tee_rates")
 
