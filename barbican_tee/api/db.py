@@ -37,6 +37,7 @@ import threading
 import time
 from typing import Any
 from typing import TypeVar
+import uuid
 
 from oslo_config import cfg
 from oslo_db import api as oslo_db_api
@@ -176,6 +177,18 @@ _STORE_META = sa.Table(
     "secret_store_metadata", sa.MetaData(),
     sa.Column("secret_id", sa.String(36)), sa.Column("key", sa.String(255)),
     sa.Column("value", sa.String(255)), sa.Column("deleted", sa.Boolean))
+# A sealed record's store metadata keys (barbican_tee.plugin.store); any
+# other key of a secret's store metadata is Barbican's.
+RECORD_KEY_PREFIX = "tee_"
+# The same table with every column Barbican's model has (barbican.model.
+# models.SecretStoreMetadatum): to add and soft-delete rows as it does.
+_STORE_META_ROWS = sa.Table(
+    "secret_store_metadata", sa.MetaData(),
+    sa.Column("id", sa.String(36)), sa.Column("created_at", sa.DateTime),
+    sa.Column("updated_at", sa.DateTime),
+    sa.Column("deleted_at", sa.DateTime), sa.Column("deleted", sa.Boolean),
+    sa.Column("status", sa.String(20)), sa.Column("secret_id", sa.String(36)),
+    sa.Column("key", sa.String(255)), sa.Column("value", sa.String(255)))
 
 
 LOG = logging.getLogger(__name__)
@@ -895,14 +908,16 @@ class Store:
     def replace_store_metadata(self, secret_id: str,
                                old: dict[str, str],
                                new: dict[str, str]) -> bool:
-        """Swap a sealed record's values in one transaction.
+        """Swap a sealed record's rows in one transaction.
 
-        Only keys present in both are written (a re-sealed record has the
-        same keys), and only if every old value is still in place, so a
-        concurrent writer makes this a no-op instead of a mix.
+        Keys in both get ``new``'s value, keys only in ``new`` a row of
+        their own (a record of an earlier version upgraded: more keys),
+        the record's keys (``tee_``) only in ``old`` are soft-deleted as
+        Barbican deletes metadata (its own keys, say ``plugin_name``, are
+        left as they are); and only if every old value written over or
+        deleted is still in place, so a concurrent writer makes this a
+        no-op instead of a mix.
         """
-        if set(new) - set(old):
-            raise ValueError("re-sealed record has different keys")
         return self._swap_store_metadata(secret_id, old, new, [])
 
     @_retry
@@ -925,23 +940,44 @@ class Store:
         ``old`` is still in place, so a retry cannot mix two records.
         """
         attempts.append(1)
+        # Only the record's own keys: Barbican's (plugin_name) stay.
+        removed = sorted(k for k in set(old) - set(new)
+                         if k.startswith(RECORD_KEY_PREFIX))
         with self.engine.begin() as conn:
             if len(attempts) > 1:
                 rows = conn.execute(_STORE_META_OF, {"s": secret_id}).all()
                 current = {str(k): str(v) for s, k, v in rows
                            if s == secret_id}
-                if all(current.get(k) == v for k, v in new.items()):
+                if all(current.get(k) == v for k, v in new.items()) and (
+                        not set(removed) & set(current)):
                     return True
-            for key, value in new.items():
-                result = conn.execute(_STORE_META.update().where(
-                    (_STORE_META.c.secret_id == secret_id)
-                    & (_STORE_META.c.key == key)
-                    & (_STORE_META.c.value == old[key])
-                    & (_STORE_META.c.deleted == sa.false())
-                ).values(value=value))
-                if result.rowcount != 1:
+            now = utcnow()
+            # The compare-and-swap of every old row first: a concurrent
+            # writer's change fails it before anything is added.
+            for key in sorted(set(old) & set(new)) + removed:
+                where = ((_STORE_META.c.secret_id == secret_id)
+                         & (_STORE_META.c.key == key)
+                         & (_STORE_META.c.value == old[key])
+                         & (_STORE_META.c.deleted == sa.false()))
+                if key in new:
+                    statement = _STORE_META.update().where(where).values(
+                        value=new[key])
+                else:
+                    statement = _STORE_META_ROWS.update().where(
+                        (_STORE_META_ROWS.c.secret_id == secret_id)
+                        & (_STORE_META_ROWS.c.key == key)
+                        & (_STORE_META_ROWS.c.value == old[key])
+                        & (_STORE_META_ROWS.c.deleted == sa.false())
+                    ).values(deleted=True, deleted_at=now, updated_at=now)
+                if conn.execute(statement).rowcount != 1:
                     conn.rollback()
                     return False
+            for key in sorted(set(new) - set(old)):
+                # As Barbican writes a store metadatum.
+                conn.execute(_STORE_META_ROWS.insert().values(
+                    id=str(uuid.uuid4()), created_at=now, updated_at=now,
+                    deleted=False, status="ACTIVE", secret_id=secret_id,
+                    key=key, value=new[key]))
         return True
 
     @_retry

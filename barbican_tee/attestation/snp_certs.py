@@ -251,9 +251,22 @@ def _check_pss_params(alg: rfc5280.AlgorithmIdentifier) -> None:
         raise ValueError("RSASSA-PSS parameters are not SHA-384/salt 48")
 
 
+# A VCEK or VLEK from AMD's KDS is 1.3-1.4 KB of DER. The certificate
+# comes from the request, unauthenticated until its signature is checked
+# after the parse, and pyasn1's decoding costs about 2.5 us per byte (a
+# 230 KB certificate of 9,000 extensions: 0.6 s of an API worker's CPU):
+# anything larger than this is refused before it is decoded.
+MAX_ENDORSEMENT_DER = 4096
+
+
 def parse_endorsement_cert(data: bytes) -> EndorsementCert:
     """Parse a VCEK/VLEK from DER or PEM without cryptography's x509."""
     der = _ensure_der(data)
+    if len(der) > MAX_ENDORSEMENT_DER:
+        raise errors.InvalidInput(
+            f"endorsement key certificate is {len(der)} bytes; an AMD "
+            f"VCEK or VLEK is under {MAX_ENDORSEMENT_DER}",
+            code="snp_cert_malformed")
     try:
         tag, start, end = _der_tlv(der, 0)
         if tag != 0x30 or end != len(der):

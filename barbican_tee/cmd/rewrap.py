@@ -64,14 +64,21 @@ def rewrap(conf: cfg.ConfigOpts) -> tuple[int, int, int]:
                     ring, store, meta, secret_id)
             else:
                 new = sealed_store.reseal(ring, meta, secret_id)
-        except sealed_store.SealedSecretError:
-            failed += 1
-            continue
-        if new is None:
-            current += 1
-        elif store.replace_store_metadata(secret_id, meta, new):
-            done += 1
-        else:
+            if new is None:
+                current += 1
+            elif store.replace_store_metadata(secret_id, meta, new):
+                done += 1
+            else:
+                failed += 1
+        except (sealed_store.SealedSecretError, KeyError, ValueError,
+                TypeError) as exc:
+            # This secret's rows are not a record it can seal again (say
+            # one written to the database by hand): counted, and the
+            # others carry on. The error's class only: its text could
+            # quote a row.
+            print(f"openstack-tee rewrap: secret {secret_id}: "
+                  f"{getattr(exc, 'code', type(exc).__name__)}",
+                  file=sys.stderr)
             failed += 1
     remaced, refused = store.remac_rows()
     floors_remaced, floors_refused = _remac_floors(engine, ring)
@@ -151,6 +158,13 @@ def run(args: argparse.Namespace) -> int:
         reason = (str(exc).splitlines() or [""])[0][:300]
         print(f"openstack-tee rewrap: {type(exc).__name__}: {reason}",
               file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - exit 1 means "rows failed"
+        # Anything else stopped it midway: not "some rows failed" (1),
+        # after which an operator might retire the old KEK.
+        print(f"openstack-tee rewrap: stopped by {type(exc).__name__}; "
+              "the rows not reached are still under their old KEK: do "
+              "not retire it", file=sys.stderr)
         return 2
     print(f"re-sealed or re-MACed {done}, already current {current}, "
           f"failed {failed}")

@@ -28,6 +28,7 @@ from unittest import mock
 
 from lxml import etree
 from nova.compute import task_states
+from nova.compute import vm_states
 from nova import exception
 from nova.objects import fields
 from nova.virt.libvirt import config as vconfig
@@ -124,8 +125,14 @@ def tdx_measurements_from_metadata(
 
 
 def refuse_passthrough(guest: Any) -> None:
-    """Fault a confidential guest that has host devices assigned."""
+    """Fault a confidential guest that has host devices assigned.
+
+    PCI and mediated devices, and SR-IOV ports (``vnic_type=direct``
+    and the like), which Nova writes as ``<interface type="hostdev">``.
+    """
     if any(isinstance(d, vconfig.LibvirtConfigGuestHostdev)
+           or (isinstance(d, vconfig.LibvirtConfigGuestInterface)
+               and d.net_type == "hostdev")
            for d in guest.devices):
         raise _fault("a confidential guest cannot have PCI passthrough or "
                      "mediated devices: their DMA bypasses memory "
@@ -634,15 +641,25 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
     def _tee_secret_to_retire(instance: Any) -> bool:
         """An instance being deleted that was bound to a ``tee_secret``.
 
-        Reads nothing that is not loaded already, and nothing at all of a
-        guest whose flavor has no ``tee:`` request (only those are bound).
+        Being deleted: a delete in progress (task ``deleting``), a
+        soft-deleted instance reclaimed (``reclaim_instance_interval``:
+        its state is ``soft-delete`` and its task none), or one deleted
+        already whose domain is reaped (deleted at the API while its host
+        was down). Not a shelve offload, evacuation or migration, whose
+        instance lives on. Reads nothing that is not loaded already, and
+        nothing at all of a guest whose flavor has no ``tee:`` request
+        (only those are bound).
         """
         if _loaded(instance, "flavor") and instance.flavor is not None and (
                 _loaded(instance.flavor, "extra_specs")
                 and not has_tee_request(instance)):
             return False
-        if not (_loaded(instance, "task_state")
-                and instance.task_state == task_states.DELETING):
+        deleting = (_loaded(instance, "task_state")
+                    and instance.task_state == task_states.DELETING)
+        gone = (_loaded(instance, "vm_state") and instance.vm_state in (
+            vm_states.SOFT_DELETED, vm_states.DELETED)) or (
+            _loaded(instance, "deleted") and bool(instance.deleted))
+        if not (deleting or gone):
             return False
         if _loaded(instance, "flavor") and instance.flavor is not None and (
                 _loaded(instance.flavor, "extra_specs")):
@@ -733,7 +750,8 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
                        *args: Any, **kwargs: Any) -> str:
         xml: str = super()._get_guest_xml(context, instance, *args,
                                           **kwargs)
-        if "<launchSecurity" not in xml or not has_tee_request(instance):
+        if not isinstance(xml, str) or "<launchSecurity" not in xml or (
+                not has_tee_request(instance)):
             return xml
         return harden_guest_xml(xml)
 

@@ -873,6 +873,60 @@ class DurabilityTest(_ServerTestBase):
             self.assertNotIn("error", views[product])
             self.assertEqual(floor, views[product]["set"])
 
+    def test_rewrap_upgrades_records_of_an_earlier_release(self) -> None:
+        """A version 1 record (not bound to its secret) becomes version 2.
+
+        Its rows are what an earlier release left: the record alone, more
+        or fewer keys than today's. rewrap seals it to its secret; the
+        key inside is the one stored, and a second rewrap finds it current.
+        """
+        from barbican_tee.plugin import keyring as keyring_mod
+        from barbican_tee.plugin import store as sealed_store
+
+        secret_id, key = self._secret()
+        other, other_key = self._bound_secret()
+        rows = {r["key"]: r for r in self.server.sql(
+            "SELECT * FROM secret_store_metadata WHERE secret_id = :s "
+            "AND deleted = :f", {"s": secret_id, "f": False})}
+        ring = keyring_mod.Keyring(keyring_mod.load_key_file(
+            os.path.join(self.server.data_dir, server.TEE_KEK_NAME)))
+        v1 = sealed_store.seal(ring, key, rows["tee_type"]["value"])
+        self.assertNotIn("tee_secret", v1)
+        self.server.sql("DELETE FROM secret_store_metadata WHERE secret_id "
+                        "= :s AND secret_store_metadata.key LIKE 'tee%'",
+                        {"s": secret_id})
+        template = dict(rows["tee_type"])
+        for name, value in v1.items():
+            self.server.insert("secret_store_metadata", dict(
+                template, id=str(uuid.uuid4()), key=name, value=value))
+        resp, _ = self._attempt(secret_id)
+        self.assertEqual(403, resp.status_code, resp.text)
+        self.assertEqual("sealed_record_unbound", resp.json()["error"]["code"])
+        openstack_tee = os.path.join(os.path.dirname(sys.executable),
+                                     "openstack-tee")
+        status = subprocess.run(
+            [openstack_tee, "rewrap", "--config-file",
+             self.server.conf_path],
+            capture_output=True, text=True, check=False)
+        self.assertEqual(0, status.returncode, status.stdout + status.stderr)
+        self.assertIn("failed 0", status.stdout)
+        # Sealed to its secret now, with no policy (none was bound): the
+        # owner binds one and the guest gets the very key stored.
+        self._bind(secret_id, self._policy())
+        self.assertEqual(key, self._release_ok(secret_id))
+        self.assertEqual(other_key, self._release_ok(other))
+        live = {r["key"] for r in self.server.sql(
+            "SELECT secret_store_metadata.key FROM secret_store_metadata "
+            "WHERE secret_id = :s AND deleted = :f",
+            {"s": secret_id, "f": False})}
+        self.assertIn("tee_secret", live)
+        again = subprocess.run(
+            [openstack_tee, "rewrap", "--config-file",
+             self.server.conf_path],
+            capture_output=True, text=True, check=False)
+        self.assertEqual(0, again.returncode, again.stdout + again.stderr)
+        self.assertIn("re-sealed or re-MACed 0", again.stdout)
+
     def _restore_conf(self, conf: str, text: str) -> None:
         with open(conf, "w") as f:
             f.write(text)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
+from unittest import mock
 import warnings
 
 from cryptography import x509
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
+from pyasn1.codec.der import decoder as der_decoder
+from pyasn1.codec.der import encoder as der_encoder
+from pyasn1_modules import rfc5280
 
 from barbican_tee.attestation import errors
 from barbican_tee.attestation import snp
@@ -60,6 +65,33 @@ REAL = {
         None, None,
         dict(version=3, product="Genoa", signer="vcek")),
 }
+
+
+def _padded_cert(der: bytes, size: int) -> bytes:
+    """``der`` with one more extension, of exactly ``size`` bytes.
+
+    Well-formed (the parser reads it when no cap stops it); its signature
+    no longer matches, which only a verification would notice.
+    """
+    cert, _ = der_decoder.decode(der, asn1Spec=rfc5280.Certificate())
+    extensions = cert["tbsCertificate"]["extensions"]
+    ext = rfc5280.Extension()
+    ext["extnID"] = "1.3.6.1.4.1.3704.9.9"
+    extensions.append(ext)
+    pad = size - len(der)
+    for _ in range(10):
+        ext["extnValue"] = b"\x00" * max(pad, 0)
+        extensions[len(extensions) - 1] = ext
+        out = bytes(der_encoder.encode(cert))
+        if len(out) == size:
+            return out
+        pad += size - len(out)
+    raise AssertionError(f"cannot pad to {size} bytes")
+
+
+def _pem(der: bytes) -> bytes:
+    return (b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(der)
+            + b"-----END CERTIFICATE-----\n")
 
 
 def _load(name: str) -> tuple[bytes, bytes, list[x509.Certificate] | None,
@@ -149,6 +181,34 @@ class RealReportsTest(base.TestCase):
             cert = snp_certs.parse_endorsement_cert(data)
         self.assertEqual("Milan-B0", cert.product_name)
         self.assertEqual(64, len(cert.hwid or b""))
+
+    def test_oversized_endorsement_cert_is_refused_before_decoding(
+            self) -> None:
+        # Padded with extensions to just over the cap: the size alone
+        # refuses it (pyasn1 is never asked), with the usual code; the
+        # real VCEK next to it parses.
+        real = base.read_fixture("virtee-sev", "tests", "certs_data",
+                                 "vcek_milan.der")
+        self.assertLess(len(real), snp_certs.MAX_ENDORSEMENT_DER)
+        self.assertEqual("Milan-B0",
+                         snp_certs.parse_endorsement_cert(real).product_name)
+        big = _padded_cert(real, snp_certs.MAX_ENDORSEMENT_DER + 1)
+        # Without the cap it is an ordinary certificate to the parser.
+        with mock.patch.object(snp_certs, "MAX_ENDORSEMENT_DER", 1 << 20):
+            self.assertEqual(
+                "Milan-B0",
+                snp_certs.parse_endorsement_cert(big).product_name)
+        self.assertEqual("Milan-B0", snp_certs.parse_endorsement_cert(
+            _padded_cert(real, snp_certs.MAX_ENDORSEMENT_DER)).product_name)
+        with mock.patch.object(snp_certs.der_decoder, "decode",
+                               side_effect=AssertionError("decoded")):
+            exc = self.assertRaises(errors.InvalidInput,
+                                    snp_certs.parse_endorsement_cert, big)
+        self.assertEqual("snp_cert_malformed", exc.code)
+        for data in (big, _pem(big)):
+            exc = self.assertRaises(errors.AttestationError,
+                                    self.verifier.verify_endorsement, data)
+            self.assertEqual("snp_cert_malformed", exc.code)
 
     def test_turin_vcek_chains_and_has_fmc(self) -> None:
         data = base.read_fixture("virtee-sev", "tests", "certs_data",

@@ -424,6 +424,36 @@ class CleanupTest(base.TestCase):
             flavor=self.flavor(**{"hw:mem_encryption": "true"}),
             task_state="deleting", metadata=meta)))
 
+    def test_deletes_without_a_deleting_task_retire(self) -> None:
+        retire = tee_driver.TEELibvirtDriver._tee_secret_to_retire
+        meta = {"tee_secret": "s1"}
+        tee = self.flavor(**{"hw:mem_encryption": "true",
+                             "tee:attestation": "required"})
+        # A soft-deleted instance reclaimed (reclaim_instance_interval):
+        # the compute manager cleans it up with no task.
+        self.assertTrue(retire(self.instance(
+            flavor=tee, task_state=None, vm_state="soft-delete",
+            metadata=meta)))
+        # Deleted at the API while its host was down, reaped later.
+        self.assertTrue(retire(self.instance(
+            flavor=tee, task_state=None, vm_state="deleted",
+            metadata=meta)))
+        self.assertTrue(retire(self.instance(
+            flavor=tee, task_state=None, vm_state="active", deleted=True,
+            metadata=meta)))
+        # Instances that live on (shelve offload, evacuation, resize):
+        # their binding stays.
+        for task, state in (("shelving_offloading", "shelved"),
+                            (None, "active"), ("resize_migrating",
+                                               "active")):
+            self.assertFalse(retire(self.instance(
+                flavor=tee, task_state=task, vm_state=state, deleted=False,
+                metadata=meta)), (task, state))
+        # Upstream guests: nothing bound, nothing retired.
+        self.assertFalse(retire(self.instance(
+            flavor=self.flavor(**{"hw:mem_encryption": "true"}),
+            task_state=None, vm_state="soft-delete", metadata=meta)))
+
     def test_reads_nothing_that_is_not_loaded(self) -> None:
         # An orphaned Instance lazy-loads nothing: reading an unset field
         # would raise.

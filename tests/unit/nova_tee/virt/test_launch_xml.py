@@ -227,6 +227,24 @@ class PassthroughTest(base.TestCase):
                                         tee_driver.refuse_passthrough, guest)
                 self.assertIn("passthrough", str(exc))
 
+    def test_sriov_ports_are_refused(self) -> None:
+        # vnic_type=direct (an SR-IOV VF) is an <interface type="hostdev">
+        # to Nova: the same DMA outside the TEE.
+        vf = vconfig.LibvirtConfigGuestInterface()
+        vf.net_type = "hostdev"
+        guest = vconfig.LibvirtConfigGuest()
+        guest.add_device(vf)
+        exc = self.assertRaises(exception.InvalidInput,
+                                tee_driver.refuse_passthrough, guest)
+        self.assertIn("passthrough", str(exc))
+        # A virtio port (bridge, ethernet, vhostuser) is not.
+        for net_type in ("bridge", "ethernet", "vhostuser"):
+            port = vconfig.LibvirtConfigGuestInterface()
+            port.net_type = net_type
+            guest = vconfig.LibvirtConfigGuest()
+            guest.add_device(port)
+            tee_driver.refuse_passthrough(guest)
+
 
 class SessionReplaceTest(base.TestCase):
 
