@@ -26,7 +26,11 @@ MODELS = (SEV, SEV_ES, SEV_SNP, TDX)
 
 _TRUE = {"1", "t", "true", "on", "y", "yes"}
 _FALSE = {"0", "f", "false", "off", "n", "no"}
-_VERSION = re.compile(r"^(\d{1,3})\.(\d{1,3})$")
+# 0-255 in decimal (leading zeros allowed), ASCII digits only: the same
+# text Nova's validator (nova_tee.api.extra_specs) accepts at the API.
+BYTE_PATTERN = r"(?:25[0-5]|2[0-4][0-9]|[01]?[0-9]?[0-9])"
+VERSION_PATTERN = rf"{BYTE_PATTERN}\.{BYTE_PATTERN}"
+_VERSION = re.compile(rf"({BYTE_PATTERN})\.({BYTE_PATTERN})")
 
 # key -> (kind, models it applies to, description). ``kind`` is one of
 # "bool", "byte", "version" or an enum tuple.
@@ -120,25 +124,41 @@ def parse_bool(value: str) -> bool | None:
 
 
 def parse_version(value: str) -> tuple[int, int] | None:
-    match = _VERSION.match(str(value).strip())
+    match = _VERSION.fullmatch(str(value))
     if not match:
         return None
-    major, minor = int(match.group(1)), int(match.group(2))
-    if major > 255 or minor > 255:
-        return None
-    return major, minor
+    return int(match.group(1)), int(match.group(2))
+
+
+def mentions_tee(key: str) -> bool:
+    """Whether ``key`` is meant for this suite: ``tee:...`` or a near miss.
+
+    ``TEE:attestation``, `` tee:attestation`` or ``tee :attestation`` are
+    not ``tee:`` keys, and nothing of Nova reads them: such a flavor
+    would boot unattested without a word. They count as ``tee:`` keys
+    here, so that :func:`conflicts` names them and the scheduler and the
+    driver refuse the flavor.
+    """
+    key = str(key)
+    if key.startswith(PREFIX):
+        return True
+    namespace, colon, _ = key.partition(":")
+    return bool(colon) and namespace.strip().lower() == PREFIX[:-1]
 
 
 def check_value(key: str, value: str) -> str | None:
     """Why ``value`` is wrong for ``key`` (None if it is right)."""
     if key not in KEYS:
+        if not key.startswith(PREFIX):
+            return (f"'{key}' is not a tee: extra spec: keys are spelled "
+                    "exactly tee:<name>, in lower case, without spaces")
         return f"'{key}' is not a known tee: extra spec"
     kind = KEYS[key][0]
     if kind == "bool":
         if parse_bool(value) is None:
             return f"{key} must be true or false, not '{value}'"
     elif kind == "byte":
-        if not re.fullmatch(r"\d{1,3}", str(value)) or int(value) > 255:
+        if not re.fullmatch(BYTE_PATTERN, str(value)):
             return f"{key} must be an integer from 0 to 255, not '{value}'"
     elif kind == "version":
         if parse_version(value) is None:
@@ -184,7 +204,7 @@ def conflicts(extra_specs: Mapping[str, str],
     flavor in one go.
     """
     image_props = image_props or {}
-    tee_keys = sorted(k for k in extra_specs if k.startswith(PREFIX))
+    tee_keys = sorted(k for k in extra_specs if mentions_tee(k))
     if not tee_keys:
         return []
     out = []
@@ -236,7 +256,7 @@ def request_from(extra_specs: Mapping[str, str],
     image_props = image_props or {}
     enabled, model = _encryption(extra_specs, image_props)
     if not enabled:
-        if any(k.startswith(PREFIX) for k in extra_specs):
+        if any(mentions_tee(k) for k in extra_specs):
             raise SpecError("; ".join(conflicts(extra_specs, image_props)))
         return None
     problems = conflicts(extra_specs, image_props)

@@ -10,14 +10,24 @@ also writes ``FILE.lease`` (JSON: until when the key may be held).
 
 ``tee-guest renew --secret ID --endpoint URL --out FILE
 [--on-failure CMD]`` attests again (new key pair, challenge, evidence and
-release) and replaces FILE atomically. When the service refuses (a 403 or
-404 other than a spent nonce), or renewal fails in any way once the lease
-has ended, FILE is overwritten and removed, FILE.lease removed and CMD
-run; a failure while the lease still runs keeps the key, so that the
-next run can retry.
+release) and replaces FILE atomically. When the service refuses (a 403
+whose code is a verdict on this guest or secret, not a spent or late
+nonce or a failure on the service's side), or renewal fails in any way
+once the lease has ended, FILE is overwritten and removed, FILE.lease
+removed and CMD run; any other failure while the lease still runs keeps
+the key, so that the next run can retry.
+
+The endpoint must be https: the JWE proves nothing about who made it,
+so over plain http anyone on the path (the host included) could answer in
+the service's place and hand the guest a key it knows. ``http://`` is
+accepted only to a loopback address (a proxy inside the guest) or with
+``--insecure-http`` (tests and demos).
 
 Exit codes: 0 ok; 1 anything else; 2 configfs-tsm unusable; 3 the
-service refused (its code and message are printed); 4 network failure.
+service refused (its code and message are printed; for ``renew``: the key
+file was dropped); 4 network failure; 5 the service could not answer now
+(429, 5xx, a spent or late nonce, another answer that is no verdict):
+try again later.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from collections.abc import Sequence
+import ipaddress
 import json
 import os
 import shlex
@@ -35,6 +46,7 @@ from typing import Any
 from typing import BinaryIO
 from typing import NoReturn
 from typing import TextIO
+from urllib import parse
 
 from barbican_tee.client import guest
 from barbican_tee.client import rest
@@ -45,11 +57,41 @@ EXIT_ERROR = 1
 EXIT_TSM = 2
 EXIT_REFUSED = 3
 EXIT_NETWORK = 4
+EXIT_RETRY = 5
 
 PROG = "tee-guest"
 LEASE_SUFFIX = ".lease"
-# Refusals that say nothing about this guest: a spent or late nonce.
-_RETRYABLE_CODES = frozenset({"nonce_unknown", "nonce_expired"})
+# 403s that say nothing about this guest: a spent or late nonce, a
+# verifier plugin that failed on the service's side.
+_RETRYABLE_CODES = frozenset({"nonce_unknown", "nonce_expired",
+                              "evidence_verifier_error"})
+
+
+def _is_verdict(exc: rest.TEEClientError) -> bool:
+    """Whether the service's answer is a refusal of this guest or secret.
+
+    Only a 403 is (the release contract's refusals); a 404 (a proxy, a
+    barbican-api without the tee filter), 429, 5xx or an unreadable answer
+    says nothing about the guest.
+    """
+    return exc.status == 403 and exc.code not in _RETRYABLE_CODES
+
+
+def _check_endpoint(endpoint: str, insecure_http: bool) -> None:
+    """Refuse a plain http endpoint that is not the guest's own loopback."""
+    parts = parse.urlsplit(endpoint.strip())
+    if parts.scheme.lower() != "http" or insecure_http:
+        return
+    try:
+        loopback = ipaddress.ip_address(parts.hostname or "").is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise _OutputError(
+            "insecure_endpoint",
+            f"{endpoint} is plain http: anyone on the path could answer in "
+            "the service's place; use https (or a loopback proxy), or "
+            "--insecure-http for a test")
 ON_FAILURE_TIMEOUT = 120
 
 
@@ -98,6 +140,11 @@ def _parser() -> argparse.ArgumentParser:
                          metavar="PATH",
                          help="configfs-tsm report directory "
                               "(default: %(default)s)")
+        cmd.add_argument("--insecure-http", action="store_true",
+                         help="accept a plain http endpoint that is not a "
+                              "loopback address (tests and demos only: "
+                              "anyone on the path could hand the guest a "
+                              "key it knows)")
         cmd.add_argument("--timeout", type=float, default=30.0,
                          metavar="S", help="HTTP timeout in seconds")
         cmd.add_argument("--privlevel", type=int, choices=range(4),
@@ -252,6 +299,7 @@ def _fetch(args: argparse.Namespace, stdout: BinaryIO,
     except ValueError as exc:
         print(f"{PROG}: error [bad_endpoint]: {exc}", file=err)
         return EXIT_ERROR
+    _check_endpoint(args.endpoint, args.insecure_http)
     collateral = _collateral(args.collateral)
     reporter = tsm.TSMReporter(args.tsm_root)
     released = guest.release_key(client, args.secret, reporter,
@@ -277,6 +325,7 @@ def _renew(args: argparse.Namespace, err: TextIO,
     failure: tuple[int, str, str, bool] | None = None
     try:
         client = rest.TEEClient(args.endpoint, timeout=args.timeout)
+        _check_endpoint(args.endpoint, args.insecure_http)
         released = guest.release_key(
             client, args.secret, tsm.TSMReporter(args.tsm_root),
             privlevel=args.privlevel,
@@ -285,17 +334,19 @@ def _renew(args: argparse.Namespace, err: TextIO,
     except ValueError as exc:
         failure = (EXIT_ERROR, "bad_endpoint", str(exc), False)
     except rest.TEEClientError as exc:
-        refused = exc.status in (403, 404) and (
-            exc.code not in _RETRYABLE_CODES)
         if exc.status is None and exc.code == rest.NETWORK_ERROR:
             failure = (EXIT_NETWORK, exc.code,
                        f"network failure: {exc.message}", False)
         elif exc.status is None:
             failure = (EXIT_ERROR, exc.code, exc.message, False)
-        else:
+        elif _is_verdict(exc):
             failure = (EXIT_REFUSED, exc.code,
                        f"the service refused (HTTP {exc.status}): "
-                       f"{exc.message}", refused)
+                       f"{exc.message}", True)
+        else:
+            failure = (EXIT_RETRY, exc.code,
+                       f"the service could not answer (HTTP "
+                       f"{exc.status}): {exc.message}", False)
     except tsm.TSMError as exc:
         failure = (EXIT_TSM, exc.code,
                    f"configfs-tsm is unusable: {exc.message}", False)
@@ -327,7 +378,8 @@ def _renew(args: argparse.Namespace, err: TextIO,
           f"{'overwritten and removed' if dropped else 'was already gone'}",
           file=err)
     _on_failure(args, code, err)
-    return status
+    # 3 whenever the key file was dropped, whatever the failure was.
+    return EXIT_REFUSED
 
 
 def _on_failure(args: argparse.Namespace, code: str, err: TextIO) -> None:
@@ -373,6 +425,11 @@ def main(argv: Sequence[str] | None = None, *,
         if exc.status is None:
             print(f"{PROG}: error [{exc.code}]: {exc.message}", file=err)
             return EXIT_ERROR
+        if not _is_verdict(exc):
+            print(f"{PROG}: the service could not answer (HTTP "
+                  f"{exc.status}) [{exc.code}]: {exc.message}; try again "
+                  "later", file=err)
+            return EXIT_RETRY
         print(f"{PROG}: the service refused (HTTP {exc.status}) "
               f"[{exc.code}]: {exc.message}", file=err)
         return EXIT_REFUSED

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from osc_lib import exceptions
 from osc_lib import utils
 
 from barbican_tee.client import rest
@@ -32,9 +33,9 @@ def make_client(instance: Any) -> rest.TEEClient:
     project = config.get("tee_noauth_project")
     if project:
         if not endpoint:
-            raise ValueError("--os-tee-noauth-project needs "
-                             "--os-tee-endpoint (there is no catalog "
-                             "without Keystone)")
+            raise exceptions.CommandError(
+                "--os-tee-noauth-project needs --os-tee-endpoint (there is "
+                "no catalog without Keystone)")
         return rest.TEEClient(endpoint, headers={
             "X-Project-Id": project, "X-User-Id": "openstack-cli",
             "X-Roles": "admin,member,reader"})
@@ -42,6 +43,11 @@ def make_client(instance: Any) -> rest.TEEClient:
         endpoint = instance.get_endpoint_for_service_type(
             SERVICE_TYPE, region_name=instance.region_name,
             interface=instance.interface)
+        if not endpoint:
+            raise exceptions.CommandError(
+                f"no {SERVICE_TYPE} endpoint in the service catalog (or no "
+                "catalog: OS_AUTH_TYPE=none); give --os-tee-endpoint "
+                "(OS_TEE_ENDPOINT)")
     return rest.TEEClient(endpoint, session=instance.session)
 
 

@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import hmac
 import os
+import stat
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -46,8 +47,19 @@ def key_id(material: bytes) -> str:
 
 
 def load_key_file(path: str) -> Key:
+    """The KEK in ``path``; refused if any user may read it.
+
+    Only its owner (and group) may have access: a KEK readable by every
+    local user is refused, with what to do, before it is read.
+    """
     try:
         with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if mode & 0o007:
+                raise KeyringError(
+                    f"the KEK file {path!r} is accessible to every local "
+                    f"user (mode {stat.S_IMODE(mode):04o}): chmod 600 it, "
+                    "owned by the user barbican-api runs as")
             text = f.read().strip()
     except OSError as exc:
         raise KeyringError(

@@ -21,10 +21,12 @@ def _value(kind: Any, description: str) -> dict[str, Any]:
     if kind == "bool":
         return {"type": bool, "description": description}
     if kind == "byte":
-        return {"type": int, "min": 0, "max": 255,
-                "description": description}
+        # A pattern, not Nova's int (which takes ' 8', '+8' and '1_0',
+        # values the scheduler would then refuse on every host).
+        return {"type": str, "pattern": specs.BYTE_PATTERN,
+                "description": f"{description} An integer from 0 to 255."}
     if kind == "version":
-        return {"type": str, "pattern": r"\d{1,3}\.\d{1,3}",
+        return {"type": str, "pattern": specs.VERSION_PATTERN,
                 "description": description}
     return {"type": str, "enum": list(kind), "description": description}
 

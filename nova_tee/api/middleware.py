@@ -116,7 +116,7 @@ class TEEExtraSpecsCheck:
         if match is None or method not in ("POST", "PUT", "DELETE"):
             return self.app(environ, start_response)
         change, removed = self._change(environ, method, match.group("key"))
-        touches = any(k.startswith(specs.PREFIX)
+        touches = any(specs.mentions_tee(k)
                       or k.startswith("hw:mem_encryption")
                       for k in list(change) + removed)
         if not touches:
@@ -309,7 +309,7 @@ class TEESecretCheck:
     @staticmethod
     def _no_tee_request(flavor: Any) -> bool:
         extra_specs = dict(flavor.extra_specs or {})
-        return not any(str(k).startswith(specs.PREFIX) for k in extra_specs)
+        return not any(specs.mentions_tee(k) for k in extra_specs)
 
     _NOT_ATTESTED = (
         f"{META_SECRET} names a secret, but flavor %s asks for no "

@@ -78,7 +78,7 @@ def parse_need(spec_obj: Any, min_free: int
     or without our ``tee.*`` stats (mid-upgrade, or on another driver).
     """
     extra_specs = spec_obj.flavor.extra_specs
-    if not any(key.startswith(specs.PREFIX) for key in extra_specs):
+    if not any(specs.mentions_tee(key) for key in extra_specs):
         return None, None
     try:
         request = specs.request_from(extra_specs, image_props(spec_obj))

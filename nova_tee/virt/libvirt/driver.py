@@ -124,6 +124,21 @@ def tdx_measurements_from_metadata(
             for key, arg in META_TDX.items() if key in metadata}
 
 
+def refuse_unbindable(model: str, metadata: Mapping[str, str]) -> None:
+    """Fault a guest whose secret could never be released to it.
+
+    A TDX secret is released only to a TD whose MRCONFIGID names its
+    instance (:func:`tdx_config_id`); an owner's own ``tee_mr_config_id``
+    replaces that, so every release would answer ``instance_mismatch``.
+    Refused before anything is bound.
+    """
+    if model == specs.TDX and "tee_mr_config_id" in metadata and (
+            metadata.get(attest.META_SECRET)):
+        raise _fault(f"tee_mr_config_id and {attest.META_SECRET} cannot be "
+                     "used together: the secret is released only to a TD "
+                     "whose MRCONFIGID binds this instance")
+
+
 def refuse_passthrough(guest: Any) -> None:
     """Fault a confidential guest that has host devices assigned.
 
@@ -577,6 +592,7 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
         request = self._tee_request(instance)
         metadata = dict(instance.metadata or {})
         kernel_hashes = bool(instance.kernel_id)
+        refuse_unbindable(model, metadata)
         try:
             attest.bind(instance)
         except attest.AttestationError as exc:

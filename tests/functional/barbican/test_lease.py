@@ -160,7 +160,9 @@ class LeaseTest(test_release._ServerTestBase):  # noqa: SLF001
              "--endpoint", "http://127.0.0.1:9", "--tsm-root",
              self.tsm.root, "--out", self.key_file, *self._on_failure()],
             stdout=io.BytesIO(), stderr=err_io, clock=lambda: ended)
-        self.assertEqual(tee_guest.EXIT_NETWORK, rc, err_io.getvalue())
+        # 3: the key file was dropped (the failure itself was the network).
+        self.assertEqual(tee_guest.EXIT_REFUSED, rc, err_io.getvalue())
+        self.assertIn("[network_error]", err_io.getvalue())
         self.assertIn("its lease ended", err_io.getvalue())
         self.assertFalse(os.path.exists(self.key_file))
         with open(self.marker) as f:

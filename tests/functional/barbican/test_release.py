@@ -873,6 +873,21 @@ class DurabilityTest(_ServerTestBase):
             self.assertNotIn("error", views[product])
             self.assertEqual(floor, views[product]["set"])
 
+    def _restore_conf(self, conf: str, text: str) -> None:
+        with open(conf, "w") as f:
+            f.write(text)
+        self.server.restart()
+
+
+class RecordUpgradeTest(_ServerTestBase):
+    """rewrap and the records of an earlier release.
+
+    On a server of its own: DurabilityTest's KEK rotation leaves records
+    under the KEK it retires, which rewrap counts as failed.
+    """
+
+    _release_ok = DurabilityTest._release_ok
+
     def test_rewrap_upgrades_records_of_an_earlier_release(self) -> None:
         """A version 1 record (not bound to its secret) becomes version 2.
 
@@ -926,11 +941,6 @@ class DurabilityTest(_ServerTestBase):
             capture_output=True, text=True, check=False)
         self.assertEqual(0, again.returncode, again.stdout + again.stderr)
         self.assertIn("re-sealed or re-MACed 0", again.stdout)
-
-    def _restore_conf(self, conf: str, text: str) -> None:
-        with open(conf, "w") as f:
-            f.write(text)
-        self.server.restart()
 
 
 class RateLimitTest(base.TestCase):

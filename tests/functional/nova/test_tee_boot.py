@@ -166,6 +166,18 @@ class ExtraSpecAPITest(base.TEEServersTestBase):
         # A consistent change goes through.
         self.admin_api.post_extra_spec(flavor, {"extra_specs": {
             "tee:sev_nosend": "true"}})
+        # A near miss of the namespace (Nova validates only 'tee:'): read
+        # by nothing, it would boot unattested; named and refused.
+        for key in ("TEE:attestation", " tee:attestation"):
+            exc = self._post(flavor, {key: "required"})
+            self.assertEqual(400, exc.response.status_code)
+            self.assertIn(f"'{key}' is not a tee: extra spec",
+                          exc.response.text)
+            self.assertNotIn(key, self.admin_api.get_extra_specs(flavor))
+        # Nova's own validator: values its int() would take.
+        for value in (" 8", "+8", "1_0"):
+            exc = self._post(flavor, {"tee:min_tcb_snp": value})
+            self.assertEqual(400, exc.response.status_code)
 
     def test_removing_encryption_under_tee_keys_is_400(self) -> None:
         flavor = self.tee_flavor("amd-sev-snp", attestation="required")

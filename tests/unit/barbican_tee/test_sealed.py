@@ -130,15 +130,23 @@ class SealTest(base.TestCase):
         bad = os.path.join(self.tmp, "bad")
         with open(bad, "w") as f:
             f.write("c2hvcnQ=\n")
+        os.chmod(bad, 0o600)
+        # A good key any local user can read: refused before it is read.
+        shared = _kek(self.tmp, "shared")
+        os.chmod(shared, 0o644)
         cases = [(None, "kek_file is not set"),
                  ("/nonexistent", "cannot read the KEK file"),
-                 (bad, "is 5 bytes, not 32")]
+                 (bad, "is 5 bytes, not 32"),
+                 (shared, "accessible to every local user (mode 0644)")]
         for path, text in cases:
             with self.subTest(path=path):
                 with self.assertRaises(keyring.KeyringError) as ctx:
                     keyring.Keyring.from_files(path, [])
                 self.assertIn(text, str(ctx.exception))
         self.assertRaises(FileExistsError, keyring.write_key_file, self.old)
+        # Its owner and group only (root:barbican 0640): accepted.
+        os.chmod(shared, 0o640)
+        self.assertEqual(32, len(keyring.load_key_file(shared).material))
 
 
 class RowMacTest(base.TestCase):

@@ -150,6 +150,16 @@ class TEEFilterTest(base.TestCase):
         spec = _spec({"tee:attestation": "required"})
         self.assertFalse(self.filt.host_passes(_snp_host(), spec))
 
+    def test_misspelt_tee_key_passes_no_host(self) -> None:
+        # 'TEE:attestation' is read by nothing: booted, the guest would run
+        # unattested. Positive control: spelt right, the host passes.
+        self.assertTrue(self.filt.host_passes(_snp_host(), _spec(
+            dict(SNP, **{"tee:attestation": "required"}))))
+        for key in ("TEE:attestation", " tee:attestation",
+                    "Tee :attestation"):
+            spec = _spec(dict(SNP, **{key: "required"}))
+            self.assertFalse(self.filt.host_passes(_snp_host(), spec), key)
+
 
 class TEEWeigherTest(base.TestCase):
 

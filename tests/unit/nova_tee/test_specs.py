@@ -66,6 +66,23 @@ class RequestTest(base.TestCase):
                           "tee:attestation": "required"}),
              "tee:snp_debug=true conflicts with tee:attestation=required"),
             (dict(SNP, **{"tee:colour": "blue"}), "tee:colour"),
+            # Near misses of the namespace: nothing would read them.
+            (dict(SNP, **{"TEE:attestation": "required"}),
+             "'TEE:attestation' is not a tee: extra spec"),
+            (dict(SNP, **{" tee:attestation": "required"}),
+             "' tee:attestation' is not a tee: extra spec"),
+            (dict(SNP, **{"Tee :snp_debug": "false"}), "'Tee :snp_debug'"),
+            ({"TEE:attestation": "required"}, "need memory encryption"),
+            # Values Nova's int() would take, outside 0-255 in decimal
+            # digits: refused here as at the API.
+            (dict(SNP, **{"tee:min_tcb_snp": " 8"}), "tee:min_tcb_snp"),
+            (dict(SNP, **{"tee:min_tcb_snp": "+8"}), "tee:min_tcb_snp"),
+            (dict(SNP, **{"tee:min_tcb_snp": "1_0"}), "tee:min_tcb_snp"),
+            (dict(SNP, **{"tee:min_tcb_snp": "\u0668"}), "tee:min_tcb_snp"),
+            (dict(SNP, **{"tee:snp_abi_minimum": "1.300"}),
+             "tee:snp_abi_minimum"),
+            (dict(SNP, **{"tee:snp_abi_minimum": "\u0661.51"}),
+             "tee:snp_abi_minimum"),
         ]
         for extra_specs, expected in cases:
             with self.subTest(specs=extra_specs):
@@ -86,9 +103,22 @@ class NovaValidatorsTest(base.TestCase):
         validators.validate("tee:snp_abi_minimum", "1.51")
         for name, value in (("tee:attestation", "maybe"),
                             ("tee:min_tcb_snp", "256"),
+                            ("tee:min_tcb_snp", " 8"),
+                            ("tee:min_tcb_snp", "+8"),
+                            ("tee:min_tcb_snp", "1_0"),
+                            ("tee:min_tcb_snp", "-1"),
                             ("tee:snp_debug", "sometimes"),
                             ("tee:snp_abi_minimum", "1"),
+                            ("tee:snp_abi_minimum", "1.300"),
+                            ("tee:snp_abi_minimum", "999.0"),
                             ("tee:unknown", "1")):
-            with self.subTest(name=name):
+            with self.subTest(name=name, value=value):
                 self.assertRaises(exception.ValidationError,
                                   validators.validate, name, value)
+        # What the API accepts, the scheduler's parser accepts too.
+        for value in ("0", "8", "08", "255", "199", "249"):
+            validators.validate("tee:min_tcb_snp", value)
+            self.assertIsNone(specs.check_value("tee:min_tcb_snp", value))
+        for value in ("1.51", "0.0", "255.255", "01.09"):
+            validators.validate("tee:snp_abi_minimum", value)
+            self.assertIsNotNone(specs.parse_version(value))

@@ -370,8 +370,35 @@ class TestTeeGuest(_Base):
         rc = tee_guest.main(["fetch", "--secret", "nope", "--endpoint",
                              self.server.url, "--tsm-root", root],
                             stdout=out, stderr=err)
-        self.assertEqual(3, rc)
+        # A 404 is no verdict of the release contract (which refuses with
+        # 403): try again later, maybe with the right endpoint.
+        self.assertEqual(tee_guest.EXIT_RETRY, rc)
         self.assertIn("secret_not_found", err.getvalue())
+        self.assertIn("could not answer", err.getvalue())
+
+    def test_plain_http_only_to_loopback_or_when_asked(self) -> None:
+        # The JWE proves nothing about who made it: over plain http a host
+        # on the path could hand the guest a key it knows. Refused before
+        # anything is sent (no challenge).
+        root = self.useFixture(configfs.FakeConfigfsTsm(self.sp)).root
+        for command in ("fetch", "renew"):
+            err = io.StringIO()
+            argv = [command, "--secret", "s", "--endpoint",
+                    "http://kms.example:9311", "--tsm-root", root]
+            if command == "renew":
+                argv += ["--out", os.path.join(self.tmp, "k")]
+            rc = tee_guest.main(argv, stdout=io.BytesIO(), stderr=err)
+            self.assertEqual(1, rc, err.getvalue())
+            self.assertIn("insecure_endpoint", err.getvalue())
+        self.assertEqual(0, self.service.challenges)
+        # --insecure-http lets it through (to a closed port here).
+        err = io.StringIO()
+        rc = tee_guest.main(["fetch", "--secret", "s", "--endpoint",
+                             "http://192.0.2.1:9", "--insecure-http",
+                             "--timeout", "0.2", "--tsm-root", root],
+                            stdout=io.BytesIO(), stderr=err)
+        self.assertEqual(tee_guest.EXIT_NETWORK, rc, err.getvalue())
+        self.assertNotIn("insecure_endpoint", err.getvalue())
 
     def test_unusable_collateral_file_spends_no_nonce(self) -> None:
         missing = os.path.join(self.tmp, "missing.json")
@@ -490,15 +517,25 @@ class TestRenew(_Base):
         self.assertIn("is kept", err)
         self.assertTrue(os.path.exists(self.key_file))
         self.assertFalse(os.path.exists(self.marker))
-        # A spent nonce is no refusal of this guest either.
-        self.service.refuse = (403, "nonce_expired", "too late")
-        rc, err = self._main("renew", *self._on_failure())
-        self.assertEqual(3, rc, err)
-        self.assertTrue(os.path.exists(self.key_file))
-        # Once the lease has ended, any failure drops the key.
+        # A spent nonce is no refusal of this guest either, nor is an
+        # answer that is not the release contract's verdict (a 404 from a
+        # proxy or a barbican-api without the filter, a verifier that
+        # failed on the service's side, 429, 5xx): try again (5).
+        for status, code in ((403, "nonce_expired"), (404, "http_404"),
+                             (403, "evidence_verifier_error"),
+                             (429, "rate_limited"),
+                             (503, "database_unavailable")):
+            self.service.refuse = (status, code, "not a verdict")
+            rc, err = self._main("renew", *self._on_failure())
+            self.assertEqual(tee_guest.EXIT_RETRY, rc, err)
+            self.assertIn("is kept", err)
+            self.assertTrue(os.path.exists(self.key_file), code)
+            self.assertFalse(os.path.exists(self.marker))
+        # Once the lease has ended, any failure drops the key: exit 3,
+        # the key is gone.
         self.now += 1
         rc, err = self._main("renew", *self._on_failure(), endpoint=closed)
-        self.assertEqual(4, rc, err)
+        self.assertEqual(tee_guest.EXIT_REFUSED, rc, err)
         self.assertIn("its lease ended", err)
         self.assertFalse(os.path.exists(self.key_file))
         self.assertFalse(os.path.exists(self.lease_file))
@@ -557,7 +594,7 @@ class TestRenew(_Base):
         self.assertFalse(os.path.exists(self.lease_file))
         self.service.refuse = (503, "unavailable", "try later")
         rc, err = self._main("renew")
-        self.assertEqual(3, rc, err)
+        self.assertEqual(tee_guest.EXIT_RETRY, rc, err)
         self.assertIn("no lease", err)
         self.assertTrue(os.path.exists(self.key_file))
 

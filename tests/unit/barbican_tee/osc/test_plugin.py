@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 import fixtures
+from osc_lib import exceptions
 
 from barbican_tee.osc import plugin
 from barbican_tee.osc.v1 import secret
@@ -58,9 +59,19 @@ class MakeClientTest(base.TestCase):
         client = plugin.make_client(manager)
         self.assertIsNone(client.session)
         self.assertEqual("p1", client.headers["X-Project-Id"])
-        self.assertRaisesRegex(ValueError, "needs --os-tee-endpoint",
+        self.assertRaisesRegex(exceptions.CommandError,
+                               "needs --os-tee-endpoint",
                                plugin.make_client,
                                _Manager(tee_noauth_project="p1"))
+
+    def test_no_catalog_endpoint_says_what_to_give(self) -> None:
+        # OS_AUTH_TYPE=none: osc-lib finds no endpoint (None).
+        manager = _Manager()
+        manager.get_endpoint_for_service_type = (  # type: ignore
+            lambda *a, **k: None)
+        self.assertRaisesRegex(exceptions.CommandError,
+                               "--os-tee-endpoint", plugin.make_client,
+                               manager)
 
     def test_global_options_read_the_environment(self) -> None:
         self.useFixture(fixtures.EnvironmentVariable(

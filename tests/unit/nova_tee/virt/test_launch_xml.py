@@ -202,6 +202,19 @@ class MetadataTest(base.TestCase):
                           tee_driver.tdx_measurements_from_metadata,
                           {"tee_mr_config_id": value[:-4]})
 
+    def test_tdx_owner_config_id_and_a_secret_are_refused(self) -> None:
+        value = base64.b64encode(b"\x07" * 48).decode()
+        both = {"tee_mr_config_id": value, "tee_secret": "s"}
+        exc = self.assertRaises(exception.InvalidInput,
+                                tee_driver.refuse_unbindable,
+                                specs.TDX, both)
+        self.assertIn("cannot be used together", str(exc))
+        # Either alone, or both on another model: nothing to refuse.
+        for model, metadata in ((specs.TDX, {"tee_mr_config_id": value}),
+                                (specs.TDX, {"tee_secret": "s"}),
+                                (specs.SEV_SNP, both)):
+            tee_driver.refuse_unbindable(model, metadata)
+
     @snp_tdx
     def test_policy_bits_reach_the_xml(self) -> None:
         req = specs.request_from({
