@@ -136,8 +136,9 @@ def mentions_tee(key: str) -> bool:
     ``TEE:attestation``, `` tee:attestation`` or ``tee :attestation`` are
     not ``tee:`` keys, and nothing of Nova reads them: such a flavor
     would boot unattested without a word. They count as ``tee:`` keys
-    here, so that :func:`conflicts` names them and the scheduler and the
-    driver refuse the flavor.
+    here, so that :func:`conflicts` names them and the API filter and the
+    scheduler refuse the flavor (the driver, which only sees flavors that
+    passed both, reads exact ``tee:`` keys).
     """
     key = str(key)
     if key.startswith(PREFIX):

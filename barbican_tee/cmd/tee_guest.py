@@ -61,6 +61,7 @@ EXIT_RETRY = 5
 
 PROG = "tee-guest"
 LEASE_SUFFIX = ".lease"
+ON_FAILURE_TIMEOUT = 120
 # 403s that say nothing about this guest: a spent or late nonce, a
 # verifier plugin that failed on the service's side.
 _RETRYABLE_CODES = frozenset({"nonce_unknown", "nonce_expired",
@@ -92,7 +93,6 @@ def _check_endpoint(endpoint: str, insecure_http: bool) -> None:
             f"{endpoint} is plain http: anyone on the path could answer in "
             "the service's place; use https (or a loopback proxy), or "
             "--insecure-http for a test")
-ON_FAILURE_TIMEOUT = 120
 
 
 class _Parser(argparse.ArgumentParser):

@@ -149,9 +149,9 @@ def refuse_passthrough(guest: Any) -> None:
            or (isinstance(d, vconfig.LibvirtConfigGuestInterface)
                and d.net_type == "hostdev")
            for d in guest.devices):
-        raise _fault("a confidential guest cannot have PCI passthrough or "
-                     "mediated devices: their DMA bypasses memory "
-                     "encryption and the device is outside the TEE")
+        raise _fault("a confidential guest cannot have PCI passthrough, "
+                     "mediated devices or SR-IOV ports: their DMA bypasses "
+                     "memory encryption and the device is outside the TEE")
 
 
 def replace_sev_session(xml: str, dh_cert: str, session: str) -> str:
