@@ -25,9 +25,10 @@ accepted only to a loopback address (a proxy inside the guest) or with
 
 Exit codes: 0 ok; 1 anything else; 2 configfs-tsm unusable; 3 the
 service refused (its code and message are printed; for ``renew``: the key
-file was dropped); 4 network failure; 5 the service could not answer now
-(429, 5xx, a spent or late nonce, another answer that is no verdict):
-try again later.
+file was dropped, and a refused request that is no verdict on the guest,
+say a 400, exits 1 with the key kept); 4 network failure; 5 the service
+could not answer now (429, 5xx, a 404, a spent or late nonce, a verifier
+failure on its side, an answer it could not read): try again later.
 """
 
 from __future__ import annotations
@@ -76,6 +77,19 @@ def _is_verdict(exc: rest.TEEClientError) -> bool:
     says nothing about the guest.
     """
     return exc.status == 403 and exc.code not in _RETRYABLE_CODES
+
+
+def _is_transient(exc: rest.TEEClientError) -> bool:
+    """Whether the same request may well succeed later (exit 5).
+
+    429, 5xx, a 404 (see :func:`_is_verdict`), a spent or late nonce, a
+    verifier that failed on the service's side, an answer that is not the
+    contract's (a 2xx it cannot read). Not a 400 and the like: the request
+    itself was wrong, and is refused (3).
+    """
+    status = exc.status or 0
+    return (status in (404, 429) or status >= 500 or status < 400 or (
+        status == 403 and exc.code in _RETRYABLE_CODES))
 
 
 def _check_endpoint(endpoint: str, insecure_http: bool) -> None:
@@ -343,9 +357,15 @@ def _renew(args: argparse.Namespace, err: TextIO,
             failure = (EXIT_REFUSED, exc.code,
                        f"the service refused (HTTP {exc.status}): "
                        f"{exc.message}", True)
-        else:
+        elif _is_transient(exc):
             failure = (EXIT_RETRY, exc.code,
                        f"the service could not answer (HTTP "
+                       f"{exc.status}): {exc.message}", False)
+        else:
+            # Say a 400: this request was wrong, which says nothing about
+            # the guest; the key stays while its lease runs.
+            failure = (EXIT_ERROR, exc.code,
+                       f"the service refused the request (HTTP "
                        f"{exc.status}): {exc.message}", False)
     except tsm.TSMError as exc:
         failure = (EXIT_TSM, exc.code,
@@ -425,7 +445,7 @@ def main(argv: Sequence[str] | None = None, *,
         if exc.status is None:
             print(f"{PROG}: error [{exc.code}]: {exc.message}", file=err)
             return EXIT_ERROR
-        if not _is_verdict(exc):
+        if _is_transient(exc):
             print(f"{PROG}: the service could not answer (HTTP "
                   f"{exc.status}) [{exc.code}]: {exc.message}; try again "
                   "later", file=err)

@@ -333,6 +333,15 @@ class TestTeeGuest(_Base):
         self.assertIn("policy_measurement", err)
         self.assertIn("measurement is not in the policy", err)
         self.assertIn("HTTP 403", err)
+        # fetch: a wrong request is refused (3), "not now" is 5.
+        for status, code, expected in ((400, "evidence_invalid", 3),
+                                       (429, "rate_limited", 5),
+                                       (503, "database_unavailable", 5),
+                                       (403, "nonce_unknown", 5)):
+            self.service.refuse = (status, code, "no")
+            rc, _out, err = self._run()
+            self.assertEqual(expected, rc, (code, err))
+            self.assertIn(code, err)
 
     def test_wrong_report_data_refused_by_service(self) -> None:
         # A report bound to other data is refused: the binding is checked.
@@ -531,6 +540,12 @@ class TestRenew(_Base):
             self.assertIn("is kept", err)
             self.assertTrue(os.path.exists(self.key_file), code)
             self.assertFalse(os.path.exists(self.marker))
+        # A request the service found wrong (a 400) is no verdict either:
+        # kept, exit 1 (not 3, which for renew means the key is gone).
+        self.service.refuse = (400, "evidence_invalid", "bad evidence")
+        rc, err = self._main("renew", *self._on_failure())
+        self.assertEqual(tee_guest.EXIT_ERROR, rc, err)
+        self.assertTrue(os.path.exists(self.key_file))
         # Once the lease has ended, any failure drops the key: exit 3,
         # the key is gone.
         self.now += 1
