@@ -952,9 +952,10 @@ class Store:
                         not set(removed) & set(current)):
                     return True
             now = utcnow()
-            # The compare-and-swap of every old row first: a concurrent
+            # The compare-and-swap of every old row first, in the order of
+            # ``new`` (as before records could change keys): a concurrent
             # writer's change fails it before anything is added.
-            for key in sorted(set(old) & set(new)) + removed:
+            for key in [k for k in new if k in old] + removed:
                 where = ((_STORE_META.c.secret_id == secret_id)
                          & (_STORE_META.c.key == key)
                          & (_STORE_META.c.value == old[key])
