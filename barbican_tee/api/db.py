@@ -182,6 +182,8 @@ _STORE_META = sa.Table(
 RECORD_KEY_PREFIX = "tee_"
 # The same table with every column Barbican's model has (barbican.model.
 # models.SecretStoreMetadatum): to add and soft-delete rows as it does.
+# Barbican's table, made and migrated by barbican-manage: a description
+# of its columns for our statements, no schema of ours (no migration).
 _STORE_META_ROWS = sa.Table(
     "secret_store_metadata", sa.MetaData(),
     sa.Column("id", sa.String(36)), sa.Column("created_at", sa.DateTime),
