@@ -25,6 +25,11 @@ in Python: a case-swapped id finds nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Mapping
+from collections.abc import Sequence
+import contextlib
+import contextvars
 import dataclasses
 import datetime
 import functools
@@ -278,6 +283,72 @@ def _retry(func: _F) -> _F:
     return wrapped
 
 
+@dataclasses.dataclass(frozen=True)
+class Read:
+    """A read-only query another step of a release runs, run earlier.
+
+    The release's admission (:meth:`Store.admit_release`) runs the reads
+    the filter expects the verification to make (the platform floor and
+    the CRLs of the product the report names) on its own connection,
+    right after its transaction committed, so that they cost no
+    connection of their own. The step that needs them asks
+    :func:`prefetched` with the very statement and parameters it would
+    run: a read the admission did not make (another product, another
+    engine, or one that failed) is made as before. A prefetched answer
+    is what the same query said a few milliseconds earlier and serves
+    one request, once.
+    """
+
+    engine: sa.Engine
+    statement: sa.Select[Any]
+    params: tuple[tuple[str, Any], ...]
+
+    @classmethod
+    def of(cls, engine: sa.Engine, statement: sa.Select[Any],
+           params: Mapping[str, Any]) -> Read:
+        return cls(engine, statement, tuple(sorted(params.items())))
+
+    @property
+    def key(self) -> tuple[int, int, tuple[tuple[str, Any], ...]]:
+        # Identity, not equality: SQLAlchemy's ``==`` builds an
+        # expression. The Read (and so the statement) stays referenced
+        # while its answer is held, so no other object can take its id.
+        return (id(self.engine), id(self.statement), self.params)
+
+
+# This request's prefetched answers (contextvars: a greenlet or thread of
+# its own per request under gevent or threads alike).
+_PREFETCHED: contextvars.ContextVar[
+    dict[tuple[Any, ...], tuple[Read, Sequence[Any]]] | None] = (
+        contextvars.ContextVar("openstack_tee_prefetched", default=None))
+
+
+def prefetched(engine: sa.Engine, statement: sa.Select[Any],
+               params: Mapping[str, Any]) -> Sequence[Any] | None:
+    """Rows the admission read for exactly this query, or None.
+
+    Each answer is handed out once: a second identical read in the same
+    request goes to the database.
+    """
+    held = _PREFETCHED.get()
+    if not held:
+        return None
+    found = held.pop(Read.of(engine, statement, params).key, None)
+    return None if found is None else found[1]
+
+
+@contextlib.contextmanager
+def using_prefetched(answers: Mapping[tuple[Any, ...],
+                                      tuple[Read, Sequence[Any]]]
+                     ) -> Iterator[None]:
+    """Serve ``answers`` (an :class:`Admission`'s) to :func:`prefetched`."""
+    token = _PREFETCHED.set(dict(answers))
+    try:
+        yield
+    finally:
+        _PREFETCHED.reset(token)
+
+
 def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
 
@@ -327,7 +398,10 @@ def make_engine(url: str, conf: cfg.ConfigOpts | None = None, *,
         current = options.get("connection_parameters")
         options["connection_parameters"] = "&".join(
             ([current] if current else []) + extras)
-    engine: sa.Engine = engines.create_engine(url, **options)
+    # No thread_checkin: oslo.db's sleep(0) at every check-in is for
+    # eventlet's fairness; a request here yields on its own I/O.
+    engine: sa.Engine = engines.create_engine(url, thread_checkin=False,
+                                              **options)
     if is_sqlite:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     if pooled:
@@ -505,6 +579,27 @@ def _binding_mac_input(row: dict[str, Any]) -> bytes:
 PRUNE_INTERVAL = 60
 
 
+def _read_ahead(conn: sa.Connection, reads: tuple[Read, ...]
+                ) -> dict[tuple[Any, ...], tuple[Read, Sequence[Any]]]:
+    """The answers of ``reads`` on ``conn``; none if any of them fails.
+
+    A read that fails here (a table gone, the connection dropped) is made
+    again by the step that needs it, which answers with its own error
+    code, as it would have without reading ahead.
+    """
+    if not reads:
+        return {}
+    try:
+        with conn.begin():
+            return {read.key: (read, conn.execute(
+                read.statement, dict(read.params)).mappings().all())
+                for read in reads}
+    except (sa.exc.SQLAlchemyError, db_exc.DBError) as exc:
+        LOG.debug("openstack-tee: reading ahead failed (%s); each read "
+                  "is made when needed", type(exc).__name__)
+        return {}
+
+
 @dataclasses.dataclass(frozen=True)
 class Admission:
     """What :meth:`Store.admit_release` found, in one transaction."""
@@ -518,6 +613,10 @@ class Admission:
     # (id, row or None) of the policy its ``tee_policy`` index names, if
     # it names one: a hint, checked against the authenticated record.
     policy: tuple[str, dict[str, Any] | None] | None = None
+    # The answers of the reads asked for (:class:`Read`), for
+    # :func:`using_prefetched`.
+    reads: Mapping[tuple[Any, ...], tuple[Read, Sequence[Any]]] = (
+        dataclasses.field(default_factory=dict))
 
 
 class Store:
@@ -701,7 +800,8 @@ class Store:
     def admit_release(self, bucket: str, window: int, limit: int,
                       secret_id: str, digest: str | None = None,
                       expires_at: int = 0,
-                      prune_before: int | None = None) -> Admission:
+                      prune_before: int | None = None,
+                      reads: tuple[Read, ...] = ()) -> Admission:
         """A release's database work before verification, in one transaction.
 
         Counts one request in the client's ``bucket`` (as :meth:`hit`);
@@ -712,17 +812,23 @@ class Store:
         (``ON CONFLICT DO NOTHING`` / ``INSERT IGNORE``; of concurrent
         releases of one nonce, in any worker, exactly one inserts it);
         only then reads the secret's store metadata and the policy row its
-        index names. The count commits with the spend: a refused nonce is
-        counted too. A deadlock or a dropped connection runs the whole
-        transaction again (:func:`_retry`); if the first attempt committed
-        after all, the retry finds the nonce spent and refuses.
+        index names. Once that committed, runs ``reads`` (:class:`Read`:
+        queries of this engine that the verification would run; those of
+        another engine are left to it) on the same connection, in a
+        read-only transaction of their own. The count commits with the
+        spend: a refused nonce is counted too. A deadlock or a dropped
+        connection runs the whole transaction again (:func:`_retry`); if
+        the first attempt committed after all, the retry finds the nonce
+        spent and refuses.
 
         The rate counts' and the spent nonces' pruning run afterwards in
         transactions of their own (the nonces' at most every
         ``PRUNE_INTERVAL`` seconds per process), never failing the request.
         """
         admission = self._admit(bucket, window, limit, secret_id, digest,
-                                expires_at)
+                                expires_at, tuple(
+                                    r for r in reads
+                                    if r.engine is self.engine))
         if admission.count == 1:
             self._housekeeping(RATES.delete().where(
                 (RATES.c.bucket == bucket) & (RATES.c.window < window)))
@@ -737,31 +843,38 @@ class Store:
 
     @_retry
     def _admit(self, bucket: str, window: int, limit: int, secret_id: str,
-               digest: str | None, expires_at: int) -> Admission:
-        with self.engine.begin() as conn:
-            dialect = conn.dialect.name
-            upsert, returns = _hit_statement(dialect)
-            params = {"b": bucket, "w": window}
-            result = conn.execute(upsert, params)
-            count = int(result.scalar_one() if returns else
-                        conn.execute(_HIT_COUNT, params).scalar_one())
-            if count > limit or digest is None:
-                return Admission(count)
-            result = conn.execute(_spend_once_statement(dialect),
-                                  {"digest": digest,
-                                   "expires_at": expires_at})
-            if result.rowcount != 1:
-                return Admission(count)
-            rows = conn.execute(_STORE_META_OF, {"s": secret_id}).all()
-            meta = {str(k): str(v) for s, k, v in rows if s == secret_id}
-            policy_id = meta.get("tee_policy")
-            policy = None
-            if policy_id is not None and _UUID_TEXT.fullmatch(policy_id):
-                found = conn.execute(_POLICY_BY_ID,
-                                     {"p": policy_id}).mappings().all()
-                policy = (policy_id, next(
-                    (dict(r) for r in found if r["id"] == policy_id), None))
-        return Admission(count, True, meta, policy)
+               digest: str | None, expires_at: int,
+               reads: tuple[Read, ...]) -> Admission:
+        with self.engine.connect() as conn:
+            with conn.begin():
+                dialect = conn.dialect.name
+                upsert, returns = _hit_statement(dialect)
+                params = {"b": bucket, "w": window}
+                result = conn.execute(upsert, params)
+                count = int(result.scalar_one() if returns else
+                            conn.execute(_HIT_COUNT, params).scalar_one())
+                if count > limit or digest is None:
+                    return Admission(count)
+                result = conn.execute(_spend_once_statement(dialect),
+                                      {"digest": digest,
+                                       "expires_at": expires_at})
+                if result.rowcount != 1:
+                    return Admission(count)
+                rows = conn.execute(_STORE_META_OF, {"s": secret_id}).all()
+                meta = {str(k): str(v) for s, k, v in rows
+                        if s == secret_id}
+                policy_id = meta.get("tee_policy")
+                policy = None
+                if policy_id is not None and _UUID_TEXT.fullmatch(policy_id):
+                    found = conn.execute(_POLICY_BY_ID,
+                                         {"p": policy_id}).mappings().all()
+                    policy = (policy_id, next(
+                        (dict(r) for r in found if r["id"] == policy_id),
+                        None))
+            # Committed: the reads ahead run on the same connection, in a
+            # transaction of their own that can only fail itself.
+            answers = _read_ahead(conn, reads)
+        return Admission(count, True, meta, policy, answers)
 
     def _housekeeping(self, statement: sa.Executable) -> None:
         """Run a pruning ``DELETE``; retried, and never the request's fail.

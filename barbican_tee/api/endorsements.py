@@ -497,16 +497,28 @@ class EndorsementStore:
         self.engine = engine
         self.keyring = keyring
 
+    @staticmethod
+    def _query(kinds: tuple[str, ...], lookups: list[str], limit: int
+               ) -> tuple[sa.Select[Any], dict[str, Any]]:
+        params: dict[str, Any] = {"n": limit}
+        params.update((f"k{i}", k) for i, k in enumerate(kinds))
+        params.update((f"l{i}", x) for i, x in enumerate(lookups))
+        return _select_statement(len(kinds), len(lookups)), params
+
+    def crl_read(self, product: str) -> db.Read:
+        """The query :meth:`crls` makes, for a release's admission to run."""
+        return db.Read.of(self.engine,
+                          *self._query(("crl",), [product], _LOOKUP_LIMIT))
+
     @db._retry  # noqa: SLF001 - the suite's own retry policy
     def _select(self, kind: str | tuple[str, ...], lookups: list[str],
                 limit: int = _LOOKUP_LIMIT) -> list[dict[str, Any]]:
         kinds = (kind,) if isinstance(kind, str) else kind
-        params: dict[str, Any] = {"n": limit}
-        params.update((f"k{i}", k) for i, k in enumerate(kinds))
-        params.update((f"l{i}", x) for i, x in enumerate(lookups))
-        query = _select_statement(len(kinds), len(lookups))
-        with self.engine.connect() as conn:
-            rows = conn.execute(query, params).mappings().all()
+        query, params = self._query(kinds, lookups, limit)
+        rows = db.prefetched(self.engine, query, params)
+        if rows is None:
+            with self.engine.connect() as conn:
+                rows = conn.execute(query, params).mappings().all()
         exact = [dict(r) for r in rows
                  if r["kind"] in kinds and r["lookup"] in lookups]
         if len(exact) != len(rows):

@@ -1093,7 +1093,9 @@ class TEEAPIFilter:
             admission = self.store.admit_release(
                 f"client:{client}", now // 60,
                 self.conf.tee_api.release_rate_per_client, secret_id,
-                digest, expires, now - nonce_mod.PRUNE_GRACE)
+                digest, expires, now - nonce_mod.PRUNE_GRACE,
+                reads=self._release_reads(evidence) if refused is None
+                else ())
         except Exception as exc:
             if not db.unavailable(exc):
                 raise
@@ -1120,8 +1122,9 @@ class TEEAPIFilter:
             assert nonce is not None and public is not None and (
                 isinstance(evidence, dict))
             try:
-                answer, policy_id = self._release(
-                    nonce, public, secret_id, evidence, admission)
+                with db.using_prefetched(admission.reads):
+                    answer, policy_id = self._release(
+                        nonce, public, secret_id, evidence, admission)
             except Exception as exc:
                 if isinstance(exc, APIError) or not db.unavailable(exc):
                     raise
@@ -1133,6 +1136,38 @@ class TEEAPIFilter:
         self._audit(True, dict(audit, codes=[], policy_id=policy_id,
                                **lease))
         return 200, answer
+
+    def _release_reads(self, evidence: Any) -> tuple[db.Read, ...]:
+        """The reads the verification of ``evidence`` will make, by its word.
+
+        For an SNP report naming its product (CPUID fields, report
+        version 3 on): that product's platform floor, and its cached CRLs
+        when the database is an endorsement source. The admission runs
+        them in its transaction (:class:`db.Read`); the verification still
+        asks for what the verified report says, and a read made here for
+        another product is left unused. Only a hint: nothing here is
+        trusted, and malformed evidence just gets no reads.
+        """
+        if not isinstance(evidence, dict) or (
+                evidence.get("format") != "amd-sev-snp-report"):
+            return ()
+        report = evidence.get("report")
+        if not isinstance(report, str) or len(report) > 2 * snp.REPORT_SIZE:
+            return ()
+        try:
+            product = snp.product_hint(base64.b64decode(report,
+                                                        validate=True))
+        except ValueError:
+            return ()
+        if product is None:
+            return ()
+        name = product.name.lower()
+        if name not in floors.SNP_PRODUCTS:
+            return ()
+        reads = [self.floor_store.read(name)]
+        if "database" in self.conf.tee_attestation.endorsement_sources:
+            reads.append(self.endorsement_store.crl_read(name))
+        return tuple(reads)
 
     def _release_input(self, body: dict[str, Any], evidence: Any
                        ) -> tuple[str, release_jwe.Recipient]:

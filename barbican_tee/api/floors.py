@@ -284,10 +284,17 @@ class FloorStore:
             self._seen = _SEEN.setdefault(engine, {})
         self._seen_lock = _SEEN_LOCK
 
+    def read(self, product: str) -> db.Read:
+        """The query :meth:`get` makes, for a release's admission to run."""
+        return db.Read.of(self.engine, _FLOOR_OF, {"p": product})
+
     @db._retry  # noqa: SLF001 - the suite's own retry policy
     def _row(self, product: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
-            rows = conn.execute(_FLOOR_OF, {"p": product}).mappings().all()
+        rows = db.prefetched(self.engine, _FLOOR_OF, {"p": product})
+        if rows is None:
+            with self.engine.connect() as conn:
+                rows = conn.execute(_FLOOR_OF,
+                                    {"p": product}).mappings().all()
         for row in rows:
             if row["product"] == product:
                 return dict(row)

@@ -254,6 +254,21 @@ class AttestationReport:
         return TcbVersion.decode(raw, product)
 
 
+def product_hint(data: bytes) -> Product | None:
+    """The product a raw report's CPUID fields name, unverified.
+
+    Version 3 reports on carry CPUID_FAM_ID and CPUID_MOD_ID (offsets
+    0x188, 0x189); None for anything else. Only a hint (to read ahead what
+    the report's verification will need): nothing is checked here.
+    """
+    if len(data) != REPORT_SIZE:
+        return None
+    version = int.from_bytes(data[:4], "little")
+    if not max(3, MIN_VERSION) <= version <= MAX_VERSION:
+        return None
+    return product_from_cpuid(data[0x188], data[0x189])
+
+
 _LAYOUT = struct.Struct(
     "<IIQ16s16sIIQQII64s48s32s48s48s32s32sQBBB21s64sQBBBxBBBxQQQ152x72s72s")
 # Offsets follow the ABI table; the signature (r, s) starts at 0x2A0.

@@ -32,11 +32,19 @@ class KeyringError(Exception):
 class Key:
     kid: str
     material: bytes = dataclasses.field(repr=False)
+    # Derived keys by purpose, derived once (HKDF is deterministic; the
+    # purposes are the suite's own few labels). Kept with the KEK itself.
+    _derived: dict[str, bytes] = dataclasses.field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def derive(self, purpose: str) -> bytes:
-        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                    info=f"openstack-tee:{purpose}:v1".encode()
-                    ).derive(self.material)
+        found = self._derived.get(purpose)
+        if found is None:
+            found = self._derived[purpose] = HKDF(
+                algorithm=hashes.SHA256(), length=32, salt=None,
+                info=f"openstack-tee:{purpose}:v1".encode()
+            ).derive(self.material)
+        return found
 
 
 def key_id(material: bytes) -> str:

@@ -56,12 +56,18 @@ class FloorTest(test_release._ServerTestBase):  # noqa: SLF001
         self.assertEqual(CONFIG_MILAN, view["config"])
         self.assertEqual("u-" + OWNER[:8], view["updated_by"])
         self._refused("tcb_below_floor", secret_id)
+        # A report without CPUID fields (version 2) names no product
+        # before it is verified: its floor is not read ahead with the
+        # admission (as a version 3 report's is) but when verified.
+        self._refused("tcb_below_floor", secret_id, version=2)
         log = self._log()
         self.assertIn("tee.floor.updated product=milan", log)
         self.assertIn('"event_type": "tee.floor.updated"', log)
         # Lowered back: the same guest is released again.
         self.assertEqual(200, self._set("milan", CONFIG_MILAN).status_code)
         self._released(secret_id)
+        resp, _ = self._attempt(secret_id, version=2)
+        self.assertEqual(200, resp.status_code, resp.text)
 
     def test_api_floor_below_config_keeps_the_config(self) -> None:
         resp = self._set("milan", MILAN_ZERO)

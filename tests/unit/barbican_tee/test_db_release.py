@@ -139,6 +139,92 @@ class AdmitReleaseTest(base.TestCase):
         self.assertEqual(3, self._spent())
 
 
+class PrefetchTest(AdmitReleaseTest):
+    """Reads run in the admission's transaction (db.Read)."""
+
+    def _read(self, policy_id: str = POLICY,
+              engine: sa.Engine | None = None) -> db.Read:
+        return db.Read.of(engine or self.store.engine, _POLICY_ROW,
+                          {"p": policy_id})
+
+    def test_reads_run_in_the_admission_and_serve_once(self) -> None:
+        self.store.create_policy(POLICY, "project", {"tee": "amd-sev-snp"})
+        self._meta({"tee_policy": POLICY})
+        read = self._read()
+        other = self._read("00000000-0000-4000-8000-000000000000")
+        admission = self.store.admit_release(
+            "client:a", 1, 10, SECRET, "d" * 64, 100, reads=(read, other))
+        self.assertTrue(admission.spent)
+        with self.store.engine.connect() as conn:
+            expected = conn.execute(_POLICY_ROW,
+                                    {"p": POLICY}).mappings().all()
+        self.assertEqual(1, len(expected))
+        with db.using_prefetched(admission.reads):
+            self.assertEqual(expected, db.prefetched(
+                self.store.engine, _POLICY_ROW, {"p": POLICY}))
+            # Once: the same read again goes to the database.
+            self.assertIsNone(db.prefetched(self.store.engine, _POLICY_ROW,
+                                            {"p": POLICY}))
+            # A query with no row has its (empty) answer too.
+            self.assertEqual([], db.prefetched(
+                self.store.engine, _POLICY_ROW,
+                {"p": "00000000-0000-4000-8000-000000000000"}))
+        # Outside the request: nothing.
+        self.assertIsNone(db.prefetched(self.store.engine, _POLICY_ROW,
+                                        {"p": POLICY}))
+
+    def test_nothing_read_for_a_refusal_or_another_engine(self) -> None:
+        self.store.create_policy(POLICY, "project", {"tee": "amd-sev-snp"})
+        self._meta({"tee_policy": POLICY})
+        url, conf = test_process_engine.scratch_sqlite(self)
+        elsewhere = db.make_engine(url, conf)
+        self.addCleanup(elsewhere.dispose)
+        admission = self.store.admit_release(
+            "client:a", 1, 10, SECRET, "d" * 64, 100,
+            reads=(self._read(engine=elsewhere),))
+        self.assertTrue(admission.spent)
+        self.assertEqual({}, dict(admission.reads))
+        # The same nonce again (not spent), no nonce, over the limit.
+        for args in (("d" * 64, 100), (None, 0)):
+            self.assertEqual({}, dict(self.store.admit_release(
+                "client:a", 1, 10, SECRET, *args,
+                reads=(self._read(),)).reads))
+        self.assertEqual({}, dict(self.store.admit_release(
+            "client:a", 1, 1, SECRET, "e" * 64, 100,
+            reads=(self._read(),)).reads))
+
+    def test_a_failing_read_ahead_costs_the_admission_nothing(self) -> None:
+        self.store.create_policy(POLICY, "project", {"tee": "amd-sev-snp"})
+        self._meta({"tee_policy": POLICY})
+        gone = sa.Table("tee_no_such_table", sa.MetaData(),
+                        sa.Column("id", sa.String(36)))
+        broken = db.Read.of(self.store.engine, gone.select().where(
+            gone.c.id == sa.bindparam("p")), {"p": POLICY})
+        admission = self.store.admit_release(
+            "client:a", 1, 10, SECRET, "d" * 64, 100,
+            reads=(self._read(), broken))
+        # Spent and committed, the record read; no answer kept (each read
+        # is made again when needed, with its own error).
+        self.assertTrue(admission.spent)
+        self.assertEqual({"tee_policy": POLICY}, admission.meta)
+        self.assertEqual({}, dict(admission.reads))
+        self.assertEqual(1, self._spent())
+        self.assertFalse(self.store.admit_release(
+            "client:a", 1, 10, SECRET, "d" * 64, 100).spent)
+
+    def test_answers_end_with_the_request_even_on_error(self) -> None:
+        read = self._read()
+        with self.assertRaises(RuntimeError):
+            with db.using_prefetched({read.key: (read, [])}):
+                raise RuntimeError("the release failed")
+        self.assertIsNone(db.prefetched(self.store.engine, _POLICY_ROW,
+                                        {"p": POLICY}))
+
+
+_POLICY_ROW = db.POLICIES.select().where(
+    db.POLICIES.c.id == sa.bindparam("p"))
+
+
 class LightBeginTest(base.TestCase):
     """The request path's sqlite engine emits BEGIN itself (not oslo.db)."""
 

@@ -46,8 +46,8 @@ class EffectiveTest(base.TestCase):
                                                                 None)))
 
 
-class TdxCheckTest(base.TestCase):
-    """check_tdx against a stored floor (no TDX model signs quotes)."""
+class _TdxStore(base.TestCase):
+    """A floor store on a scratch database, and check_tdx against it."""
 
     def setUp(self) -> None:
         super().setUp()
@@ -69,6 +69,10 @@ class TdxCheckTest(base.TestCase):
             return exc.code
         return None
 
+
+class TdxCheckTest(_TdxStore):
+    """check_tdx against a stored floor (no TDX model signs quotes)."""
+
     def test_statuses_and_svn(self) -> None:
         # No floor anywhere: the policy alone decides.
         self.assertIsNone(self._code("OutOfDate", bytes(16)))
@@ -78,7 +82,10 @@ class TdxCheckTest(base.TestCase):
                          self._code("SWHardeningNeeded", SVN_3))
         self.assertEqual("tcb_below_floor",
                          self._code("UpToDate", bytes([2] + [9] * 15)))
-        # The config's floor narrows the statuses further.
+        # The config's floor narrows the statuses further. (The option
+        # group is shared by every ConfigOpts that registers it: cleared.)
+        self.addCleanup(self.conf.clear_override, "tcb_floor_tdx_statuses",
+                        "tee_attestation")
         self.conf.set_override("tcb_floor_tdx_statuses",
                                ["SWHardeningNeeded"], "tee_attestation")
         self.assertEqual("tcb_below_floor", self._code("UpToDate", SVN_3))
@@ -161,3 +168,46 @@ class TdxCheckTest(base.TestCase):
         with self.store.engine.begin() as conn:
             conn.execute(db.FLOORS.delete())
             conn.execute(db.FLOORS.insert().values(**row))
+
+
+class PrefetchedFloorTest(_TdxStore):
+    """A floor row read ahead by the release's admission (db.Read)."""
+
+    def _prefetched(self, rows: list) -> object:
+        read = self.store.read("tdx")
+        return db.using_prefetched({read.key: (read, rows)})
+
+    def test_the_prefetched_row_is_checked_like_a_read_one(self) -> None:
+        self.store.put("tdx", floors.TdxFloor(("UpToDate",), SVN_3), "adm")
+        with self.store.engine.connect() as conn:
+            row = dict(conn.execute(db.FLOORS.select()).mappings().one())
+        # Served from the admission's answer: the database is not asked.
+        with self.store.engine.begin() as conn:
+            conn.execute(db.FLOORS.delete())
+        with self._prefetched([row]):
+            self.assertEqual("tcb_below_floor",
+                             self._code("UpToDate", bytes(16)))
+        # A forged row served so fails closed as one read would.
+        forged = dict(row, document='{"tcb_statuses": ["OutOfDate"], '
+                                    '"min_tee_tcb_svn": null}')
+        with self._prefetched([forged]):
+            self.assertEqual("tcb_floor_tampered",
+                             self._code("OutOfDate", bytes(16)))
+
+    def test_an_answer_serves_once_and_only_its_query(self) -> None:
+        self.store.put("tdx", floors.TdxFloor(("UpToDate",), SVN_3), "adm")
+        self.assertIsNone(self._code("UpToDate", SVN_3))
+        with self._prefetched([]):
+            # No row (as the admission saw it) for the first read only;
+            # this process has read the row written above: a row gone is
+            # tampering, never "no floor".
+            self.assertEqual("tcb_floor_tampered",
+                             self._code("UpToDate", SVN_3))
+            # The second read goes to the database, which has the row.
+            self.assertIsNone(self._code("UpToDate", SVN_3))
+            self.assertEqual("tcb_below_floor",
+                             self._code("UpToDate", bytes(16)))
+        # Another product's answer is not this one's.
+        milan = self.store.read("milan")
+        with db.using_prefetched({milan.key: (milan, [])}):
+            self.assertIsNone(self._code("UpToDate", SVN_3))

@@ -448,6 +448,41 @@ class ModelReportsTest(base.TestCase):
                                                       self.sp.vcek_der)
 
 
+class ProductHintTest(base.TestCase):
+    """snp.product_hint: the CPUID fields of a raw report, unparsed."""
+
+    def test_real_reports(self) -> None:
+        for name, (rep, *_rest, expect) in REAL.items():
+            # Some are hex text (as virtee ships them): the raw bytes.
+            raw = snp.load_report(base.read_fixture(*rep)).raw
+            want = (snp.Product[expect["product"].upper()]
+                    if expect["version"] >= 3 else None)
+            self.assertIs(want, snp.product_hint(raw), name)
+            self.assertIs(snp.parse_report(raw).product_from_cpuid,
+                          snp.product_hint(raw), name)
+
+    def test_model_reports_and_what_is_not_a_report(self) -> None:
+        for product in ("Milan", "Genoa", "Turin"):
+            sp = sp_model.SecureProcessor(product=product, label="hint")
+            self.assertIs(snp.Product[product.upper()],
+                          snp.product_hint(sp.report()))
+            self.assertIsNone(snp.product_hint(sp.report(version=2)))
+            raw = sp.report()
+            self.assertIsNone(snp.product_hint(raw[:-1]))
+            self.assertIsNone(snp.product_hint(raw + b"\x00"))
+            self.assertIsNone(snp.product_hint(
+                (snp.MAX_VERSION + 1).to_bytes(4, "little") + raw[4:]))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(min_size=snp.REPORT_SIZE, max_size=snp.REPORT_SIZE))
+    def test_agrees_with_the_parser(self, data: bytes) -> None:
+        try:
+            parsed = snp.parse_report(data).product_from_cpuid
+        except errors.AttestationError:
+            return
+        self.assertIs(parsed, snp.product_hint(data))
+
+
 class ParserPropertiesTest(base.TestCase):
     """Random input: only our exceptions may come out of the parsers."""
 
