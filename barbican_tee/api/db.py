@@ -602,7 +602,8 @@ def _read_ahead(conn: sa.Connection, reads: tuple[Read, ...]
 
 @dataclasses.dataclass(frozen=True)
 class Admission:
-    """What :meth:`Store.admit_release` found, in one transaction."""
+    """What :meth:`Store.admit_release` found (its reads ahead apart, in
+    one transaction)."""
 
     # The client's count in this window (over its limit: refuse, 429).
     count: int

@@ -1143,10 +1143,10 @@ class TEEAPIFilter:
         For an SNP report naming its product (CPUID fields, report
         version 3 on): that product's platform floor, and its cached CRLs
         when the database is an endorsement source. The admission runs
-        them in its transaction (:class:`db.Read`); the verification still
-        asks for what the verified report says, and a read made here for
-        another product is left unused. Only a hint: nothing here is
-        trusted, and malformed evidence just gets no reads.
+        them on its connection once it committed (:class:`db.Read`); the
+        verification still asks for what the verified report says, and a
+        read made here for another product is left unused. Only a hint:
+        nothing here is trusted, and malformed evidence gets no reads.
         """
         if not isinstance(evidence, dict) or (
                 evidence.get("format") != "amd-sev-snp-report"):
