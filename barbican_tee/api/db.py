@@ -602,8 +602,10 @@ def _read_ahead(conn: sa.Connection, reads: tuple[Read, ...]
 
 @dataclasses.dataclass(frozen=True)
 class Admission:
-    """What :meth:`Store.admit_release` found (its reads ahead apart, in
-    one transaction)."""
+    """What :meth:`Store.admit_release` found, in one transaction.
+
+    Its reads ahead (``reads``) apart: they run after it committed.
+    """
 
     # The client's count in this window (over its limit: refuse, 429).
     count: int
