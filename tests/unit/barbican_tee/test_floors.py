@@ -46,8 +46,8 @@ class EffectiveTest(base.TestCase):
                                                                 None)))
 
 
-class _TdxStore(base.TestCase):
-    """A floor store on a scratch database, and check_tdx against it."""
+class ScratchFloorStore(base.TestCase):
+    """A floor store on a scratch database (migrated), and its config."""
 
     def setUp(self) -> None:
         super().setUp()
@@ -70,7 +70,7 @@ class _TdxStore(base.TestCase):
         return None
 
 
-class TdxCheckTest(_TdxStore):
+class TdxCheckTest(ScratchFloorStore):
     """check_tdx against a stored floor (no TDX model signs quotes)."""
 
     def test_statuses_and_svn(self) -> None:
@@ -170,7 +170,7 @@ class TdxCheckTest(_TdxStore):
             conn.execute(db.FLOORS.insert().values(**row))
 
 
-class PrefetchedFloorTest(_TdxStore):
+class PrefetchedFloorTest(ScratchFloorStore):
     """A floor row read ahead by the release's admission (db.Read)."""
 
     def _prefetched(self, rows: list) -> object:

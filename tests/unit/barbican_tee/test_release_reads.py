@@ -9,41 +9,24 @@ tests/functional/barbican/test_floors.py.
 from __future__ import annotations
 
 import base64
-import shutil
-import tempfile
 from typing import Any
 
-from oslo_config import cfg
-
-from barbican_tee.api import db
 from barbican_tee.api import endorsements
-from barbican_tee.api import floors
-from barbican_tee import conf as tee_conf
-from barbican_tee.plugin import keyring
 from openstack_tee_demo.sp_model import snp as sp_model
-from tests import base
-from tests.unit.barbican_tee import test_sealed
+from tests.unit.barbican_tee import test_floors
 
 
-class ReleaseReadsTest(base.TestCase):
+class ReleaseReadsTest(test_floors.ScratchFloorStore):
 
     def setUp(self) -> None:
         super().setUp()
         from barbican_tee.api import filter as filter_mod
-        tmp = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, tmp)
-        ring = keyring.Keyring.from_files(test_sealed._kek(tmp, "k"), [])
-        engine = db.make_engine(f"sqlite:///{tmp}/t.sqlite")
-        self.addCleanup(engine.dispose)
-        self.conf = cfg.ConfigOpts()
-        tee_conf.register_opts(self.conf)
-        self.conf([])
         tee = object.__new__(filter_mod.TEEAPIFilter)
         # What the filter's cached properties would build.
         tee.__dict__.update(
-            conf=self.conf,
-            floor_store=floors.FloorStore(engine, ring),
-            endorsement_store=endorsements.EndorsementStore(engine, ring))
+            conf=self.conf, floor_store=self.store,
+            endorsement_store=endorsements.EndorsementStore(
+                self.store.engine, self.store.keyring))
         self.tee = tee
         self.sp = {p: sp_model.SecureProcessor(product=p, label="reads")
                    for p in ("Milan", "Genoa")}
