@@ -41,6 +41,7 @@ import re
 import threading
 import time
 from typing import Any
+from typing import cast
 from typing import TypeVar
 import uuid
 
@@ -583,18 +584,27 @@ def _read_ahead(conn: sa.Connection, reads: tuple[Read, ...]
                 ) -> dict[tuple[Any, ...], tuple[Read, Sequence[Any]]]:
     """The answers of ``reads`` on ``conn``; none if any of them fails.
 
-    A read that fails here (a table gone, the connection dropped) is made
-    again by the step that needs it, which answers with its own error
-    code, as it would have without reading ahead.
+    In a read-only transaction of their own, on the driver's cursor
+    (:func:`_driver_transaction`), each row as SQLAlchemy's ``mappings``
+    would give it. A read that fails here (a table gone, the connection
+    dropped, a statement not for the driver path) is made again by the
+    step that needs it, which answers with its own error code, as it
+    would have without reading ahead.
     """
     if not reads:
         return {}
-    try:
-        with conn.begin():
-            return {read.key: (read, conn.execute(
-                read.statement, dict(read.params)).mappings().all())
+    dialect = conn.dialect
+
+    def read_all(execute: _Execute) -> dict[tuple[Any, ...],
+                                            tuple[Read, Sequence[Any]]]:
+        return {read.key: (read, _driver_statement(
+            dialect, read.statement).rows(execute(read.statement,
+                                                  dict(read.params))))
                 for read in reads}
-    except (sa.exc.SQLAlchemyError, db_exc.DBError) as exc:
+
+    try:
+        return _driver_transaction(conn, read_all)
+    except (sa.exc.SQLAlchemyError, db_exc.DBError, NotForDriver) as exc:
         LOG.debug("openstack-tee: reading ahead failed (%s); each read "
                   "is made when needed", type(exc).__name__)
         return {}
@@ -620,6 +630,182 @@ class Admission:
     # :func:`using_prefetched`.
     reads: Mapping[tuple[Any, ...], tuple[Read, Sequence[Any]]] = (
         dataclasses.field(default_factory=dict))
+
+
+# -- the driver path of the release's hot statements ------------------------
+
+_T = TypeVar("_T")
+
+
+@dataclasses.dataclass(frozen=True)
+class _DriverStatement:
+    """A statement as its dialect's driver runs it: SQL text and parameters.
+
+    Compiled by SQLAlchemy once per dialect (:func:`_driver_statement`).
+    """
+
+    sql: str
+    # Positional drivers (sqlite's ``?``, PyMySQL's ``%s``): the names of
+    # the parameters in the order the text takes them; None for named.
+    order: tuple[str, ...] | None
+    # The values the statement itself holds (``count = count + 1``).
+    fixed: Mapping[str, Any]
+    # Holds the statement: its id keys the cache.
+    statement: sa.Executable
+    # A SELECT's columns: (name, SQLAlchemy's conversion of the driver's
+    # value or None), in order (:meth:`rows`).
+    columns: tuple[tuple[str, Callable[[Any], Any] | None], ...] = ()
+
+    def rows(self, cursor: Any) -> list[dict[str, Any]]:
+        """The cursor's rows as SQLAlchemy would give them (``mappings``).
+
+        Each value converted as the column's type converts it for this
+        dialect (sqlite's text datetimes and integer booleans, say).
+        """
+        columns = self.columns
+        return [{name: value if convert is None else convert(value)
+                 for (name, convert), value in zip(columns, row,
+                                                   strict=True)}
+                for row in cursor.fetchall()]
+
+    def params(self, values: Mapping[str, Any]
+               ) -> tuple[Any, ...] | dict[str, Any]:
+        merged = {**self.fixed, **values}
+        if self.order is None:
+            return merged
+        return tuple(merged[name] for name in self.order)
+
+
+class NotForDriver(TypeError):
+    """A statement whose parameters need SQLAlchemy's conversion."""
+
+
+_DRIVER_STATEMENTS: dict[tuple[int, int], _DriverStatement] = {}
+_DRIVER_LOCK = threading.Lock()
+
+
+def _driver_statement(dialect: sa.Dialect, statement: sa.Executable
+                      ) -> _DriverStatement:
+    """``statement`` compiled for ``dialect``'s driver, once.
+
+    Only statements whose parameters the driver takes as they are (no
+    SQLAlchemy bind processing: strings and integers on sqlite, PyMySQL
+    and psycopg2) qualify; any other is :class:`NotForDriver`. A SELECT's
+    values are converted as SQLAlchemy converts them
+    (:meth:`_DriverStatement.rows`).
+    """
+    key = (id(dialect), id(statement))
+    found = _DRIVER_STATEMENTS.get(key)
+    if found is not None and found.statement is statement:
+        return found
+    compiled = cast(sa.sql.compiler.SQLCompiler, cast(
+        sa.ClauseElement, statement).compile(dialect=dialect))
+    if compiled.escaped_bind_names:
+        raise NotForDriver("parameter names the driver must escape")
+    required = set()
+    for name, bind in compiled.binds.items():
+        if bind.type.dialect_impl(dialect).bind_processor(dialect):
+            raise NotForDriver(f"parameter {name} needs SQLAlchemy's bind "
+                               "processing: not for the driver path")
+        if bind.required:
+            required.add(name)
+    columns = tuple(
+        (str(column.name), column.type.dialect_impl(dialect).result_processor(
+            dialect, None))
+        for column in getattr(statement, "selected_columns", ()))
+    fixed = {name: value for name, value in (compiled.construct_params(
+        dict.fromkeys(required)) or {}).items() if name not in required}
+    positions = getattr(compiled, "positiontup", None)
+    found = _DriverStatement(
+        compiled.string,
+        tuple(positions) if compiled.positional and positions else None,
+        fixed, statement, columns)
+    with _DRIVER_LOCK:
+        if len(_DRIVER_STATEMENTS) > 256:
+            # Engines come and go in tests: never an unbounded cache.
+            _DRIVER_STATEMENTS.clear()
+        _DRIVER_STATEMENTS[key] = found
+    return found
+
+
+# Runs one of the hot statements in a driver transaction; returns the
+# driver's cursor, to fetch from before the next statement.
+_Execute = Callable[[sa.Executable, Mapping[str, Any]], Any]
+
+
+def _driver_transaction(conn: sa.Connection,
+                        work: Callable[[_Execute], _T]) -> _T:
+    """Run ``work`` in one transaction on the driver's own cursor.
+
+    The release's hot statements (the rate-limit upsert, the nonce's
+    spend, the admission's reads) cost SQLAlchemy's execution machinery
+    (an execution context, events and a result object per statement, a
+    transaction object per transaction) more CPU than the database's own
+    work: here they run as the SQL text SQLAlchemy compiled for this
+    dialect (:func:`_driver_statement`), on the connection ``conn``
+    checked out of the engine's pool (so oslo.db's connection checks,
+    pings and recycling still apply). ``BEGIN`` on sqlite (oslo.db runs
+    its connections in autocommit mode); the drivers of MariaDB and
+    PostgreSQL begin one themselves. Whatever ``work`` returns is committed;
+    anything it raises rolls the transaction back.
+
+    A driver error becomes SQLAlchemy's, as SQLAlchemy's own execution
+    would raise it (:meth:`sqlalchemy.exc.DBAPIError.instance`: an
+    ``IntegrityError``, an ``OperationalError`` ...), without the
+    statement's parameters; a connection the dialect finds lost is
+    invalidated (the pool replaces it) and the error says so
+    (``connection_invalidated``), so that :func:`retryable` runs the
+    whole transaction again, and :func:`unavailable` answers 503 in the
+    end, as for any statement.
+    """
+    dialect = conn.dialect
+    dbapi_error = dialect.loaded_dbapi.Error
+    driver = conn.connection.dbapi_connection
+    assert driver is not None
+    cursor = driver.cursor()
+    running = ["BEGIN"]
+
+    def execute(statement: sa.Executable, params: Mapping[str, Any]) -> Any:
+        compiled = _driver_statement(dialect, statement)
+        running[0] = compiled.sql
+        cursor.execute(compiled.sql, compiled.params(params))
+        return cursor
+
+    try:
+        if dialect.name == "sqlite":
+            cursor.execute("BEGIN")
+        result = work(execute)
+        running[0] = "COMMIT"
+        driver.commit()
+        return result
+    except dbapi_error as exc:
+        lost = bool(dialect.is_disconnect(exc, driver, cursor))
+        _abandon(conn, driver, dbapi_error, exc if lost else None)
+        raise sa.exc.DBAPIError.instance(
+            running[0], None, exc, dbapi_error, hide_parameters=True,
+            connection_invalidated=lost, dialect=dialect) from exc
+    except BaseException:
+        _abandon(conn, driver, dbapi_error, None)
+        raise
+    finally:
+        with contextlib.suppress(dbapi_error):
+            cursor.close()
+
+
+def _abandon(conn: sa.Connection, driver: Any, dbapi_error: type[Exception],
+             lost: BaseException | None) -> None:
+    """Roll the driver's transaction back; invalidate a lost connection.
+
+    A connection whose rollback fails too is invalidated: the pool must
+    not hand out a connection in an unknown state.
+    """
+    if lost is None:
+        try:
+            driver.rollback()
+            return
+        except dbapi_error as exc:
+            lost = exc
+    conn.invalidate(lost)
 
 
 class Store:
@@ -849,35 +1035,36 @@ class Store:
                digest: str | None, expires_at: int,
                reads: tuple[Read, ...]) -> Admission:
         with self.engine.connect() as conn:
-            with conn.begin():
-                dialect = conn.dialect.name
-                upsert, returns = _hit_statement(dialect)
-                params = {"b": bucket, "w": window}
-                result = conn.execute(upsert, params)
-                count = int(result.scalar_one() if returns else
-                            conn.execute(_HIT_COUNT, params).scalar_one())
+            dialect = conn.dialect.name
+
+            def admit(execute: _Execute) -> Admission:
+                count = _hit(execute, dialect, bucket, window)
                 if count > limit or digest is None:
                     return Admission(count)
-                result = conn.execute(_spend_once_statement(dialect),
-                                      {"digest": digest,
-                                       "expires_at": expires_at})
-                if result.rowcount != 1:
+                spent = execute(_spend_once_statement(dialect),
+                                {"digest": digest, "expires_at": expires_at})
+                if spent.rowcount != 1:
                     return Admission(count)
-                rows = conn.execute(_STORE_META_OF, {"s": secret_id}).all()
+                rows = execute(_STORE_META_OF, {"s": secret_id}).fetchall()
                 meta = {str(k): str(v) for s, k, v in rows
                         if s == secret_id}
                 policy_id = meta.get("tee_policy")
                 policy = None
                 if policy_id is not None and _UUID_TEXT.fullmatch(policy_id):
-                    found = conn.execute(_POLICY_BY_ID,
-                                         {"p": policy_id}).mappings().all()
+                    found = execute(_POLICY_PIN_BY_ID,
+                                    {"p": policy_id}).fetchall()
                     policy = (policy_id, next(
-                        (dict(r) for r in found if r["id"] == policy_id),
-                        None))
+                        (dict(zip(_POLICY_PIN_COLUMNS, r, strict=True))
+                         for r in found if r[0] == policy_id), None))
+                return Admission(count, True, meta, policy)
+
+            admission = _driver_transaction(conn, admit)
+            if not admission.spent:
+                return admission
             # Committed: the reads ahead run on the same connection, in a
             # transaction of their own that can only fail itself.
-            answers = _read_ahead(conn, reads)
-        return Admission(count, True, meta, policy, answers)
+            return dataclasses.replace(admission,
+                                       reads=_read_ahead(conn, reads))
 
     def _housekeeping(self, statement: sa.Executable) -> None:
         """Run a pruning ``DELETE``; retried, and never the request's fail.
@@ -964,16 +1151,11 @@ class Store:
 
     @_retry
     def _count_hits(self, buckets: list[str], window: int) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        with self.engine.begin() as conn:
-            upsert, returns = _hit_statement(conn.dialect.name)
-            for bucket in buckets:
-                params = {"b": bucket, "w": window}
-                result = conn.execute(upsert, params)
-                counts[bucket] = (result.scalar_one() if returns else
-                                  conn.execute(_HIT_COUNT,
-                                               params).scalar_one())
-        return counts
+        with self.engine.connect() as conn:
+            dialect = conn.dialect.name
+            return _driver_transaction(conn, lambda execute: {
+                bucket: _hit(execute, dialect, bucket, window)
+                for bucket in buckets})
 
     # -- Barbican's secrets ---------------------------------------------
     @_retry
@@ -1112,6 +1294,12 @@ _STORE_META_OF = sa.select(
     (_STORE_META.c.secret_id == sa.bindparam("s"))
     & (_STORE_META.c.deleted == sa.false()))
 _POLICY_BY_ID = POLICIES.select().where(POLICIES.c.id == sa.bindparam("p"))
+# What a release reads of its policy (:meth:`Store.policy_intact`,
+# :func:`policy_pin`, the document): strings only, for the driver path.
+_POLICY_PIN_COLUMNS = ("id", "project_id", "document", "mac_kek", "mac")
+_POLICY_PIN_BY_ID = sa.select(
+    *(POLICIES.c[name] for name in _POLICY_PIN_COLUMNS)).where(
+    POLICIES.c.id == sa.bindparam("p"))
 _SPEND = SPENT_NONCES.insert()
 # The statements of the request path are built once, with bound
 # parameters: building one (SQLAlchemy's coercions) cost more CPU than
@@ -1176,3 +1364,19 @@ def _hit_statement(dialect: str) -> tuple[sa.Executable, bool]:
             RATES.c.count), True
     raise NotImplementedError(f"rate limits on {dialect!r}: MariaDB/MySQL, "
                               "PostgreSQL and sqlite are supported")
+
+
+def _hit(execute: _Execute, dialect: str, bucket: str, window: int) -> int:
+    """Add 1 to (bucket, window) in the running driver transaction.
+
+    The new count: the upsert's own ``RETURNING``, or on MariaDB/MySQL a
+    read of the row in the same transaction.
+    """
+    upsert, returns = _hit_statement(dialect)
+    params = {"b": bucket, "w": window}
+    cursor = execute(upsert, params)
+    if not returns:
+        cursor = execute(_HIT_COUNT, params)
+    # Every row fetched: the statement runs to its end before the next.
+    (count,), = cursor.fetchall()
+    return int(count)

@@ -83,20 +83,25 @@ class RetryableTest(base.TestCase):
         self.assertEqual(3, len(calls))
 
 
+def _scratch_store(test: base.TestCase, pool_sqlite: bool) -> db.Store:
+    """A Store on a migrated sqlite file of the test's own."""
+    tmp = tempfile.mkdtemp()
+    test.addCleanup(shutil.rmtree, tmp)
+    ring = keyring.Keyring.from_files(test_sealed._kek(tmp, "k"), [])
+    engine = db.make_engine(f"sqlite:///{tmp}/t.sqlite",
+                            pool_sqlite=pool_sqlite)
+    test.addCleanup(engine.dispose)
+    migrations.upgrade(engine)
+    return db.Store(engine, ring)
+
+
 class StoreOnSqliteTest(base.TestCase):
 
     pool_sqlite = False
 
     def setUp(self) -> None:
         super().setUp()
-        tmp = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, tmp)
-        ring = keyring.Keyring.from_files(test_sealed._kek(tmp, "k"), [])
-        engine = db.make_engine(f"sqlite:///{tmp}/t.sqlite",
-                                pool_sqlite=self.pool_sqlite)
-        self.addCleanup(engine.dispose)
-        migrations.upgrade(engine)
-        self.store = db.Store(engine, ring)
+        self.store = _scratch_store(self, self.pool_sqlite)
 
     def _windows(self) -> set[tuple[str, int]]:
         with self.store.engine.connect() as conn:
@@ -239,6 +244,132 @@ class PooledStoreOnSqliteTest(StoreOnSqliteTest):
         plain = db.make_engine(f"sqlite:///{tmp}/p.sqlite")
         self.addCleanup(plain.dispose)
         self.assertIsInstance(plain.pool, sa.pool.NullPool)
+
+
+class DriverPathTest(base.TestCase):
+    """The hot statements on the driver's cursor (db._driver_transaction).
+
+    On MariaDB and PostgreSQL: tests/functional/barbican/test_databases.py
+    (deadlocks, a restarted server, concurrent spends).
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.store = _scratch_store(self, pool_sqlite=True)
+
+    def _count(self, bucket: str, window: int) -> int | None:
+        with self.store.engine.connect() as conn:
+            return conn.execute(db._HIT_COUNT,  # noqa: SLF001
+                                {"b": bucket, "w": window}).scalar()
+
+    def test_parameters_in_each_drivers_order(self) -> None:
+        from sqlalchemy.dialects import mysql
+        from sqlalchemy.dialects import postgresql
+        from sqlalchemy.dialects import sqlite
+
+        values = {"b": "client:x", "w": 7}
+        for dialect, expected in (
+                (sqlite.pysqlite.dialect(), ("client:x", 7, 1, 1)),
+                (mysql.pymysql.dialect(), ("client:x", 7, 1, 1)),
+                (postgresql.psycopg2.dialect(),
+                 {"b": "client:x", "w": 7, "count": 1, "count_1": 1})):
+            upsert, _ = db._hit_statement(dialect.name)  # noqa: SLF001
+            compiled = db._driver_statement(dialect, upsert)  # noqa: SLF001
+            self.assertEqual(expected, compiled.params(values))
+            # Compiled once per dialect.
+            self.assertIs(compiled, db._driver_statement(  # noqa: SLF001
+                dialect, upsert))
+            for statement in (db._spend_once_statement(  # noqa: SLF001
+                    dialect.name), db._STORE_META_OF,  # noqa: SLF001
+                    db._POLICY_PIN_BY_ID, db._HIT_COUNT):  # noqa: SLF001
+                db._driver_statement(dialect, statement)  # noqa: SLF001
+
+    def test_a_parameter_sqlalchemy_must_convert_is_refused(self) -> None:
+        # sqlite stores a datetime as text: SQLAlchemy's bind processing,
+        # which the driver path does not do.
+        statement = sa.select(db.POLICIES.c.id).where(
+            db.POLICIES.c.created_at < sa.bindparam("t", type_=sa.DateTime))
+        with self.assertRaises(db.NotForDriver):
+            db._driver_statement(self.store.engine.dialect,  # noqa: SLF001
+                                 statement)
+        # Positive control: the same with a string parameter.
+        self.assertEqual(("x",), db._driver_statement(  # noqa: SLF001
+            self.store.engine.dialect, sa.select(db.RATES.c.count).where(
+                db.RATES.c.bucket == sa.bindparam("b"))).params({"b": "x"}))
+
+    def test_what_raises_commits_nothing(self) -> None:
+        upsert, _ = db._hit_statement("sqlite")  # noqa: SLF001
+
+        def work(execute: Any) -> None:
+            execute(upsert, {"b": "client:r", "w": 1}).fetchall()
+            raise ValueError("after the upsert")
+
+        with self.store.engine.connect() as conn:
+            with self.assertRaises(ValueError):
+                db._driver_transaction(conn, work)  # noqa: SLF001
+        self.assertIsNone(self._count("client:r", 1))
+        # Positive control: the same upsert, returned from, is committed.
+        with self.store.engine.connect() as conn:
+            self.assertEqual(1, db._driver_transaction(  # noqa: SLF001
+                conn, lambda execute: execute(upsert, {
+                    "b": "client:r", "w": 1}).fetchall()[0][0]))
+        self.assertEqual(1, self._count("client:r", 1))
+
+    def test_driver_errors_are_sqlalchemys_without_parameters(self) -> None:
+        missing = sa.table("tee_missing", sa.column("v", sa.String))
+        statement = sa.select(missing.c.v).where(
+            missing.c.v == sa.bindparam("v"))
+        with self.store.engine.connect() as conn:
+            with self.assertRaises(sa.exc.OperationalError) as caught:
+                db._driver_transaction(  # noqa: SLF001
+                    conn, lambda execute: execute(statement, {
+                        "v": "parameter-value-42"}))
+        self.assertNotIn("parameter-value-42", str(caught.exception))
+        self.assertIn("tee_missing", str(caught.exception))
+        self.assertFalse(caught.exception.connection_invalidated)
+        self.assertTrue(db.unavailable(caught.exception))
+        self.assertFalse(db.retryable(caught.exception))
+        # The connection went back to the pool usable.
+        self.assertTrue(self.store.hit("client:after", 1, 10))
+
+    def test_a_lost_connection_is_invalidated_and_retried(self) -> None:
+        upsert, _ = db._hit_statement("sqlite")  # noqa: SLF001
+        with self.store.engine.connect() as conn:
+            lost = conn.connection.dbapi_connection
+
+            def work(execute: Any) -> None:
+                lost.close()  # as a server that went away
+                execute(upsert, {"b": "client:l", "w": 1})
+
+            with self.assertRaises(sa.exc.DBAPIError) as caught:
+                db._driver_transaction(conn, work)  # noqa: SLF001
+        self.assertTrue(caught.exception.connection_invalidated)
+        self.assertTrue(db.retryable(caught.exception))
+        # The pool replaced it.
+        with self.store.engine.connect() as conn:
+            self.assertIsNot(lost, conn.connection.dbapi_connection)
+        self.assertTrue(self.store.hit("client:l", 1, 10))
+        self.assertEqual(1, self._count("client:l", 1))
+
+    def test_a_deadlock_victims_hit_runs_again_whole(self) -> None:
+        self.useFixture(fixtures.MockPatch("time.sleep"))
+        real = db._hit  # noqa: SLF001
+        calls: list[int] = []
+
+        def deadlocked(*args: Any) -> int:
+            count = real(*args)
+            calls.append(count)
+            if len(calls) == 1:
+                raise _wrapped(pymysql.err.OperationalError(
+                    1213, "Deadlock found"))
+            return count
+
+        self.useFixture(fixtures.MockPatch(
+            "barbican_tee.api.db._hit", side_effect=deadlocked))
+        self.assertTrue(self.store.hit("client:d", 1, 1))
+        # The first attempt's count was rolled back: both attempts saw 1.
+        self.assertEqual([1, 1], calls)
+        self.assertEqual(1, self._count("client:d", 1))
 
 
 class _FlakyEngine:

@@ -7,6 +7,7 @@ nonce, rate limits without 5xx).
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import shutil
@@ -68,7 +69,17 @@ class AdmitReleaseTest(base.TestCase):
                          first.meta)
         assert first.policy is not None
         self.assertEqual(POLICY, first.policy[0])
-        self.assertEqual(self.store.get_policy(POLICY), first.policy[1])
+        # What the release checks of the row (its MAC, its pin, the
+        # document), exactly as the row holds it.
+        stored = self.store.get_policy(POLICY)
+        assert stored is not None and first.policy[1] is not None
+        self.assertEqual({k: stored[k] for k in ("id", "project_id",
+                                                 "document", "mac_kek",
+                                                 "mac")},
+                         first.policy[1])
+        self.assertTrue(self.store.policy_intact(first.policy[1]))
+        self.assertEqual(db.policy_pin(stored),
+                         db.policy_pin(first.policy[1]))
         # The same nonce again: counted, not spent, nothing read.
         again = self.store.admit_release("client:a", 1, 10, SECRET,
                                          "d" * 64, 100)
@@ -211,6 +222,25 @@ class PrefetchTest(AdmitReleaseTest):
         self.assertEqual(1, self._spent())
         self.assertFalse(self.store.admit_release(
             "client:a", 1, 10, SECRET, "d" * 64, 100).spent)
+
+    def test_a_read_not_for_the_driver_path_is_left_to_its_step(
+            self) -> None:
+        self.store.create_policy(POLICY, "project", {"tee": "amd-sev-snp"})
+        self._meta({"tee_policy": POLICY})
+        # A datetime parameter: sqlite's driver takes it only as
+        # SQLAlchemy converts it.
+        by_time = db.Read.of(self.store.engine, db.POLICIES.select().where(
+            db.POLICIES.c.created_at < sa.bindparam("t", type_=sa.DateTime)),
+            {"t": datetime.datetime(2100, 1, 1)})
+        admission = self.store.admit_release(
+            "client:a", 1, 10, SECRET, "d" * 64, 100,
+            reads=(self._read(), by_time))
+        self.assertTrue(admission.spent)
+        self.assertEqual({}, dict(admission.reads))
+        # Positive control: without it, the other read is answered.
+        self.assertEqual([self._read().key], list(self.store.admit_release(
+            "client:a", 1, 10, SECRET, "e" * 64, 100,
+            reads=(self._read(),)).reads))
 
     def test_answers_end_with_the_request_even_on_error(self) -> None:
         read = self._read()
