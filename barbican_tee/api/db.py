@@ -650,7 +650,8 @@ class _DriverStatement:
     order: tuple[str, ...] | None
     # The values the statement itself holds (``count = count + 1``).
     fixed: Mapping[str, Any]
-    # Holds the statement: its id keys the cache.
+    # Held, so that their ids, which key the cache, stay theirs.
+    dialect: sa.Dialect
     statement: sa.Executable
     # A SELECT's columns: (name, SQLAlchemy's conversion of the driver's
     # value or None), in order (:meth:`rows`).
@@ -696,12 +697,17 @@ def _driver_statement(dialect: sa.Dialect, statement: sa.Executable
     """
     key = (id(dialect), id(statement))
     found = _DRIVER_STATEMENTS.get(key)
-    if found is not None and found.statement is statement:
+    if found is not None and found.statement is statement and (
+            found.dialect is dialect):
         return found
     compiled = cast(sa.sql.compiler.SQLCompiler, cast(
         sa.ClauseElement, statement).compile(dialect=dialect))
     if compiled.escaped_bind_names:
         raise NotForDriver("parameter names the driver must escape")
+    if compiled.post_compile_params or compiled.literal_execute_params:
+        # IN lists and the like: SQLAlchemy writes them into the text at
+        # each execution.
+        raise NotForDriver("parameters rendered at execution")
     required = set()
     for name, bind in compiled.binds.items():
         if bind.type.dialect_impl(dialect).bind_processor(dialect):
@@ -715,11 +721,10 @@ def _driver_statement(dialect: sa.Dialect, statement: sa.Executable
         for column in getattr(statement, "selected_columns", ()))
     fixed = {name: value for name, value in (compiled.construct_params(
         dict.fromkeys(required)) or {}).items() if name not in required}
-    positions = getattr(compiled, "positiontup", None)
     found = _DriverStatement(
         compiled.string,
-        tuple(positions) if compiled.positional and positions else None,
-        fixed, statement, columns)
+        tuple(compiled.positiontup or ()) if compiled.positional else None,
+        fixed, dialect, statement, columns)
     with _DRIVER_LOCK:
         if len(_DRIVER_STATEMENTS) > 256:
             # Engines come and go in tests: never an unbounded cache.

@@ -289,9 +289,13 @@ class DriverPathTest(base.TestCase):
         # which the driver path does not do.
         statement = sa.select(db.POLICIES.c.id).where(
             db.POLICIES.c.created_at < sa.bindparam("t", type_=sa.DateTime))
-        with self.assertRaises(db.NotForDriver):
-            db._driver_statement(self.store.engine.dialect,  # noqa: SLF001
-                                 statement)
+        # An IN list: SQLAlchemy writes it into the text at each execution.
+        in_list = sa.select(db.RATES.c.count).where(db.RATES.c.bucket.in_(
+            sa.bindparam("bs", expanding=True)))
+        for refused in (statement, in_list):
+            with self.assertRaises(db.NotForDriver):
+                db._driver_statement(  # noqa: SLF001
+                    self.store.engine.dialect, refused)
         # Positive control: the same with a string parameter.
         self.assertEqual(("x",), db._driver_statement(  # noqa: SLF001
             self.store.engine.dialect, sa.select(db.RATES.c.count).where(
