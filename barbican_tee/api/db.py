@@ -36,6 +36,7 @@ import functools
 import hashlib
 import hmac
 import json
+import logging as std_logging
 import os
 import re
 import threading
@@ -733,6 +734,10 @@ def _driver_statement(dialect: sa.Dialect, statement: sa.Executable
     return found
 
 
+# SQLAlchemy's statement log (oslo.db's [database] connection_debug turns
+# it on).
+_SQL_LOG = std_logging.getLogger("sqlalchemy.engine.Engine")
+
 # Runs one of the hot statements in a driver transaction; returns the
 # driver's cursor, to fetch from before the next statement.
 _Execute = Callable[[sa.Executable, Mapping[str, Any]], Any]
@@ -773,6 +778,10 @@ def _driver_transaction(conn: sa.Connection,
     def execute(statement: sa.Executable, params: Mapping[str, Any]) -> Any:
         compiled = _driver_statement(dialect, statement)
         running[0] = compiled.sql
+        if _SQL_LOG.isEnabledFor(std_logging.INFO):
+            # [database] connection_debug, as SQLAlchemy logs its own
+            # statements (their parameters left out).
+            _SQL_LOG.info("%s [openstack-tee, driver path]", compiled.sql)
         cursor.execute(compiled.sql, compiled.params(params))
         return cursor
 

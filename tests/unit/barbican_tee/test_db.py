@@ -355,6 +355,21 @@ class DriverPathTest(base.TestCase):
         self.assertTrue(self.store.hit("client:l", 1, 10))
         self.assertEqual(1, self._count("client:l", 1))
 
+    def test_statements_logged_with_connection_debug(self) -> None:
+        import logging
+
+        quiet = self.useFixture(fixtures.FakeLogger(
+            name="sqlalchemy.engine.Engine", level=logging.WARNING))
+        self.store.hit("client:203.0.113.9", 1, 10)
+        self.assertEqual("", quiet.output)
+        logged = self.useFixture(fixtures.FakeLogger(
+            name="sqlalchemy.engine.Engine", level=logging.INFO))
+        self.store.hit("client:203.0.113.9", 1, 10)
+        self.assertIn("INSERT INTO tee_rates", logged.output)
+        self.assertIn("driver path", logged.output)
+        # The statement, not its parameters.
+        self.assertNotIn("203.0.113.9", logged.output)
+
     def test_a_deadlock_victims_hit_runs_again_whole(self) -> None:
         self.useFixture(fixtures.MockPatch("time.sleep"))
         real = db._hit  # noqa: SLF001
