@@ -91,7 +91,7 @@ INNER = 20
 BURSTS = 3
 BURST = 60
 # Bursts of releases compared one by one with the floor around them.
-FLOOR_BURSTS = 9
+FLOOR_BURSTS = 15
 PAYLOAD = os.urandom(32)
 # Throughput of releases against payload GETs, and of releases on a
 # production database against sqlite's; the release path's rate per worker
