@@ -392,11 +392,6 @@ def vcek_lookup(hwid: bytes, tcb_raw: int) -> str:
     return f"{hwid.hex()}:{tcb_raw:016x}"
 
 
-def _vcek_keys(chip_id: bytes, tcb_raw: int) -> list[str]:
-    """The lookups of a report's VCEK (Turin's carry chip_id[:8])."""
-    return [vcek_lookup(chip_id, tcb_raw), vcek_lookup(chip_id[:8], tcb_raw)]
-
-
 def quote_fmspc(quote: bytes) -> str | None:
     """The FMSPC in a quote's PCK certificate (unverified: a lookup key).
 
@@ -514,19 +509,6 @@ class EndorsementStore:
         """The query :meth:`crls` makes, for a release's admission to run."""
         return db.Read.of(self.engine,
                           *self._query(("crl",), [product], _LOOKUP_LIMIT))
-
-    def vcek_reads(self, chip_id: bytes, tcb_raw: int,
-                   product: str) -> tuple[db.Read, db.Read]:
-        """The queries :meth:`vcek` makes, for a release's admission to run.
-
-        Its VCEK lookup, and the ASK read of ``product`` (which
-        :meth:`vcek` makes for the product of the VCEK row it found: a
-        read for another product is left unused).
-        """
-        return (db.Read.of(self.engine, *self._query(
-                    ("vcek",), _vcek_keys(chip_id, tcb_raw), _LOOKUP_LIMIT)),
-                db.Read.of(self.engine, *self._query(
-                    ("ask",), [product], _LOOKUP_LIMIT)))
 
     @db._retry  # noqa: SLF001 - the suite's own retry policy
     def _select(self, kind: str | tuple[str, ...], lookups: list[str],
@@ -662,7 +644,9 @@ class EndorsementStore:
 
         One indexed exact lookup (Turin's VCEKs carry chip_id[:8]).
         """
-        rows = self._select("vcek", _vcek_keys(chip_id, tcb_raw))
+        keys = [vcek_lookup(chip_id, tcb_raw),
+                vcek_lookup(chip_id[:8], tcb_raw)]
+        rows = self._select("vcek", keys)
         if not rows:
             return None
         usable = []

@@ -1141,15 +1141,12 @@ class TEEAPIFilter:
         """The reads the verification of ``evidence`` will make, by its word.
 
         For an SNP report naming its product (CPUID fields, report
-        version 3 on): that product's platform floor, and, when the
-        database is an endorsement source, its cached CRLs and, for a
-        VCEK-signed report whose evidence carries no endorsement key, the
-        cached VCEK of its chip and TCB with the product's ASKs. The
-        admission runs them on its connection once it committed
-        (:class:`db.Read`); the verification still asks for what the
-        verified report says, and a read made here for another product,
-        chip or TCB is left unused. Only a hint: nothing here is trusted,
-        and malformed evidence gets no reads.
+        version 3 on): that product's platform floor, and its cached CRLs
+        when the database is an endorsement source. The admission runs
+        them on its connection once it committed (:class:`db.Read`); the
+        verification still asks for what the verified report says, and a
+        read made here for another product is left unused. Only a hint:
+        nothing here is trusted, and malformed evidence gets no reads.
         """
         if not isinstance(evidence, dict) or (
                 evidence.get("format") != "amd-sev-snp-report"):
@@ -1158,10 +1155,10 @@ class TEEAPIFilter:
         if not isinstance(report, str) or len(report) > 2 * snp.REPORT_SIZE:
             return ()
         try:
-            raw = base64.b64decode(report, validate=True)
+            product = snp.product_hint(base64.b64decode(report,
+                                                        validate=True))
         except ValueError:
             return ()
-        product = snp.product_hint(raw)
         if product is None:
             return ()
         name = product.name.lower()
@@ -1170,22 +1167,7 @@ class TEEAPIFilter:
         reads = [self.floor_store.read(name)]
         if "database" in self.conf.tee_attestation.endorsement_sources:
             reads.append(self.endorsement_store.crl_read(name))
-            # As the verifier decides to look the VCEK up.
-            if not isinstance(evidence.get("vcek") or evidence.get("vlek"),
-                              str):
-                reads.extend(self._vcek_reads(raw, name))
         return tuple(reads)
-
-    def _vcek_reads(self, raw: bytes, product: str) -> tuple[db.Read, ...]:
-        """The cached-VCEK reads of a report (unverified), if it has any."""
-        try:
-            parsed = snp.parse_report(raw)
-        except errors.AttestationError:
-            return ()
-        if parsed.signer is None or parsed.signer.value != "vcek":
-            return ()
-        return self.endorsement_store.vcek_reads(
-            parsed.chip_id, parsed.reported_tcb_raw, product)
 
     def _release_input(self, body: dict[str, Any], evidence: Any
                        ) -> tuple[str, release_jwe.Recipient]:

@@ -9,11 +9,8 @@ tests/functional/barbican/test_floors.py.
 from __future__ import annotations
 
 import base64
-import datetime
 from typing import Any
-from unittest import mock
 
-from barbican_tee.api import db
 from barbican_tee.api import endorsements
 from openstack_tee_demo.sp_model import snp as sp_model
 from tests.unit.barbican_tee import test_floors
@@ -46,11 +43,10 @@ class ReleaseReadsTest(test_floors.ScratchFloorStore):
     def test_the_named_products_floor_and_crls(self) -> None:
         for product in ("Milan", "Genoa"):
             name = product.lower()
-            # The evidence carries its VCEK: nothing of the cache's.
             self.assertEqual(
                 [self.tee.floor_store.read(name).key,
                  self.tee.endorsement_store.crl_read(name).key],
-                self._keys(dict(self._evidence(product), vcek="PEM")))
+                self._keys(self._evidence(product)))
         # No database among the endorsement sources: the floor only.
         self.conf.set_override("endorsement_sources", [],
                                "tee_attestation")
@@ -58,41 +54,6 @@ class ReleaseReadsTest(test_floors.ScratchFloorStore):
                         "tee_attestation")
         self.assertEqual([self.tee.floor_store.read("milan").key],
                          self._keys(self._evidence()))
-
-    def test_the_cached_vcek_of_a_report_without_one(self) -> None:
-        from barbican_tee.attestation import snp
-
-        store = self.tee.endorsement_store
-        for product in ("Milan", "Genoa"):
-            name = product.lower()
-            evidence = self._evidence(product)
-            report = snp.parse_report(base64.b64decode(evidence["report"]))
-            vcek, ask = store.vcek_reads(report.chip_id,
-                                         report.reported_tcb_raw, name)
-            self.assertEqual(
-                [self.tee.floor_store.read(name).key,
-                 store.crl_read(name).key, vcek.key, ask.key],
-                self._keys(evidence))
-            # The very query EndorsementStore.vcek makes: served from the
-            # admission's answers (here: no row), not the database.
-            with db.using_prefetched({vcek.key: (vcek, [])}), \
-                    mock.patch.object(store.engine, "connect",
-                                      side_effect=AssertionError("read")):
-                self.assertIsNone(store.vcek(
-                    report.chip_id, report.reported_tcb_raw,
-                    datetime.datetime.now(datetime.UTC)))
-            for key in ("vcek", "vlek"):
-                self.assertEqual(
-                    [self.tee.floor_store.read(name).key,
-                     store.crl_read(name).key],
-                    self._keys(dict(evidence, **{key: "PEM"})))
-        # Another TCB: another lookup. A VLEK-signed report: none.
-        older = self._evidence(reported_tcb=snp.TcbVersion(
-            bootloader=2, tee=0, snp=7, microcode=100))
-        self.assertEqual(4, len(self._keys(older)))
-        self.assertNotEqual(self._keys(self._evidence())[2],
-                            self._keys(older)[2])
-        self.assertEqual(2, len(self._keys(self._evidence(signer="vlek"))))
 
     def test_nothing_for_what_names_no_product(self) -> None:
         good = self._evidence()
