@@ -52,7 +52,9 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from collections.abc import Iterator
 import concurrent.futures
+import contextlib
 import gc
 import hashlib
 import os
@@ -426,10 +428,14 @@ class Bench:
         return out
 
 
-def run_server(sp: sp_model.SecureProcessor, root: str,
-               db_url: str | None, cache: bool = False,
-               floor: Floor | None = None) -> dict[str, Any]:
-    """One barbican-api on ``db_url`` (None: sqlite), measured, stopped."""
+@contextlib.contextmanager
+def _server(root: str, db_url: str | None, workers: int
+            ) -> Iterator[tuple[server.Server, server.Layout]]:
+    """A barbican-api of its own on ``db_url`` (None: sqlite), started.
+
+    Rate limits out of the way; its log's tail on stderr if the body
+    fails; stopped and its files removed afterwards.
+    """
     data = tempfile.mkdtemp(prefix="openstack-tee-bench-")
     try:
         port = server.free_port()
@@ -438,15 +444,12 @@ def run_server(sp: sp_model.SecureProcessor, root: str,
             extra_conf={"tee_api": {
                 "release_rate_per_secret": "1000000",
                 "release_rate_per_client": "1000000"}})
-        srv = server.Server(layout, port, WORKERS)
+        srv = server.Server(layout, port, workers)
         try:
-            # Generous: 4 workers booting on cores busy with other jobs.
+            # Generous: workers booting on cores busy with other jobs.
             srv.start(timeout=300)
             assert srv.pid is not None
-            result = Bench(srv.url, sp, srv.pid).measure(cache, floor)
-            if "get_error" in result:
-                _log_tail(layout.log_path)
-            return result
+            yield srv, layout
         except Exception:
             _log_tail(layout.log_path)
             raise
@@ -454,6 +457,18 @@ def run_server(sp: sp_model.SecureProcessor, root: str,
             srv.stop()
     finally:
         shutil.rmtree(data, ignore_errors=True)
+
+
+def run_server(sp: sp_model.SecureProcessor, root: str,
+               db_url: str | None, cache: bool = False,
+               floor: Floor | None = None) -> dict[str, Any]:
+    """One barbican-api on ``db_url`` (None: sqlite), measured, stopped."""
+    with _server(root, db_url, WORKERS) as (srv, layout):
+        assert srv.pid is not None
+        result = Bench(srv.url, sp, srv.pid).measure(cache, floor)
+        if "get_error" in result:
+            _log_tail(layout.log_path)
+        return result
 
 
 def split_cores() -> tuple[set[int], set[int]] | None:
@@ -483,20 +498,11 @@ def run_floor_server(sp: sp_model.SecureProcessor, root: str,
         return {"error": "fewer than 2 cores: workers and clients cannot "
                 "be kept apart"}
     worker_cores, client_cores = split
-    data = tempfile.mkdtemp(prefix="openstack-tee-bench-")
     mine = os.sched_getaffinity(0)
-    try:
-        port = server.free_port()
-        layout = server.prepare(
-            data, port, trust_root=root, extra_conf={"tee_api": {
-                "release_rate_per_secret": "1000000",
-                "release_rate_per_client": "1000000"}})
-        srv = server.Server(layout, port, len(worker_cores))
+    with _server(root, None, len(worker_cores)) as (srv, _layout):
+        assert srv.pid is not None
         try:
-            srv.start(timeout=300)
-            assert srv.pid is not None
-            pids = [srv.pid] + worker_pids(srv.pid)
-            for pid in pids:
+            for pid in [srv.pid] + worker_pids(srv.pid):
                 os.sched_setaffinity(pid, worker_cores)
             # The client threads (created in each burst) inherit this
             # thread's cores.
@@ -508,14 +514,8 @@ def run_floor_server(sp: sp_model.SecureProcessor, root: str,
                 floor, {min(worker_cores)}),
                 "worker_cores": sorted(worker_cores),
                 "client_cores": sorted(client_cores)}
-        except Exception:
-            _log_tail(layout.log_path)
-            raise
         finally:
             os.sched_setaffinity(0, mine)
-            srv.stop()
-    finally:
-        shutil.rmtree(data, ignore_errors=True)
 
 
 def _log_tail(path: str) -> None:

@@ -27,4 +27,5 @@ def median_seconds(fn: Callable[[], object], rounds: int = 7,
 
 
 def ratio_line(name: str, value: float, op: str, target: float) -> str:
-    return f"ratio {name} = {value:.2f} (target {op} {target:g})"
+    # Three decimals: two would print 0.248 as "0.25 (target >= 0.25)".
+    return f"ratio {name} = {value:.3f} (target {op} {target:g})"
