@@ -157,20 +157,18 @@ def _item_bytes(item: dict[str, Any], index: int) -> bytes:
     raise _bad(index, "give the object as pem (text) or der (base64)")
 
 
-def _crl_order(crl: x509.CertificateRevocationList
-               ) -> tuple[int, datetime.datetime]:
-    try:
-        number = crl.extensions.get_extension_for_class(
-            x509.CRLNumber).value.crl_number
-    except x509.ExtensionNotFound:
-        number = -1
-    return number, crl.last_update_utc
+def _collateral_order(doc: dict[str, Any]) -> tuple[Any, ...]:
+    """How recent verified collateral is: its TCB info, then its CRLs.
 
-
-def _collateral_order(doc: dict[str, Any]) -> tuple[int, str]:
+    (tcbEvaluationDataNumber, issueDate, then each CRL's
+    :func:`snp_certs.crl_order`): of two collateral with the same TCB
+    info, the one with the newer PCK CRL (revocations) ranks first.
+    """
     info = json.loads(doc["tcb_info"])
-    return int(info.get("tcbEvaluationDataNumber", -1)), str(
-        info.get("issueDate", ""))
+    crls = tdx.collateral_crls(doc)
+    return (int(info.get("tcbEvaluationDataNumber", -1)),
+            str(info.get("issueDate", "")),
+            *(snp_certs.crl_order(crls[f]) for f in tdx.CRL_FIELDS))
 
 
 def _collateral_expiry(doc: dict[str, Any]) -> datetime.datetime:
@@ -180,12 +178,7 @@ def _collateral_expiry(doc: dict[str, Any]) -> datetime.datetime:
         text = json.loads(doc[field]).get("nextUpdate")
         times.append(datetime.datetime.fromisoformat(
             str(text).replace("Z", "+00:00")))
-    for field in ("pck_crl", "root_ca_crl"):
-        value = doc[field]
-        raw = (value.encode() if value.lstrip().startswith("-----")
-               else bytes.fromhex(value))
-        crl = (x509.load_pem_x509_crl(raw) if raw.startswith(b"-----")
-               else x509.load_der_x509_crl(raw))
+    for field, crl in tdx.collateral_crls(doc).items():
         if crl.next_update_utc is None:
             raise ValueError(f"{field} has no nextUpdate")
         times.append(crl.next_update_utc)
@@ -293,7 +286,7 @@ class Importer:
         if next_update < now:
             raise _bad(index, "the CRL expired at "
                        f"{next_update.isoformat()}", "endorsement_expired")
-        number, _ = _crl_order(crl)
+        number, _ = snp_certs.crl_order(crl)
         der = crl.public_bytes(serialization.Encoding.DER)
         product = roots[0].product.name.lower()
         return Entry(_entry_id("crl", der), "crl", product, product,
@@ -337,7 +330,7 @@ class Importer:
                        f"{exc.message}", "endorsement_untrusted"
                        ) from None
         text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
-        number, _ = _collateral_order(doc)
+        number = _collateral_order(doc)[0]
         return Entry(_entry_id("tdx_collateral", text.encode()),
                      "tdx_collateral", "tdx", loaded.fmspc.lower(), expires,
                      str(number), text)
@@ -633,7 +626,7 @@ class EndorsementStore:
                     ark, crl.signature, crl.tbs_certlist_bytes)
                     for ark in arks):
                 continue
-            order = _crl_order(crl)
+            order = snp_certs.crl_order(crl)
             best = order if best is None or best < order else best
         return best
 
@@ -685,7 +678,7 @@ class EndorsementStore:
                 raise Tampered(f"a cached {product} CRL is not "
                                "decodable") from None
             issuer = crl.issuer.public_bytes()
-            order = _crl_order(crl)
+            order = snp_certs.crl_order(crl)
             if issuer not in newest or newest[issuer][0] < order:
                 newest[issuer] = (order, der)
         out = {}
@@ -742,7 +735,7 @@ class EndorsementStore:
             if not self._authentic(row):
                 continue
             try:
-                number, _ = _collateral_order(json.loads(row["data"]))
+                number = _collateral_order(json.loads(row["data"]))[0]
             except (ValueError, TypeError, KeyError):
                 continue
             best = number if best is None else max(best, number)
@@ -750,6 +743,31 @@ class EndorsementStore:
         if seen is not None:
             best = seen[0][0] if best is None else max(best, seen[0][0])
         return best
+
+    def newest_collateral_crls(self, fmspc: str) -> list[bytes]:
+        """The CRLs (DER) of authenticated collateral for an FMSPC.
+
+        Of rows that authenticate and of the collateral that verified in
+        this process (:func:`remember_collateral`): each issuer's newest
+        stands against an older one a guest sends
+        (``tdx_collateral_outdated``).
+        """
+        docs = []
+        for row in self._select("tdx_collateral", [fmspc]):
+            if self._authentic(row):
+                docs.append(row["data"])
+        seen = _remembered_order(("tdx_collateral", fmspc, b""))
+        if seen is not None:
+            docs.append(seen[1])
+        out: dict[bytes, None] = {}
+        for text in docs:
+            try:
+                crls = tdx.collateral_crls(json.loads(text))
+            except (ValueError, TypeError, KeyError):
+                continue
+            for crl in crls.values():
+                out[crl.public_bytes(serialization.Encoding.DER)] = None
+        return list(out)
 
 
 _CRLS: dict[bytes, x509.CertificateRevocationList] = {}
@@ -788,7 +806,7 @@ def import_bundle(store: EndorsementStore, importer: Importer,
             with _NEWEST_LOCK:
                 seen = _NEWEST.get(("crl", entry.product, issuer))
             for known in (newest, seen[0] if seen else None):
-                if known is not None and _crl_order(crl) < known:
+                if known is not None and snp_certs.crl_order(crl) < known:
                     raise EndorsementError(
                         409, "crl_older",
                         f"a newer {entry.product} CRL is already cached; "
@@ -798,7 +816,7 @@ def import_bundle(store: EndorsementStore, importer: Importer,
         if entry.kind == "crl":
             crl = _load_crl(base64.b64decode(entry.data))
             _remember(("crl", entry.product, crl.issuer.public_bytes()),
-                      _crl_order(crl), entry.data)
+                      snp_certs.crl_order(crl), entry.data)
         elif entry.kind == "tdx_collateral":
             remember_collateral(entry.data)  # verified with its quote
     views = [e.view(n) for e, n in zip(entries, new, strict=True)]
@@ -946,6 +964,16 @@ class DatabaseEndorsementSource(evidence_mod.EndorsementSource):
             return None
         try:
             return store.newest_collateral_number(fmspc)
+        except (sa.exc.SQLAlchemyError, db_exc.DBError) as exc:
+            raise self._unavailable("tdx_collateral", exc) from None
+
+    def tdx_collateral_crls(self, quote: bytes) -> list[bytes]:
+        store = self._get()
+        fmspc = quote_fmspc(quote)
+        if store is None or fmspc is None:
+            return []
+        try:
+            return store.newest_collateral_crls(fmspc)
         except (sa.exc.SQLAlchemyError, db_exc.DBError) as exc:
             raise self._unavailable("tdx_collateral", exc) from None
 

@@ -201,6 +201,17 @@ class EndorsementSource(abc.ABC):
         """
         return None
 
+    def tdx_collateral_crls(self, quote: bytes) -> list[bytes]:
+        """The CRLs (DER) of verified collateral held, or none.
+
+        For the quote's platform (FMSPC): its PCK CA's and the root CA's.
+        A CRL the guest sends that is older than one of the same issuer
+        held here is refused (``tdx_collateral_outdated``): an older
+        genuine CRL, still inside its nextUpdate, must not undo the
+        revocation of a platform's PCK certificate the source knows of.
+        """
+        return []
+
     def tdx_collateral_verified(self, quote: bytes, collateral: str) -> None:
         """Told of collateral (JSON text) that verified ``quote``."""
         return None

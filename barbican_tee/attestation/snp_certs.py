@@ -389,6 +389,22 @@ def load_ca_certs(data: bytes) -> list[x509.Certificate]:
             code="snp_cert_malformed") from None
 
 
+def crl_order(crl: x509.CertificateRevocationList
+              ) -> tuple[int, datetime.datetime]:
+    """How recent a CRL is among its issuer's: (CRL number, thisUpdate).
+
+    AMD's CRLs count up; Intel's PCS CRLs keep the number 1 from one issue
+    to the next, so their thisUpdate decides. A CRL without a number ranks
+    -1.
+    """
+    try:
+        number = crl.extensions.get_extension_for_class(
+            x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        number = -1
+    return number, crl.last_update_utc
+
+
 def load_crl(data: bytes) -> x509.CertificateRevocationList:
     """Load a CRL from AMD's KDS (DER or PEM)."""
     try:

@@ -61,7 +61,7 @@ class SourceBusy(errors.VerificationFailed):
 # The interface methods whose answers the bound may cache (the others,
 # tdx_collateral_verified, go straight through).
 CACHEABLE = frozenset({"snp_endorsement", "snp_crls", "tdx_collateral",
-                       "tdx_collateral_number"})
+                       "tdx_collateral_number", "tdx_collateral_crls"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +151,13 @@ class BoundedSource(evidence_mod.EndorsementSource):
         return self._call("tdx_collateral_number",
                           ("tdx-number", hashlib.sha256(quote).digest()),
                           lambda: self.inner.tdx_collateral_number(quote))
+
+    def tdx_collateral_crls(self, quote: bytes) -> list[bytes]:
+        if not self._overrides("tdx_collateral_crls"):
+            return []  # the base class's answer, without a token
+        return self._call("tdx_collateral_crls",
+                          ("tdx-crls", hashlib.sha256(quote).digest()),
+                          lambda: self.inner.tdx_collateral_crls(quote))
 
     def tdx_collateral_verified(self, quote: bytes, collateral: str) -> None:
         # After verification only (no amplifier): straight through.

@@ -35,6 +35,7 @@ import re
 import struct
 from typing import Any
 
+from cryptography import x509
 import dcap_qvl  # type: ignore[import-untyped,unused-ignore]
 
 from barbican_tee.attestation import errors
@@ -421,6 +422,29 @@ _COLLATERAL_FIELDS = (
     "qe_identity_issuer_chain", "qe_identity", "qe_identity_signature",
 )
 _FMSPC = re.compile(r"[0-9A-Fa-f]{12}")
+
+
+# The collateral's CRLs: the PCK CA's (revokes platforms' PCK certificates)
+# and the root CA's.
+CRL_FIELDS = ("pck_crl", "root_ca_crl")
+
+
+def collateral_crls(doc: dict[str, Any]
+                    ) -> dict[str, x509.CertificateRevocationList]:
+    """The collateral's CRLs by field, parsed (hex DER or PEM).
+
+    Not verified: :func:`verify_quote` does. ValueError (or KeyError,
+    TypeError) for a document without them.
+    """
+    out = {}
+    for field in CRL_FIELDS:
+        value = doc[field]
+        raw = (value.encode() if value.lstrip().startswith("-----")
+               else bytes.fromhex(value))
+        out[field] = (x509.load_pem_x509_crl(raw)
+                      if raw.startswith(b"-----")
+                      else x509.load_der_x509_crl(raw))
+    return out
 
 
 @dataclasses.dataclass(frozen=True)

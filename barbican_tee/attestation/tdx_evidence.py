@@ -15,9 +15,12 @@ import datetime
 import json
 from typing import Any
 
+from cryptography import x509
+
 from barbican_tee.attestation import errors
 from barbican_tee.attestation import evidence as evidence_mod
 from barbican_tee.attestation import policy as policy_mod
+from barbican_tee.attestation import snp_certs
 from barbican_tee.attestation import tdx
 
 
@@ -72,8 +75,14 @@ class TdxQuoteVerifier(evidence_mod.EvidenceVerifier):
             details=claims)
 
     def _check_not_outdated(self, quote: bytes, text: str) -> None:
-        """Refuse sent collateral older than verified collateral held."""
+        """Refuse sent collateral older than verified collateral held.
+
+        Its TCB info (tcbEvaluationDataNumber: a TCB recovery) and each of
+        its CRLs (the PCK CA's and the root CA's, against a held CRL of
+        the same issuer: a revoked platform) must be no older.
+        """
         number = _evaluation_number(text)
+        sent = _crl_orders(text)
         for source in self.sources:
             held = source.tdx_collateral_number(quote)
             if held is not None and (number is None or number < held):
@@ -83,6 +92,24 @@ class TdxQuoteVerifier(evidence_mod.EvidenceVerifier):
                     f"for this platform ({held}): send current collateral "
                     "from Intel PCS (or none)",
                     code="tdx_collateral_outdated")
+            for der in source.tdx_collateral_crls(quote):
+                try:
+                    crl = x509.load_der_x509_crl(der)
+                except ValueError:
+                    continue
+                issuer = crl.issuer.public_bytes()
+                if issuer not in sent:
+                    continue
+                mine, theirs = sent[issuer], snp_certs.crl_order(crl)
+                if mine < theirs:
+                    raise errors.VerificationFailed(
+                        "the TDX collateral sent has a CRL of "
+                        f"{crl.issuer.rfc4514_string()} issued "
+                        f"{mine[1].isoformat()}, older than the one in the "
+                        "verified collateral held for this platform "
+                        f"({theirs[1].isoformat()}): send current "
+                        "collateral from Intel PCS (or none)",
+                        code="tdx_collateral_outdated")
 
     def evaluate(self, policy: policy_mod.Policy,
                  verified: evidence_mod.VerifiedEvidence,
@@ -96,6 +123,19 @@ class TdxQuoteVerifier(evidence_mod.EvidenceVerifier):
             return mismatch
         details: tdx.TdxClaims = verified.details
         return policy_mod.evaluate_tdx(policy, details)
+
+
+def _crl_orders(text: str) -> dict[bytes, tuple[int, datetime.datetime]]:
+    """The (verified) collateral's CRLs: issuer (DER) -> crl_order."""
+    try:
+        crls = tdx.collateral_crls(json.loads(text))
+    except (ValueError, TypeError, KeyError):
+        # dcap-qvl verified this collateral, CRLs included.
+        raise errors.VerificationFailed(
+            "the TDX collateral's CRLs could not be read",
+            code="tdx_collateral_invalid") from None
+    return {crl.issuer.public_bytes(): snp_certs.crl_order(crl)
+            for crl in crls.values()}
 
 
 def _evaluation_number(text: str) -> int | None:

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from typing import Any
 
+from cryptography import x509
 from oslo_config import cfg
 import sqlalchemy as sa
 
@@ -22,6 +23,7 @@ from barbican_tee.api import db
 from barbican_tee.api import endorsements
 from barbican_tee.attestation import errors
 from barbican_tee.attestation import snp
+from barbican_tee.attestation import snp_certs
 from barbican_tee.attestation import source_bound
 from barbican_tee.attestation import tdx
 from barbican_tee import migrations
@@ -205,6 +207,91 @@ class TdxCollateralCacheTest(base.TestCase):
         with self.engine.begin() as conn:
             conn.execute(sa.delete(db.ENDORSEMENTS))
         self.assertEqual(17, self._source().tdx_collateral_number(
+            self.quote))
+
+    def _with_crl(self, fixture: str) -> endorsements.Entry:
+        """A collateral row for this FMSPC whose PCK CRL is another one.
+
+        The CRL is Intel's own (from ``fixture``'s collateral); the row is
+        MACed, as only verified collateral is on import: the order of held
+        collateral is read from authenticated rows without verifying them
+        again.
+        """
+        doc = dict(self.collateral)
+        doc["pck_crl"] = json.loads(base.read_fixture(
+            "dcap-qvl", "sample", fixture))["pck_crl"]
+        text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+        return endorsements.Entry(
+            endorsements._entry_id(  # noqa: SLF001
+                "tdx_collateral", text.encode()), "tdx_collateral", "tdx",
+            "b0c06f000000", datetime.datetime(2025, 7, 19, tzinfo=UTC),
+            "17", text)
+
+    def test_an_older_pck_crl_in_the_evidence_is_refused(self) -> None:
+        sent = tdx.collateral_crls(self.collateral)["pck_crl"]
+        # Positive control: the cache holds this very collateral (the
+        # same tcbEvaluationDataNumber and CRLs): accepted.
+        [entry] = self.importer.verify_bundle(self._bundle(), [], GOOD_AT)
+        self.store.put([entry], "admin")
+        self.assertEqual("UpToDate",
+                         self._release(self.collateral).tcb_status)
+        # Held: the same TCB info with the PCK Platform CA's CRL of
+        # 2026-02-18 (Intel's, 57 entries); the one sent is of 2025-06-19
+        # (44 entries), still inside its nextUpdate at GOOD_AT. A platform
+        # revoked in between must not get through with the older CRL.
+        newer = self._with_crl("tdx_quote_outdated_collateral.json")
+        self.store.put([newer], "admin")
+        held = [snp_certs.crl_order(x509.load_der_x509_crl(der))
+                for der in self._source().tdx_collateral_crls(self.quote)]
+        self.assertIn(snp_certs.crl_order(sent), held)
+        self.assertTrue(any(h > snp_certs.crl_order(sent) for h in held))
+        with self.assertRaises(errors.VerificationFailed) as ctx:
+            self._release(self.collateral)
+        self.assertEqual("tdx_collateral_outdated", ctx.exception.code)
+        self.assertIn("PCK Platform CA", ctx.exception.message)
+        # The held collateral served to a quote sent without any is the
+        # one with the newer CRL (ranked after the same TCB info).
+        text = self.store.collateral("b0c06f000000", GOOD_AT)
+        assert text is not None
+        self.assertEqual(newer.data, text)
+
+    def test_a_newer_crl_of_another_issuer_refuses_nothing(self) -> None:
+        # The PCK Processor CA's CRL (SGX collateral) was issued 23
+        # minutes after the Platform CA's the quote's collateral has: a
+        # CRL is compared with its own issuer's only.
+        other = self._with_crl("sgx_quote_collateral.json")
+        crls = tdx.collateral_crls(json.loads(other.data))
+        mine = tdx.collateral_crls(self.collateral)["pck_crl"]
+        self.assertGreater(snp_certs.crl_order(crls["pck_crl"]),
+                           snp_certs.crl_order(mine))
+        self.assertNotEqual(crls["pck_crl"].issuer, mine.issuer)
+        self.store.put([other], "admin")
+        self.assertEqual("UpToDate",
+                         self._release(self.collateral).tcb_status)
+
+    def test_the_process_remembers_the_newest_crl(self) -> None:
+        # Verified in this process (as at a release): collateral with the
+        # same TCB info but a newer PCK CRL is remembered over the older,
+        # and stands once the rows are gone.
+        self.assertEqual([], self._source().tdx_collateral_crls(
+            self.quote))
+        endorsements.remember_collateral(json.dumps(self.collateral))
+        self.assertEqual("UpToDate",
+                         self._release(self.collateral).tcb_status)
+        endorsements.remember_collateral(
+            self._with_crl("tdx_quote_outdated_collateral.json").data)
+        # The older one verifying again does not push the newer out.
+        endorsements.remember_collateral(json.dumps(self.collateral))
+        with self.assertRaises(errors.VerificationFailed) as ctx:
+            self._release(self.collateral)
+        self.assertEqual("tdx_collateral_outdated", ctx.exception.code)
+
+    def test_a_row_that_does_not_authenticate_is_not_held(self) -> None:
+        newer = self._with_crl("tdx_quote_outdated_collateral.json")
+        self.store.put([newer], "admin")
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(db.ENDORSEMENTS).values(mac="00" * 32))
+        self.assertEqual([], self._source().tdx_collateral_crls(
             self.quote))
 
     def test_the_source_outside_an_api_process_holds_nothing(self) -> None:
