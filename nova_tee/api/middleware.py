@@ -5,7 +5,10 @@
 (or rebuild) whose ``tee_secret`` metadata names a secret the user cannot
 read, that is not sealed, or that is bound to no attestation policy, or
 on a flavor that asks for no attestation; and a server metadata request
-that would add, change or remove ``tee_secret`` after create.
+that would add, change or remove ``tee_secret`` after create. It also
+retires the secret binding of a ``tee:`` server that Nova deleted in its
+API alone (shelved offloaded, or its host down), which no nova-compute
+would retire.
 
 TEEExtraSpecsCheck
 ------------------
@@ -88,6 +91,7 @@ _COMMENTS = {
                         "readable.",
 }
 _SERVERS = re.compile(r"/servers/?$")
+_SERVER = re.compile(r"/servers/(?P<server>[^/]+)/?$")
 _ACTION = re.compile(r"/servers/(?P<server>[^/]+)/action/?$")
 _METADATA = re.compile(r"/servers/(?P<server>[^/]+)/metadata"
                        r"(?:/(?P<key>[^/]+))?/?$")
@@ -272,6 +276,9 @@ class TEESecretCheck:
         method = environ.get("REQUEST_METHOD")
         path = environ.get("PATH_INFO", "")
         ctx = environ.get("nova.context")
+        deleted = self._deleted_server(environ, method, path)
+        if deleted is not None and ctx is not None:
+            return self._delete(environ, start_response, ctx, deleted)
         meta = _METADATA.search(path)
         if meta is not None and ctx is not None and method in (
                 "POST", "PUT", "DELETE"):
@@ -304,6 +311,81 @@ class TEESecretCheck:
         except SecretCheckError as exc:
             return _reply_400(start_response, str(exc))
         return self.app(environ, start_response)
+
+    # -- a server deleted in the API: its binding retired here ------------
+    @classmethod
+    def _deleted_server(cls, environ: dict[str, Any], method: Any,
+                        path: str) -> str | None:
+        """The server a delete request names (``DELETE`` or forceDelete)."""
+        if method == "DELETE":
+            match = _SERVER.search(path)
+            return match.group("server") if match else None
+        if method == "POST":
+            action = _ACTION.search(path)
+            if action is not None and cls._action_name(environ) == (
+                    "forceDelete"):
+                return action.group("server")
+        return None
+
+    @staticmethod
+    def _action_name(environ: dict[str, Any]) -> str | None:
+        raw = _read_body(environ)
+        try:
+            body = json.loads(raw or b"{}") if raw is not None else None
+        except ValueError:
+            return None
+        if isinstance(body, dict) and len(body) == 1:
+            return str(next(iter(body)))
+        return None
+
+    def _delete(self, environ: dict[str, Any],
+                start_response: Callable[..., Any], ctx: Any,
+                server_id: str) -> Iterable[bytes]:
+        """Pass the delete to Nova; then retire what Nova deleted itself.
+
+        Nova deletes a server in its API, with no nova-compute taking part,
+        when the server has no host (shelved and offloaded, or never
+        scheduled) or its host is down (which may never come back to clean
+        up). Those servers are gone once Nova answers: their secret
+        binding is retired here, as nova-compute retires it for the others
+        (which a soft delete may still restore).
+        """
+        status: list[str] = []
+
+        def capture(code: str, headers: list[tuple[str, str]],
+                    exc_info: Any = None) -> Any:
+            status.append(code)
+            if exc_info is not None:
+                return start_response(code, headers, exc_info)
+            return start_response(code, headers)
+
+        result = self.app(environ, capture)
+        if status and status[0][:1] == "2":
+            self._retire_if_gone(ctx, server_id)
+        return result
+
+    @classmethod
+    def _retire_if_gone(cls, ctx: Any, server_id: str) -> None:
+        from nova_tee.virt.libvirt import attest
+
+        instance = _instance(ctx.elevated(read_deleted="yes"), server_id,
+                             ["flavor"])
+        if instance is None or not instance.deleted or (
+                instance.flavor is None
+                or cls._no_tee_request(instance.flavor)):
+            return
+        try:
+            attest.retire(instance.uuid)
+        except attest.AttestationError as exc:
+            # The server is deleted whatever this says; the operator must
+            # know its secret is still bound (retire it with openstack-tee).
+            LOG.error("openstack-tee: server %s was deleted by Nova's API, "
+                      "but its secret binding could not be retired "
+                      "([tee] barbican_url and credentials on nova-api): "
+                      "%s", instance.uuid, exc)
+        else:
+            LOG.info("openstack-tee: server %s deleted by Nova's API: its "
+                     "secret binding is retired", instance.uuid)
 
     # -- the flavor must ask for attestation --------------------------------
     @staticmethod

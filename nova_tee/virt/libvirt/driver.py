@@ -672,8 +672,13 @@ class TEELibvirtDriver(libvirt_driver.LibvirtDriver):
             return False
         deleting = (_loaded(instance, "task_state")
                     and instance.task_state == task_states.DELETING)
-        gone = (_loaded(instance, "vm_state") and instance.vm_state in (
-            vm_states.SOFT_DELETED, vm_states.DELETED)) or (
+        state = instance.vm_state if _loaded(instance, "vm_state") else None
+        task = (instance.task_state if _loaded(instance, "task_state")
+                else None)
+        # Soft deleted: retired once reclaimed (no task), not while it is
+        # restored (task restoring: its domain is made again, bound).
+        gone = state == vm_states.DELETED or (
+            state == vm_states.SOFT_DELETED and task is None) or (
             _loaded(instance, "deleted") and bool(instance.deleted))
         if not (deleting or gone):
             return False

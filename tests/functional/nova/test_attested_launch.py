@@ -304,6 +304,55 @@ class SNPReleaseLifecycleTest(barbican_class.SNPBarbicanTestBase):
         self.assertEqual("instance_deleted", resp.json()["error"]["code"])
 
 
+    def _released_to_no_one(self, server: dict[str, Any]) -> None:
+        resp = self._release(server["id"])
+        self.assertEqual(403, resp.status_code)
+        self.assertEqual("instance_deleted", resp.json()["error"]["code"])
+
+    def test_deleted_while_shelved_offloaded_is_released_to_no_one(
+            self) -> None:
+        # Nova deletes a shelved-offloaded server in its API (no host, no
+        # nova-compute takes part): the API retires the binding.
+        self.flags(shelved_offload_time=0)
+        server = self._boot({"tee_secret": self.secret_id})
+        server = self._shelve_server(server, "SHELVED_OFFLOADED")
+        # Shelved, the instance lives on (unshelve boots it again): its
+        # binding stands.
+        self.assertEqual(200, self._release(server["id"]).status_code)
+        self._delete_server(server)
+        self._released_to_no_one(server)
+
+    def test_deleted_while_its_host_is_down_is_released_to_no_one(
+            self) -> None:
+        # Nova deletes the server in its API when its host is down; the
+        # host may never come back to clean up.
+        server = self._boot({"tee_secret": self.secret_id})
+        self.assertEqual(200, self._release(server["id"]).status_code)
+        self.computes["snphost"].stop()
+        self.admin_api.put_service_force_down(
+            self.admin_api.get_services(host="snphost",
+                                        binary="nova-compute")[0]["id"],
+            True)
+        self._delete_server(server)
+        self._released_to_no_one(server)
+
+    def test_a_soft_delete_keeps_the_binding_until_reclaimed(self) -> None:
+        # With its host up, a delete is nova-compute's to finish: a soft
+        # delete (reclaim_instance_interval) can be restored, and the
+        # restored server still gets its secret.
+        self.flags(reclaim_instance_interval=3600)
+        server = self._boot({"tee_secret": self.secret_id})
+        self.api.delete_server(server["id"])
+        server = self._wait_for_state_change(server, "SOFT_DELETED")
+        self.assertEqual(200, self._release(server["id"]).status_code)
+        self.api.post_server_action(server["id"], {"restore": {}})
+        server = self._wait_for_state_change(server, "ACTIVE")
+        self.assertEqual(200, self._release(server["id"]).status_code)
+        # Force-deleted (POST forceDelete): retired, by nova-compute.
+        self.api.post_server_action(server["id"], {"forceDelete": None})
+        self._wait_until_deleted(server)
+        self._released_to_no_one(server)
+
 class LifecycleTest(AttestedLaunchTest):
     """Suspend and live migration stay refused, as upstream decided."""
 

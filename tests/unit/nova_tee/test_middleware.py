@@ -92,6 +92,54 @@ class SecretCheckPassThroughTest(base.TestCase):
                    {"server": {"metadata": {"tee_secret": 5}}})
 
 
+class DeleteTest(base.TestCase):
+    """A delete reaches Nova unchanged; only a success is looked at."""
+
+    def _call(self, method: str, path: str, body: Any,
+              status: str) -> list[str]:
+        raw = b"" if body is None else json.dumps(body).encode()
+        seen: list[bytes] = []
+        looked: list[str] = []
+
+        def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            seen.append(environ["wsgi.input"].read())
+            start_response(status, [])
+            return [b"nova"]
+
+        environ = {"REQUEST_METHOD": method, "PATH_INFO": path,
+                   "CONTENT_LENGTH": str(len(raw)),
+                   "wsgi.input": io.BytesIO(raw), "nova.context": object()}
+        self.patch(middleware.TEESecretCheck, "_retire_if_gone",
+                   classmethod(lambda cls, ctx, server: looked.append(
+                       server)))
+        answered: list[str] = []
+        out = middleware.TEESecretCheck(app)(
+            environ, lambda code, headers, *a: answered.append(code))
+        self.assertEqual([b"nova"], list(out))
+        self.assertEqual([raw], seen)
+        self.assertEqual([status], answered)
+        return looked
+
+    def test_deletes_that_succeeded_are_looked_at(self) -> None:
+        self.assertEqual(["abc"], self._call(
+            "DELETE", "/v2.1/servers/abc", None, "204 No Content"))
+        self.assertEqual(["abc"], self._call(
+            "POST", "/v2.1/p1/servers/abc/action", {"forceDelete": None},
+            "202 Accepted"))
+
+    def test_failed_deletes_and_other_requests_are_not(self) -> None:
+        self.assertEqual([], self._call(
+            "DELETE", "/v2.1/servers/abc", None, "404 Not Found"))
+        self.assertEqual([], self._call(
+            "DELETE", "/v2.1/servers/abc", None, "409 Conflict"))
+        self.assertEqual([], self._call(
+            "POST", "/v2.1/servers/abc/action", {"reboot": {}},
+            "202 Accepted"))
+        self.assertEqual([], self._call(
+            "DELETE", "/v2.1/servers/abc/metadata/k", None,
+            "204 No Content"))
+
+
 class BackendTest(base.TestCase):
     """Only castellan's Barbican backend is asked; decided before loading.
 

@@ -441,9 +441,10 @@ class CleanupTest(base.TestCase):
         self.assertTrue(retire(self.instance(
             flavor=tee, task_state=None, vm_state="active", deleted=True,
             metadata=meta)))
-        # Instances that live on (shelve offload, evacuation, resize):
-        # their binding stays.
+        # Instances that live on (shelve offload, evacuation, resize, a
+        # soft-deleted one restored): their binding stays.
         for task, state in (("shelving_offloading", "shelved"),
+                            ("restoring", "soft-delete"),
                             (None, "active"), ("resize_migrating",
                                                "active")):
             self.assertFalse(retire(self.instance(
