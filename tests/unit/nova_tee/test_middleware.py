@@ -127,6 +127,25 @@ class DeleteTest(base.TestCase):
             "POST", "/v2.1/p1/servers/abc/action", {"forceDelete": None},
             "202 Accepted"))
 
+    def test_an_error_after_the_delete_leaves_nova_s_answer(self) -> None:
+        def boom(cls: Any, ctx: Any, server: str) -> None:
+            raise RuntimeError("database gone")
+
+        def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            start_response("204 No Content", [])
+            return [b""]
+
+        self.patch(middleware.TEESecretCheck, "_retire_if_gone",
+                   classmethod(boom))
+        environ = {"REQUEST_METHOD": "DELETE",
+                   "PATH_INFO": "/v2.1/servers/abc",
+                   "wsgi.input": io.BytesIO(b""), "nova.context": object()}
+        answered: list[str] = []
+        out = middleware.TEESecretCheck(app)(
+            environ, lambda code, headers, *a: answered.append(code))
+        self.assertEqual([b""], list(out))
+        self.assertEqual(["204 No Content"], answered)
+
     def test_failed_deletes_and_other_requests_are_not(self) -> None:
         self.assertEqual([], self._call(
             "DELETE", "/v2.1/servers/abc", None, "404 Not Found"))
