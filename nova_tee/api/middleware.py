@@ -383,7 +383,7 @@ class TEESecretCheck:
             attest.retire(instance.uuid)
         except attest.AttestationError as exc:
             # The server is deleted whatever this says; the operator must
-            # know its secret is still bound (retire it with openstack-tee).
+            # know its secret is still bound (until its owner binds it again).
             LOG.error("openstack-tee: server %s was deleted by Nova's API, "
                       "but its secret binding could not be retired "
                       "([tee] barbican_url and credentials on nova-api): "
