@@ -157,6 +157,12 @@ def _item_bytes(item: dict[str, Any], index: int) -> bytes:
     raise _bad(index, "give the object as pem (text) or der (base64)")
 
 
+def _collateral_number(doc: dict[str, Any]) -> int:
+    """The collateral's TCB info tcbEvaluationDataNumber (-1: none)."""
+    return int(json.loads(doc["tcb_info"]).get("tcbEvaluationDataNumber",
+                                               -1))
+
+
 def _collateral_order(doc: dict[str, Any]) -> tuple[Any, ...]:
     """How recent verified collateral is: its TCB info, then its CRLs.
 
@@ -164,10 +170,9 @@ def _collateral_order(doc: dict[str, Any]) -> tuple[Any, ...]:
     :func:`snp_certs.crl_order`): of two collateral with the same TCB
     info, the one with the newer PCK CRL (revocations) ranks first.
     """
-    info = json.loads(doc["tcb_info"])
     crls = tdx.collateral_crls(doc)
-    return (int(info.get("tcbEvaluationDataNumber", -1)),
-            str(info.get("issueDate", "")),
+    return (_collateral_number(doc),
+            str(json.loads(doc["tcb_info"]).get("issueDate", "")),
             *(snp_certs.crl_order(crls[f]) for f in tdx.CRL_FIELDS))
 
 
@@ -330,7 +335,7 @@ class Importer:
                        f"{exc.message}", "endorsement_untrusted"
                        ) from None
         text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
-        number = _collateral_order(doc)[0]
+        number = _collateral_number(doc)
         return Entry(_entry_id("tdx_collateral", text.encode()),
                      "tdx_collateral", "tdx", loaded.fmspc.lower(), expires,
                      str(number), text)
@@ -735,7 +740,7 @@ class EndorsementStore:
             if not self._authentic(row):
                 continue
             try:
-                number = _collateral_order(json.loads(row["data"]))[0]
+                number = _collateral_number(json.loads(row["data"]))
             except (ValueError, TypeError, KeyError):
                 continue
             best = number if best is None else max(best, number)

@@ -327,13 +327,9 @@ class TEESecretCheck:
                 return action.group("server")
         return None
 
-    @staticmethod
-    def _action_name(environ: dict[str, Any]) -> str | None:
-        raw = _read_body(environ)
-        try:
-            body = json.loads(raw or b"{}") if raw is not None else None
-        except ValueError:
-            return None
+    @classmethod
+    def _action_name(cls, environ: dict[str, Any]) -> str | None:
+        body = cls._request_json(environ)
         if isinstance(body, dict) and len(body) == 1:
             return str(next(iter(body)))
         return None
@@ -485,15 +481,20 @@ class TEESecretCheck:
             f"you create or rebuild the server")
 
     @staticmethod
-    def _request_part(environ: dict[str, Any],
-                      key: str) -> dict[str, Any] | None:
+    def _request_json(environ: dict[str, Any]) -> Any:
+        """The request's JSON body (put back for Nova), or None."""
         raw = _read_body(environ)
         if raw is None:
             return None  # a body we do not read goes to Nova untouched
         try:
-            body = json.loads(raw or b"{}")
+            return json.loads(raw or b"{}")
         except ValueError:
             return None  # Nova answers malformed JSON itself
+
+    @classmethod
+    def _request_part(cls, environ: dict[str, Any],
+                      key: str) -> dict[str, Any] | None:
+        body = cls._request_json(environ)
         part = body.get(key) if isinstance(body, dict) else None
         return part if isinstance(part, dict) else None
 

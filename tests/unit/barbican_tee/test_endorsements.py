@@ -92,6 +92,11 @@ class TdxCollateralCacheTest(base.TestCase):
         info = json.loads(doc["tcb_info"])
         info["tcbEvaluationDataNumber"] = number
         doc["tcb_info"] = json.dumps(info)
+        return self._row(doc, number)
+
+    @staticmethod
+    def _row(doc: dict[str, Any], number: int) -> endorsements.Entry:
+        """A collateral row for this FMSPC as ``put`` stores (and MACs) it."""
         text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
         return endorsements.Entry(
             endorsements._entry_id(  # noqa: SLF001
@@ -220,12 +225,7 @@ class TdxCollateralCacheTest(base.TestCase):
         doc = dict(self.collateral)
         doc["pck_crl"] = json.loads(base.read_fixture(
             "dcap-qvl", "sample", fixture))["pck_crl"]
-        text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
-        return endorsements.Entry(
-            endorsements._entry_id(  # noqa: SLF001
-                "tdx_collateral", text.encode()), "tdx_collateral", "tdx",
-            "b0c06f000000", datetime.datetime(2025, 7, 19, tzinfo=UTC),
-            "17", text)
+        return self._row(doc, 17)
 
     def test_an_older_pck_crl_in_the_evidence_is_refused(self) -> None:
         sent = tdx.collateral_crls(self.collateral)["pck_crl"]
