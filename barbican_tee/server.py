@@ -56,13 +56,14 @@ STORE_NAMESPACE = "barbican.secretstore.plugin"
 CRYPTO_NAMESPACE = "barbican.crypto.plugin"
 
 # tee_public (challenge, release) sits before the context middleware, which
-# would refuse their token-less requests; tee_api (policies, bindings, SEV
-# sessions, the sealed payload check) after it; tee_peer keeps the
-# connection's address before http_proxy_to_wsgi may rewrite REMOTE_ADDR.
+# would refuse their token-less requests, and in front of cors, request_id
+# and http_proxy_to_wsgi, which they do without; tee_api (policies,
+# bindings, SEV sessions, the sealed payload check) after it; tee_peer
+# keeps the connection's address before http_proxy_to_wsgi may rewrite
+# REMOTE_ADDR, and before tee_public counts the client by it.
 DEFAULT_PIPELINE: tuple[str, ...] = (
-    "cors", "request_id", "tee_peer", "http_proxy_to_wsgi",
-    "tee_request_id",
-    "tee_public", "unauthenticated-context", "tee_api", "microversion",
+    "tee_peer", "tee_public", "cors", "request_id", "http_proxy_to_wsgi",
+    "tee_request_id", "unauthenticated-context", "tee_api", "microversion",
     "apiapp")
 PIPELINE_WITHOUT_TEE_API: tuple[str, ...] = tuple(
     f for f in DEFAULT_PIPELINE if f not in ("tee_api", "tee_public"))

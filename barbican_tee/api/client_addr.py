@@ -158,8 +158,8 @@ def _log_no_peer() -> None:
         LOG.error("openstack-tee: the tee_peer filter is not in front of "
                   "this pipeline: requests carrying X-Forwarded-For or "
                   "Forwarded are all counted as one client, 'unknown'. "
-                  "Put tee_peer right before http_proxy_to_wsgi in "
-                  "api-paste.ini.")
+                  "Put tee_peer at the front of the pipeline (before "
+                  "tee_public and http_proxy_to_wsgi) in api-paste.ini.")
 
 
 def _bucket(addr: Address, ipv6_prefix: int) -> str:

@@ -82,6 +82,7 @@ from barbican_tee.api import floors
 from barbican_tee.api import nonce as nonce_mod
 from barbican_tee.api import release_jwe
 from barbican_tee.api import request_body
+from barbican_tee.api import request_id
 from barbican_tee.api import sealed_create
 from barbican_tee.attestation import errors
 from barbican_tee.attestation import evidence as evidence_mod
@@ -422,12 +423,19 @@ class TEEAPIFilter:
             if self.routes == "all" or (self.routes == "public") == (
                     self._route_name(method, path) in PUBLIC_ROUTES):
                 if self.routes == "public":
+                    # In front of Barbican's middlewares (see
+                    # barbican_tee.api.paste): a request id of its own,
+                    # as oslo.middleware's request_id filter gives one.
+                    start_response = request_id.ensure(environ,
+                                                       start_response)
                     # No context middleware ran before the token-less
                     # routes: without one of their own, log lines (the
                     # audit's) would name the user, project and request
                     # of whatever request this thread served before.
                     oslo_context.RequestContext(
-                        request_id=environ.get("openstack.request_id"),
+                        request_id=environ[request_id.ENV_REQUEST_ID],
+                        global_request_id=environ.get(
+                            request_id.GLOBAL_REQ_ID),
                         overwrite=True)
                 return self._dispatch(environ, start_response, method,
                                       path)

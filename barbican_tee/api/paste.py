@@ -18,18 +18,27 @@ itself still refuses a sealed secret's payload.
 
 In the pipeline:
 
-* ``tee_peer`` right before ``http_proxy_to_wsgi``, which may replace
+* ``tee_peer`` then ``tee_public`` at its front. ``tee_peer`` keeps the
+  connection's address before ``http_proxy_to_wsgi`` may replace
   ``REMOTE_ADDR`` with a header anyone can send
-  (:mod:`barbican_tee.api.client_addr`);
-* ``tee_public`` (challenge and release, which carry no token) before
-  the first filter that needs or makes a token context: keystonemiddleware's
-  ``auth_token`` or Barbican's context middleware, known by the factory
-  its section names (whatever the section is called);
+  (:mod:`barbican_tee.api.client_addr`). ``tee_public`` serves the
+  challenge and the release, which carry no token: it must come before
+  the first filter that needs or makes a token context
+  (keystonemiddleware's ``auth_token`` or Barbican's context middleware,
+  known by the factory its section names, whatever the section is
+  called), and in front of Barbican's ``cors``, ``request_id`` and
+  ``http_proxy_to_wsgi`` its routes do without them (no browser, no URL
+  in their answers, a request id of its own: about a tenth of a release's
+  CPU). Where ``tee_peer`` is in the pipeline already, ``tee_public``
+  goes right after it.
 * ``tee_api`` (the token routes and the sealed payload check) right before
   ``microversion`` (or the app), after the context middleware.
 
-A filter already in the pipeline stays where it is, except a ``tee_peer``
-after ``http_proxy_to_wsgi``: that file is refused (the operator moves it).
+A filter already in the pipeline stays where it is (a ``tee_public``
+further down works, at that cost), except a ``tee_peer`` after
+``http_proxy_to_wsgi`` or ``tee_public`` (or after the context filter
+while ``tee_public`` is still to be added): that file is refused (the
+operator moves it).
 """
 
 from __future__ import annotations
@@ -46,12 +55,14 @@ FILTERS: tuple[tuple[str, str, tuple[tuple[str, str], ...],
     ("tee_peer", "barbican_tee.api.client_addr:PeerFilter.factory", (),
      ("Keeps the connection's address for the per-client rate limit",
       "before http_proxy_to_wsgi may replace REMOTE_ADDR with a header",
-      "(see [tee_api] trusted_proxies).")),
+      "(see [tee_api] trusted_proxies); in front of tee_public.")),
     ("tee_public", "barbican_tee.api.filter:TEEAPIFilter.factory",
      (("routes", "public"),),
      ("POST /v1/tee/challenge and /v1/tee/release: no token, the evidence",
       "authenticates; must come before the context (or authtoken)",
-      "middleware.")),
+      "middleware. In front of cors, request_id and http_proxy_to_wsgi,",
+      "which these routes do without (it gives them a request id itself),",
+      "after tee_peer.")),
     ("tee_api", "barbican_tee.api.filter:TEEAPIFilter.factory",
      (("routes", "token"),),
      ("The token routes of /v1/tee and the sealed payload check.",)),
@@ -251,24 +262,38 @@ def add_to_paste_config(text: str) -> str:
     paste = PasteFile(text)
     for section in _target_pipelines(paste):
         parts = paste.tokens(section, "pipeline")
-        if ("tee_peer" in parts and "http_proxy_to_wsgi" in parts
-                and parts.index("tee_peer")
-                > parts.index("http_proxy_to_wsgi")):
+        context = next((f for f in parts if _is_context(paste, f)), None)
+        if context is None and "tee_public" not in parts:
             raise PasteEditError(
-                f"[{section}] has tee_peer after http_proxy_to_wsgi, which "
-                "may already have replaced REMOTE_ADDR with a header the "
-                "client sent: move tee_peer right before "
-                "http_proxy_to_wsgi")
-        if "tee_peer" not in parts and "http_proxy_to_wsgi" in parts:
-            paste.insert_before(section, "pipeline", "http_proxy_to_wsgi",
-                                "tee_peer")
-        if "tee_public" not in parts:
-            anchor = next((f for f in parts if _is_context(paste, f)), None)
-            if anchor is None:
+                f"[{section}] has no authtoken or context middleware "
+                "to put tee_public before")
+        if "tee_peer" in parts:
+            # Where tee_public is still to come, it comes right after.
+            later = [f for f in parts[:parts.index("tee_peer")]
+                     if f in ("http_proxy_to_wsgi", "tee_public")
+                     or (f == context and "tee_public" not in parts)]
+            if later:
+                why = {"http_proxy_to_wsgi": "which may already have "
+                       "replaced REMOTE_ADDR with a header the client sent",
+                       "tee_public": "which counts each client by the "
+                       "address tee_peer keeps"}.get(
+                    later[0], "while tee_public, which goes right after "
+                    "it, must come before that filter")
                 raise PasteEditError(
-                    f"[{section}] has no authtoken or context middleware "
-                    "to put tee_public before")
-            paste.insert_before(section, "pipeline", anchor, "tee_public")
+                    f"[{section}] has tee_peer after {later[0]}, {why}: "
+                    "move tee_peer to the front of the pipeline")
+        if "tee_public" not in parts:
+            if "tee_peer" in parts:
+                paste.insert_before(section, "pipeline",
+                                    parts[parts.index("tee_peer") + 1],
+                                    "tee_public")
+            else:
+                paste.insert_before(section, "pipeline", parts[0],
+                                    "tee_peer")
+                paste.insert_before(section, "pipeline", parts[0],
+                                    "tee_public")
+        elif "tee_peer" not in parts:
+            paste.insert_before(section, "pipeline", parts[0], "tee_peer")
         if "tee_api" not in parts:
             anchor = "microversion" if "microversion" in parts else parts[-1]
             paste.insert_before(section, "pipeline", anchor, "tee_api")

@@ -185,13 +185,19 @@ class ReleaseTest(_ServerTestBase):
         user = "u-" + OWNER[:8]
         self.assertIn(user, self._log())  # positive control
         secret_id = str(uuid.uuid4())
+        # The caller's global request id, as oslo.middleware takes one
+        # (tee_public answers in front of Barbican's request_id filter).
+        global_id = f"req-{uuid.uuid4()}"
         resp = session.post(f"{self.url}/v1/tee/release", timeout=30,
-                            json={"secret_id": secret_id, "nonce": "x"})
+                            json={"secret_id": secret_id, "nonce": "x"},
+                            headers={"X-OpenStack-Request-ID": global_id})
         self.assertEqual(400, resp.status_code, resp.text)
         request_id = resp.headers["x-openstack-request-id"]
+        self.assertRegex(request_id, r"^req-[0-9a-f-]{36}$")
+        self.assertNotEqual(global_id, request_id)
         [line] = [x for x in self._log().splitlines()
                   if f"tee.release.denied secret={secret_id}" in x]
-        self.assertIn(request_id, line)
+        self.assertIn(f"[{global_id} {request_id} ", line)
         self.assertNotIn(user, line)
         self.assertNotIn(OWNER, line)
 

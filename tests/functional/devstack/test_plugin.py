@@ -202,7 +202,7 @@ class DevstackPluginTest(base.TestCase):
 
         bpaste = _ini(self._path("barbican", "barbican-api-paste.ini"))
         self.assertEqual(
-            "cors request_id tee_peer http_proxy_to_wsgi tee_public "
+            "tee_peer tee_public cors request_id http_proxy_to_wsgi "
             "authtoken context tee_api microversion apiapp",
             bpaste.get("pipeline:barbican-api-keystone", "pipeline"))
         self.assertEqual("barbican-api-keystone",

@@ -46,8 +46,8 @@ class BarbicanPasteTest(base.TestCase):
         out = paste.add_to_paste_config(self.text)
         removed, added = _changes(self.text, out)
         self.assertEqual([KEYSTONE], removed)
-        line = ("pipeline = cors request_id tee_peer http_proxy_to_wsgi "
-                "tee_public authtoken context tee_api microversion "
+        line = ("pipeline = tee_peer tee_public cors request_id "
+                "http_proxy_to_wsgi authtoken context tee_api microversion "
                 "apiapp\n")
         self.assertEqual(line, added[0])
         # Everything else is the input, byte for byte, then whole new
@@ -74,7 +74,7 @@ class BarbicanPasteTest(base.TestCase):
         self.assertEqual(1, len(removed))
         self.assertIn(" audit apiapp", removed[0])
         self.assertEqual(
-            "cors request_id tee_peer http_proxy_to_wsgi tee_public "
+            "tee_peer tee_public cors request_id http_proxy_to_wsgi "
             "authtoken context tee_api microversion audit apiapp",
             _value(out, "barbican-api-keystone-audit"))
         self.assertEqual(_value(text, "barbican-api-keystone"),
@@ -113,9 +113,9 @@ class BarbicanPasteTest(base.TestCase):
         self.assertEqual(
             "# top\r\n[composite:main]\r\nuse = egg:Paste#urlmap\r\n"
             "/v1/: api\r\n\r\n[pipeline:api]\r\n"
-            "pipeline = cors tee_peer http_proxy_to_wsgi\r\n"
+            "pipeline = tee_peer tee_public cors http_proxy_to_wsgi\r\n"
             "    # a comment inside the value\r\n"
-            "    tee_public authtoken context\r\n"
+            "    authtoken context\r\n"
             "    tee_api microversion apiapp\r\n"
             "\r\n[filter:tee_api]\r\n; ours, from before\r\n"
             "paste.filter_factory: barbican_tee.api.filter:"
@@ -133,9 +133,9 @@ class BarbicanPasteTest(base.TestCase):
                                  "[filter:keystone_authtoken]\n").replace(
             KEYSTONE, KEYSTONE.replace("authtoken", "keystone_authtoken"))
         out = paste.add_to_paste_config(text)
-        self.assertIn("tee_peer http_proxy_to_wsgi tee_public "
-                      "keystone_authtoken context tee_api microversion",
-                      out)
+        self.assertIn("tee_peer tee_public cors request_id "
+                      "http_proxy_to_wsgi keystone_authtoken context "
+                      "tee_api microversion", out)
         self.assertEqual(out, paste.add_to_paste_config(out))
 
     def test_an_option_set_again_keeps_its_comments(self) -> None:
@@ -170,13 +170,57 @@ class BarbicanPasteTest(base.TestCase):
         text = self.text.replace(KEYSTONE, misplaced)
         exc = self.assertRaises(paste.PasteEditError,
                                 paste.add_to_paste_config, text)
-        self.assertIn("move tee_peer right before http_proxy_to_wsgi",
-                      str(exc))
-        # Positive control: in its place, the same file is accepted.
+        self.assertIn("tee_peer after http_proxy_to_wsgi", str(exc))
+        self.assertIn("move tee_peer to the front", str(exc))
+        # Positive control: in front of it, the same file is accepted,
+        # and tee_public goes right after tee_peer.
         placed = KEYSTONE.replace("http_proxy_to_wsgi",
                                   "tee_peer http_proxy_to_wsgi")
         out = paste.add_to_paste_config(self.text.replace(KEYSTONE, placed))
-        self.assertEqual(1, out.count("tee_peer http_proxy_to_wsgi"))
+        self.assertEqual(
+            "cors request_id tee_peer tee_public http_proxy_to_wsgi "
+            "authtoken context tee_api microversion apiapp",
+            _value(out, "barbican-api-keystone"))
+
+    def test_refuses_tee_peer_after_tee_public(self) -> None:
+        # tee_public would count the client without the connection's
+        # address.
+        misplaced = KEYSTONE.replace(
+            "cors", "tee_public tee_peer cors")
+        exc = self.assertRaises(
+            paste.PasteEditError, paste.add_to_paste_config,
+            self.text.replace(KEYSTONE, misplaced))
+        self.assertIn("tee_peer after tee_public, which counts", str(exc))
+        # Nor after the context filter while tee_public is to come right
+        # after it (the token-less routes would meet the token check).
+        misplaced = KEYSTONE.replace("http_proxy_to_wsgi ", "").replace(
+            "context", "context tee_peer")
+        exc = self.assertRaises(
+            paste.PasteEditError, paste.add_to_paste_config,
+            self.text.replace(KEYSTONE, misplaced))
+        self.assertIn("tee_peer after authtoken, while tee_public",
+                      str(exc))
+
+    def test_an_earlier_layout_is_kept_as_it_is(self) -> None:
+        # The placement of earlier releases (tee_public right before the
+        # token filter) still works: left alone, the edit idempotent.
+        earlier = ("pipeline = cors request_id tee_peer http_proxy_to_wsgi "
+                   "tee_public authtoken context tee_api microversion "
+                   "apiapp\n")
+        text = paste.add_to_paste_config(self.text).replace(
+            "pipeline = tee_peer tee_public cors request_id "
+            "http_proxy_to_wsgi authtoken context tee_api microversion "
+            "apiapp\n", earlier)
+        self.assertIn(earlier, text)
+        self.assertEqual(text, paste.add_to_paste_config(text))
+        # Without tee_peer there, it goes to the front.
+        out = paste.add_to_paste_config(
+            text.replace("tee_peer http_proxy_to_wsgi",
+                         "http_proxy_to_wsgi"))
+        self.assertEqual(
+            "tee_peer cors request_id http_proxy_to_wsgi tee_public "
+            "authtoken context tee_api microversion apiapp",
+            _value(out, "barbican-api-keystone"))
 
     def test_main_rewrites_in_place_once(self) -> None:
         with tempfile.NamedTemporaryFile("w", suffix=".ini",
