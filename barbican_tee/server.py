@@ -562,10 +562,11 @@ def check_plugins_loaded() -> None:
 # ---------------------------------------------------------------------------
 # The gunicorn process.
 
-def _probe(port: int, timeout: float = 2.0) -> bool:
+def _probe(port: int, timeout: float = 2.0, script_name: str = "") -> bool:
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
-        conn.request("GET", "/")
+        # gunicorn refuses a path outside the SCRIPT_NAME it was given.
+        conn.request("GET", script_name.rstrip("/") + "/")
         return conn.getresponse().status < 500
     except OSError:
         return False
@@ -603,14 +604,17 @@ class Server:
         offset = 0
         with contextlib.suppress(FileNotFoundError):
             offset = os.path.getsize(self.layout.log_path)
+        env = server_env(self.layout)
         with open(self.layout.log_path, "ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 - fixed argv
                 gunicorn_argv(self.port, self.workers),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                env=server_env(self.layout), cwd=self.layout.data_dir,
+                env=env, cwd=self.layout.data_dir,
                 start_new_session=True)
         try:
-            self._wait_ready(offset, timeout)
+            # Mounted under a path (gunicorn's SCRIPT_NAME), it answers
+            # only there.
+            self._wait_ready(offset, timeout, env.get("SCRIPT_NAME", ""))
         except BaseException:
             self.stop()
             raise
@@ -623,7 +627,8 @@ class Server:
         except FileNotFoundError:
             return ""
 
-    def _wait_ready(self, offset: int, timeout: float) -> None:
+    def _wait_ready(self, offset: int, timeout: float,
+                    script_name: str = "") -> None:
         assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -636,7 +641,7 @@ class Server:
                     f"log {self.layout.log_path}:\n{_tail(log)}")
             log = self._log_since(offset)
             if (log.count(READY_MARKER) >= self.workers
-                    and _probe(self.port)):
+                    and _probe(self.port, script_name=script_name)):
                 return
             time.sleep(0.1)
         raise ServerError(

@@ -214,6 +214,25 @@ _REASONS = {413: "Payload Too Large"}
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
+def api_path(environ: dict[str, Any]) -> str:
+    """The request's path from Barbican's API root: ``/v1/...``.
+
+    Paste's urlmap moves the ``/v1`` it mounts our pipeline at into
+    ``SCRIPT_NAME``, after the path the server itself is mounted under,
+    if any: devstack serves Barbican at ``/key-manager`` (Apache's
+    ``ProxyPass`` to uwsgi), so ``SCRIPT_NAME`` is ``/key-manager/v1``
+    and ``PATH_INFO`` ``/tee/challenge``; ``http_proxy_to_wsgi`` puts an
+    ``X-Forwarded-Prefix`` in front as well. Barbican routes on
+    ``PATH_INFO`` below that mount, and so do we. A filter outside such a
+    pipeline sees ``/v1/...`` in ``PATH_INFO`` itself.
+    """
+    script = str(environ.get("SCRIPT_NAME", "")).rstrip("/")
+    info = str(environ.get("PATH_INFO", ""))
+    if script.endswith("/v1"):
+        return "/v1" + info
+    return info
+
+
 def _payload_secret(path: str, environ: dict[str, Any]) -> str | None:
     """The secret whose payload Barbican would answer ``GET path`` with.
 
@@ -415,9 +434,7 @@ class TEEAPIFilter:
     # -- WSGI -------------------------------------------------------------
     def __call__(self, environ: dict[str, Any],
                  start_response: Callable[..., Any]) -> Iterable[bytes]:
-        # Paste's urlmap moves the "/v1" prefix into SCRIPT_NAME.
-        path = (environ.get("SCRIPT_NAME", "").rstrip("/")
-                + environ.get("PATH_INFO", ""))
+        path = api_path(environ)
         method = environ.get("REQUEST_METHOD", "GET")
         if path.startswith("/v1/tee/") or path == "/v1/tee":
             if self.routes == "all" or (self.routes == "public") == (

@@ -166,3 +166,22 @@ class SealedSecretErrorTest(base.TestCase):
             "Get", exc)
         self.assertEqual(403, status)
         self.assertIn("50% sealed", message)
+
+
+class ApiPathTest(base.TestCase):
+    """The path the filters route on, below Barbican's API root."""
+
+    def test_below_the_v1_mount_whatever_is_in_front(self) -> None:
+        for script, info, path in (
+                ("/v1", "/tee/challenge", "/v1/tee/challenge"),
+                ("/key-manager/v1", "/tee/challenge", "/v1/tee/challenge"),
+                ("/proxy/key-manager/v1/", "/secrets/x/payload",
+                 "/v1/secrets/x/payload"),
+                ("/v1", "", "/v1"),
+                ("", "/v1/tee/release", "/v1/tee/release"),
+                ("/key-manager", "/v1/tee/release", "/v1/tee/release"),
+                ("/key-manager/v10", "/tee/release", "/tee/release"),
+                ("/xv1", "/tee/release", "/tee/release")):
+            with self.subTest(script=script, info=info):
+                self.assertEqual(path, tee_filter.api_path(
+                    {"SCRIPT_NAME": script, "PATH_INFO": info}))

@@ -23,6 +23,7 @@ import time
 from typing import Any
 import uuid
 
+import fixtures
 from jwcrypto import jwk
 import requests
 import sqlalchemy as sa
@@ -52,6 +53,8 @@ class _ServerTestBase(base.TestCase):
     WORKERS = 2
     # The database (default: a fresh one of TEE_FUNCTIONAL_DB's kind).
     DB_URL: str | None = None
+    # The path the server is mounted under (gunicorn's SCRIPT_NAME).
+    PREFIX = ""
 
     @classmethod
     def setUpClass(cls) -> None:
@@ -75,8 +78,10 @@ class _ServerTestBase(base.TestCase):
                 # Audit notifications through oslo.messaging's log driver.
                 "oslo_messaging_notifications": {"driver": "log"},
                 **cls.EXTRA_CONF}, db_url=cls.DB_URL)
-        cls.server.setUp()
-        cls.url = cls.server.url
+        with fixtures.EnvironmentVariable("SCRIPT_NAME", cls.PREFIX or None):
+            # gunicorn takes its SCRIPT_NAME from its environment.
+            cls.server.setUp()
+        cls.url = cls.server.url + cls.PREFIX
         # The owner's secrets are sealed through Barbican's own
         # POST /v1/secrets: the sealed store is the project's preferred.
         stores.prefer_sealed_store(cls.url, cls._headers(OWNER))
